@@ -1,0 +1,390 @@
+// Package memory is the in-process bus: refcast's embedded default for a
+// single node with no Redis. It keeps a bounded history and the ref state of
+// every repo in memory.
+//
+// It is not shared between processes: hooks reach an embedded node over
+// HTTP (POST /v1/publish), and a tier of several nodes needs bus/redis.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Defaults for Options.
+const (
+	DefaultHistory   = 10000  // events kept per partition
+	DefaultPushIDs   = 100000 // push ids remembered for idempotency
+	DefaultFeedBatch = 256    // events per subscription message at most
+)
+
+// Options configure a Bus. Zero values take the defaults above.
+type Options struct {
+	Partitions int           // bus.DefaultPartitions when 0
+	History    int           // events retained per partition
+	MaxAge     time.Duration // events older than this are trimmed; 0 keeps by count only
+	PushIDs    int           // how many push ids are remembered
+	// Now is the clock, for tests; time.Now when nil.
+	Now func() time.Time
+	// Epochs, when set, are the partitions' epochs to start with (a
+	// persistent wrapper restoring its state); otherwise each is random.
+	Epochs []uint64
+}
+
+// Bus is an in-memory bus.Bus.
+type Bus struct {
+	opts  Options
+	parts []*partition // set at construction
+
+	mu       sync.Mutex    // guards notify, closed, pushIDs, pushFIFO
+	notify   chan struct{} // closed and replaced on every publish
+	closed   bool
+	done     chan struct{} // closed by Close
+	pushIDs  map[string]pushRef
+	pushFIFO []string
+}
+
+type pushRef struct {
+	partition int
+	first     uint64
+}
+
+type partition struct {
+	mu     sync.RWMutex
+	epoch  uint64                       // set at construction
+	first  uint64                       // Seq of events[0]; guarded by mu
+	events []bus.Event                  // guarded by mu
+	refs   map[string]map[string]string // repo -> ref -> id; guarded by mu
+}
+
+var _ bus.Bus = (*Bus)(nil)
+
+// New returns an empty bus.
+func New(opts Options) (*Bus, error) {
+	if opts.Partitions == 0 {
+		opts.Partitions = bus.DefaultPartitions
+	}
+	if opts.Partitions < 1 || opts.Partitions > 1024 {
+		return nil, fmt.Errorf("memory bus: partitions must be 1 to 1024, got %d", opts.Partitions)
+	}
+	if opts.History == 0 {
+		opts.History = DefaultHistory
+	}
+	if opts.PushIDs == 0 {
+		opts.PushIDs = DefaultPushIDs
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Epochs != nil && len(opts.Epochs) != opts.Partitions {
+		return nil, fmt.Errorf("memory bus: %d epochs for %d partitions", len(opts.Epochs), opts.Partitions)
+	}
+	b := &Bus{
+		opts:    opts,
+		notify:  make(chan struct{}),
+		done:    make(chan struct{}),
+		pushIDs: make(map[string]pushRef),
+	}
+	for i := range opts.Partitions {
+		p := &partition{first: 1, refs: make(map[string]map[string]string)}
+		if opts.Epochs != nil {
+			p.epoch = opts.Epochs[i]
+		} else {
+			p.epoch = NewEpoch()
+		}
+		b.parts = append(b.parts, p)
+	}
+	return b, nil
+}
+
+// NewEpoch returns a random non-zero epoch.
+func NewEpoch() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if e := binary.BigEndian.Uint64(b[:]) >> 1; e != 0 { // 63 bits: safe in JSON and Lua
+			return e
+		}
+	}
+}
+
+// Partitions implements bus.Bus.
+func (b *Bus) Partitions() int { return len(b.parts) }
+
+// Publish implements bus.Bus.
+func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	pi := bus.PartitionOf(p.Repo, len(b.parts))
+	part := b.parts[pi]
+	evs := p.Events()
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, bus.ErrClosed
+	}
+	if ref, ok := b.pushIDs[p.ID]; ok {
+		b.mu.Unlock()
+		for i := range evs {
+			evs[i].Partition, evs[i].Seq = ref.partition, ref.first+uint64(i)
+		}
+		return evs, nil
+	}
+
+	part.mu.Lock()
+	next := part.first + uint64(len(part.events))
+	for i := range evs {
+		evs[i].Partition, evs[i].Seq = pi, next+uint64(i)
+	}
+	part.events = append(part.events, evs...)
+	part.applyState(p)
+	part.trim(b.opts.History, b.opts.MaxAge, b.opts.Now())
+	part.mu.Unlock()
+
+	b.rememberPush(p.ID, pushRef{partition: pi, first: next})
+	close(b.notify)
+	b.notify = make(chan struct{})
+	b.mu.Unlock()
+	return evs, nil
+}
+
+// rememberPush records a push id, forgetting the oldest past the bound.
+// Called with b.mu held.
+func (b *Bus) rememberPush(id string, r pushRef) {
+	b.pushIDs[id] = r
+	b.pushFIFO = append(b.pushFIFO, id)
+	if over := len(b.pushFIFO) - b.opts.PushIDs; over > 0 {
+		for _, old := range b.pushFIFO[:over] {
+			delete(b.pushIDs, old)
+		}
+		b.pushFIFO = append(b.pushFIFO[:0:0], b.pushFIFO[over:]...)
+	}
+}
+
+// applyState updates the ref state. Called with p.mu held.
+func (part *partition) applyState(p *bus.Push) {
+	refs := part.refs[p.Repo]
+	if p.Seed {
+		refs = make(map[string]string, len(p.Updates))
+		part.refs[p.Repo] = refs
+	}
+	if refs == nil {
+		refs = make(map[string]string)
+		part.refs[p.Repo] = refs
+	}
+	for _, u := range p.Updates {
+		if bus.IsZeroID(u.New) {
+			delete(refs, u.Ref)
+		} else {
+			refs[u.Ref] = u.New
+		}
+	}
+	if len(refs) == 0 {
+		delete(part.refs, p.Repo)
+	}
+}
+
+// trim drops events beyond the count and age bounds. Called with p.mu held.
+func (part *partition) trim(maxLen int, maxAge time.Duration, now time.Time) {
+	drop := max(len(part.events)-maxLen, 0)
+	if maxAge > 0 {
+		cutoff := now.Add(-maxAge)
+		for drop < len(part.events) && part.events[drop].Time.Before(cutoff) {
+			drop++
+		}
+	}
+	if drop > 0 {
+		clear(part.events[:drop]) // let the strings go
+		part.events = part.events[drop:]
+		part.first += uint64(drop)
+	}
+}
+
+// Heads implements bus.Bus.
+func (b *Bus) Heads(ctx context.Context) (bus.Heads, error) {
+	if b.isClosed() {
+		return nil, bus.ErrClosed
+	}
+	h := make(bus.Heads, len(b.parts))
+	for i, p := range b.parts {
+		h[i] = p.head()
+	}
+	return h, nil
+}
+
+func (part *partition) head() bus.PartitionHead {
+	part.mu.RLock()
+	defer part.mu.RUnlock()
+	return bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1}
+}
+
+// History implements bus.Bus.
+func (b *Bus) History(ctx context.Context, pi int, epoch, after uint64, limit int) ([]bus.Event, error) {
+	if b.isClosed() {
+		return nil, bus.ErrClosed
+	}
+	if pi < 0 || pi >= len(b.parts) {
+		return nil, fmt.Errorf("%w: partition %d out of range", bus.ErrInvalid, pi)
+	}
+	part := b.parts[pi]
+	part.mu.RLock()
+	defer part.mu.RUnlock()
+	return part.read(epoch, after, limit)
+}
+
+// read copies events after a Seq. Called with p.mu held.
+func (part *partition) read(epoch, after uint64, limit int) ([]bus.Event, error) {
+	if epoch != part.epoch || after+1 < part.first {
+		return nil, bus.ErrTruncated
+	}
+	i := after + 1 - part.first
+	if i >= uint64(len(part.events)) {
+		return nil, nil
+	}
+	n := min(uint64(len(part.events))-i, uint64(limit))
+	return append([]bus.Event(nil), part.events[i:i+n]...), nil
+}
+
+// Refs implements bus.Bus.
+func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
+	if err := bus.ValidateRepo(repo); err != nil {
+		return bus.RefState{}, err
+	}
+	if b.isClosed() {
+		return bus.RefState{}, bus.ErrClosed
+	}
+	pi := bus.PartitionOf(repo, len(b.parts))
+	part := b.parts[pi]
+	part.mu.RLock()
+	defer part.mu.RUnlock()
+	st := bus.RefState{Repo: repo, Refs: make(map[string]string, len(part.refs[repo])), Partition: pi, Epoch: part.epoch, Seq: part.first + uint64(len(part.events)) - 1}
+	for k, v := range part.refs[repo] {
+		st.Refs[k] = v
+	}
+	return st, nil
+}
+
+// Repos implements bus.Bus.
+func (b *Bus) Repos(ctx context.Context) ([]string, error) {
+	if b.isClosed() {
+		return nil, bus.ErrClosed
+	}
+	var out []string
+	for _, part := range b.parts {
+		part.mu.RLock()
+		for repo := range part.refs {
+			out = append(out, repo)
+		}
+		part.mu.RUnlock()
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (b *Bus) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Close implements bus.Bus. Subscriptions end.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		close(b.done)
+	}
+	return nil
+}
+
+// Subscribe implements bus.Bus. One goroutine per subscription reads the
+// history after each publish; a slow reader only delays itself.
+func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, error) {
+	if len(from) != len(b.parts) {
+		return nil, fmt.Errorf("%w: subscribe from %d partitions, bus has %d", bus.ErrInvalid, len(from), len(b.parts))
+	}
+	if b.isClosed() {
+		return nil, bus.ErrClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &subscription{c: make(chan bus.Message), cancel: cancel, done: make(chan struct{})}
+	pos := append(bus.Heads(nil), from...)
+	go s.run(ctx, b, pos)
+	return s, nil
+}
+
+type subscription struct {
+	c      chan bus.Message
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *subscription) C() <-chan bus.Message { return s.c }
+
+func (s *subscription) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+func (s *subscription) run(ctx context.Context, b *Bus, pos bus.Heads) {
+	defer close(s.done)
+	defer close(s.c)
+	for {
+		b.mu.Lock()
+		wake := b.notify
+		b.mu.Unlock()
+		for pi, part := range b.parts {
+			for {
+				msg, ok := s.next(part, pi, &pos[pi])
+				if !ok {
+					break
+				}
+				select {
+				case s.c <- msg:
+				case <-ctx.Done():
+					return
+				case <-b.done:
+					return
+				}
+			}
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return
+		case <-b.done:
+			return
+		}
+	}
+}
+
+// next returns the partition's next message after *at and advances it.
+func (s *subscription) next(part *partition, pi int, at *bus.PartitionHead) (bus.Message, bool) {
+	part.mu.RLock()
+	defer part.mu.RUnlock()
+	evs, err := part.read(at.Epoch, at.Last, DefaultFeedBatch)
+	if err != nil { // another epoch, or trimmed past us: the reader must resync
+		head := bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1}
+		*at = head
+		return bus.Message{Partition: pi, Reset: true, Head: head}, true
+	}
+	if len(evs) == 0 {
+		return bus.Message{}, false
+	}
+	at.Last = evs[len(evs)-1].Seq
+	return bus.Message{Partition: pi, Events: evs}, true
+}

@@ -1,0 +1,233 @@
+package bus
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Limits on a filter, so a subscription's matching cost stays bounded.
+const (
+	MaxPatternsPerFilter = 64
+	MaxReposPerFilter    = 64
+)
+
+// RefPattern matches ref names the way git refspecs do: '*' matches any run
+// of characters, '/' included, so "refs/heads/*" matches
+// "refs/heads/feature/x" exactly as `git fetch` would; "**" is accepted as a
+// synonym. A pattern without '*' matches one ref exactly. A leading '^'
+// negates it, as in git's negative refspecs.
+type RefPattern struct {
+	Negate bool
+	raw    string   // without the '^'
+	parts  []string // literal pieces between stars; len 1 means exact
+}
+
+// ParseRefPattern validates a pattern: with its stars removed it must be a
+// well-formed ref name (see ValidateRef).
+func ParseRefPattern(s string) (RefPattern, error) {
+	p := RefPattern{}
+	body := s
+	if strings.HasPrefix(body, "^") {
+		p.Negate = true
+		body = body[1:]
+	}
+	body = collapseStars(body)
+	if err := checkRefFormat(body, true); err != nil {
+		return RefPattern{}, fmt.Errorf("%w: ref pattern %q: %s", ErrInvalid, truncate(s, 80), err)
+	}
+	p.raw = body
+	p.parts = strings.Split(body, "*")
+	return p, nil
+}
+
+func collapseStars(s string) string {
+	for strings.Contains(s, "**") {
+		s = strings.ReplaceAll(s, "**", "*")
+	}
+	return s
+}
+
+// String returns the pattern as parsed, with its '^' if negated.
+func (p RefPattern) String() string {
+	if p.Negate {
+		return "^" + p.raw
+	}
+	return p.raw
+}
+
+// Match reports whether ref matches the pattern, ignoring Negate.
+func (p RefPattern) Match(ref string) bool { return globMatch(p.parts, ref, false) }
+
+// Prefix is the literal text before the first '*', the part of the namespace
+// the pattern can reach.
+func (p RefPattern) Prefix() string { return p.parts[0] }
+
+// globMatch matches s against literal parts separated by stars. With
+// noSlash, a star does not cross '/'.
+func globMatch(parts []string, s string, noSlash bool) bool {
+	if len(parts) == 1 {
+		return s == parts[0]
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for i, part := range parts[1 : len(parts)-1] {
+		_ = i
+		j := strings.Index(s, part)
+		if j < 0 || (noSlash && strings.Contains(s[:j], "/")) {
+			return false
+		}
+		s = s[j+len(part):]
+	}
+	if !strings.HasSuffix(s, last) {
+		return false
+	}
+	return !noSlash || !strings.Contains(s[:len(s)-len(last)], "/")
+}
+
+// RepoPattern matches repository names. '*' matches within one path segment
+// ("acme/*" matches "acme/app", not "acme/tools/app" nor "acme-evil/app");
+// "**" as a whole segment matches any number of segments ("acme/**").
+type RepoPattern struct {
+	raw  string
+	segs [][]string // per segment: literal parts between stars; nil means "**"
+}
+
+// ParseRepoPattern validates a repo name or glob.
+func ParseRepoPattern(s string) (RepoPattern, error) {
+	if s == "" {
+		return RepoPattern{}, fmt.Errorf("%w: repo is empty", ErrInvalid)
+	}
+	if len(s) > MaxRepoLen {
+		return RepoPattern{}, fmt.Errorf("%w: repo pattern is %d bytes, at most %d allowed", ErrInvalid, len(s), MaxRepoLen)
+	}
+	p := RepoPattern{raw: s}
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "**" {
+			p.segs = append(p.segs, nil)
+			continue
+		}
+		if strings.Contains(seg, "**") {
+			return RepoPattern{}, fmt.Errorf("%w: repo pattern %q: '**' must be a whole segment", ErrInvalid, s)
+		}
+		if err := validateRepoSegment(strings.ReplaceAll(seg, "*", "x"), false); err != nil {
+			return RepoPattern{}, fmt.Errorf("%w: repo pattern %q: %s", ErrInvalid, s, err)
+		}
+		p.segs = append(p.segs, strings.Split(seg, "*"))
+	}
+	return p, nil
+}
+
+// String returns the pattern as given.
+func (p RepoPattern) String() string { return p.raw }
+
+// Exact reports whether the pattern is a plain repo name with no wildcard.
+func (p RepoPattern) Exact() bool { return !strings.Contains(p.raw, "*") }
+
+// Match reports whether repo matches.
+func (p RepoPattern) Match(repo string) bool {
+	if p.Exact() {
+		return repo == p.raw
+	}
+	return matchSegs(p.segs, strings.Split(repo, "/"))
+}
+
+func matchSegs(pat [][]string, name []string) bool {
+	for len(pat) > 0 {
+		if pat[0] == nil { // "**": try every split
+			for i := 0; i <= len(name); i++ {
+				if matchSegs(pat[1:], name[i:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if len(name) == 0 || !globMatch(pat[0], name[0], true) {
+			return false
+		}
+		pat, name = pat[1:], name[1:]
+	}
+	return len(name) == 0
+}
+
+// Filter selects events for a subscription: the repo matches one of Repos,
+// and the ref matches one of the positive ref patterns (or there are none)
+// and none of the negative ones.
+type Filter struct {
+	Repos   []RepoPattern
+	Include []RefPattern
+	Exclude []RefPattern
+}
+
+// ParseFilter builds a filter from query values; an empty refs list means
+// every ref.
+func ParseFilter(repos, refs []string) (Filter, error) {
+	var f Filter
+	if len(repos) == 0 {
+		return f, fmt.Errorf("%w: at least one repo is required", ErrInvalid)
+	}
+	if len(repos) > MaxReposPerFilter {
+		return f, fmt.Errorf("%w: %d repos, at most %d per subscription", ErrInvalid, len(repos), MaxReposPerFilter)
+	}
+	if len(refs) > MaxPatternsPerFilter {
+		return f, fmt.Errorf("%w: %d ref patterns, at most %d per subscription", ErrInvalid, len(refs), MaxPatternsPerFilter)
+	}
+	for _, r := range repos {
+		p, err := ParseRepoPattern(r)
+		if err != nil {
+			return Filter{}, err
+		}
+		f.Repos = append(f.Repos, p)
+	}
+	for _, r := range refs {
+		p, err := ParseRefPattern(r)
+		if err != nil {
+			return Filter{}, err
+		}
+		if p.Negate {
+			f.Exclude = append(f.Exclude, p)
+		} else {
+			f.Include = append(f.Include, p)
+		}
+	}
+	return f, nil
+}
+
+// MatchRepo reports whether the filter covers the repo at all.
+func (f *Filter) MatchRepo(repo string) bool {
+	for _, p := range f.Repos {
+		if p.Match(repo) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchRef reports whether the ref passes the ref patterns.
+func (f *Filter) MatchRef(ref string) bool {
+	for _, p := range f.Exclude {
+		if p.Match(ref) {
+			return false
+		}
+	}
+	if len(f.Include) == 0 {
+		return true
+	}
+	for _, p := range f.Include {
+		if p.Match(ref) {
+			return true
+		}
+	}
+	return false
+}
+
+// Match reports whether the event passes the filter. A KindSync event has
+// no ref and passes whenever its repo does.
+func (f *Filter) Match(e *Event) bool {
+	if !f.MatchRepo(e.Repo) {
+		return false
+	}
+	return e.Kind == KindSync || f.MatchRef(e.Ref)
+}
