@@ -1,0 +1,98 @@
+package watch
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// maxCursorLen bounds a cursor read from a state file or a stream.
+const maxCursorLen = 1024
+
+// ValidateCursor checks that s looks like a cursor: 1 to 1024 URL-safe
+// characters ([A-Za-z0-9_-]). It does not decode it; the node does.
+func ValidateCursor(s string) error {
+	if s == "" || len(s) > maxCursorLen {
+		return fmt.Errorf("cursor must be 1 to %d characters", maxCursorLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("cursor %.40q: character %q is not allowed", s, c)
+		}
+	}
+	return nil
+}
+
+// stateV1 is the state file's content.
+type stateV1 struct {
+	V      int       `json:"v"`
+	Cursor string    `json:"cursor"`
+	Saved  time.Time `json:"saved"`
+}
+
+// LoadState reads the cursor stored at path. A missing file is no cursor
+// and no error; a file that does not hold a valid cursor is an error, so a
+// corrupt file is not silently treated as "start from now".
+func LoadState(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read state: %w", err)
+	}
+	var st stateV1
+	if err := json.Unmarshal(b, &st); err != nil {
+		return "", fmt.Errorf("state file %s: %w", path, err)
+	}
+	if st.V != 1 {
+		return "", fmt.Errorf("state file %s: unknown version %d", path, st.V)
+	}
+	if err := ValidateCursor(st.Cursor); err != nil {
+		return "", fmt.Errorf("state file %s: %w", path, err)
+	}
+	return st.Cursor, nil
+}
+
+// SaveState stores cursor at path atomically: it writes a temporary file in
+// the same directory, fsyncs it, renames it over path and fsyncs the
+// directory, so a crash leaves either the old or the new cursor.
+func SaveState(path, cursor string) error {
+	if err := ValidateCursor(cursor); err != nil {
+		return err
+	}
+	b, err := json.Marshal(stateV1{V: 1, Cursor: cursor, Saved: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // best effort: some filesystems refuse a directory fsync
+		d.Close()
+	}
+	return nil
+}
