@@ -1,8 +1,176 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
-// runServe is a placeholder until its issue lands.
+	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/server"
+)
+
+// serveConfig is everything `refcast serve` is told.
+type serveConfig struct {
+	listen         string
+	publishToken   string
+	publishTokFile string
+	redis          string
+	data           string
+	partitions     int
+	history        int
+	historyAge     time.Duration
+	spool          string
+	authSecretFile string
+	authJWKS       string
+	public         listFlag
+	maxConnections int
+	maxPerClient   int
+	heartbeat      time.Duration
+	retry          time.Duration
+	drain          time.Duration
+	maxWait        time.Duration
+	corsOrigins    listFlag
+	commitURL      string
+	logLevel       string
+	logFormat      string
+}
+
 func runServe(ctx context.Context, args []string, env Env) error {
-	return usageError{msg: "serve: not implemented yet"}
+	var c serveConfig
+	fs := newFlagSet("serve", "serve [flags]", env)
+	fs.StringVar(&c.listen, "listen", "localhost:8080", "address to listen on, HOST:PORT")
+	fs.StringVar(&c.publishToken, "publish-token", "", "shared token accepted on POST /v1/publish (prefer the environment variable or --publish-token-file)")
+	fs.StringVar(&c.publishTokFile, "publish-token-file", "", "file holding the shared publish token")
+	fs.StringVar(&c.redis, "redis", "", "Redis URL (redis://, rediss://, redis-sentinel://h1:p1,h2:p2/master, redis-cluster://h1:p1,h2:p2); empty runs the embedded bus")
+	fs.StringVar(&c.data, "data", "", "directory where the embedded bus keeps its history and ref state (default: the user's state directory)")
+	fs.IntVar(&c.partitions, "partitions", bus.DefaultPartitions, "partitions repos are spread over; the same for every node and hook of a deployment")
+	fs.IntVar(&c.history, "history", memory.DefaultHistory, "events kept per partition for resume")
+	fs.DurationVar(&c.historyAge, "history-age", 0, "also trim events older than this (0: by count only)")
+	fs.StringVar(&c.spool, "spool", "", "hook spool directory to drain (pushes a hook could not publish)")
+	fs.StringVar(&c.authSecretFile, "auth-secret-file", "", "HS256 secret file: turns token authorization on")
+	fs.StringVar(&c.authJWKS, "auth-jwks", "", "JWKS file or URL with public keys (RS256/ES256/EdDSA): turns token authorization on")
+	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
+	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
+	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "heartbeat interval on idle streams")
+	fs.DurationVar(&c.retry, "retry", server.DefaultRetry, "base reconnect delay sent as retry: (jittered up to twice)")
+	fs.DurationVar(&c.drain, "drain", server.DefaultDrain, "on shutdown, spread closing streams over this window")
+	fs.DurationVar(&c.maxWait, "max-wait", server.DefaultMaxWait, "longest wait= a long-poll may ask for")
+	fs.Var(&c.corsOrigins, "cors-origin", "origin allowed to read from a browser, or * (repeatable)")
+	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	if err := parseFlags(fs, args, env); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{msg: fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
+	}
+	log, err := newLogger(c.logLevel, c.logFormat, env)
+	if err != nil {
+		return err
+	}
+	if c.publishTokFile != "" {
+		b, err := os.ReadFile(c.publishTokFile)
+		if err != nil {
+			return fmt.Errorf("read publish token: %w", err)
+		}
+		c.publishToken = strings.TrimSpace(string(b))
+	}
+
+	b, closeBus, err := openServeBus(ctx, &c, log)
+	if err != nil {
+		return err
+	}
+	defer closeBus()
+
+	opts := server.Options{
+		Bus:            b,
+		Logger:         log,
+		PublishToken:   c.publishToken,
+		MaxConnections: c.maxConnections,
+		MaxPerClient:   c.maxPerClient,
+		Heartbeat:      c.heartbeat,
+		Retry:          c.retry,
+		MaxWait:        c.maxWait,
+		CORSOrigins:    c.corsOrigins,
+	}
+	if hc, ok := b.(bus.HealthChecker); ok {
+		opts.Readiness = hc.Ping
+	}
+	if err := wireServeExtras(ctx, &c, &opts, log); err != nil {
+		return err
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	log.Info("refcast serving", "addr", ln.Addr().String(), "bus", busName(&c), "version", version)
+	if opts.Auth == nil {
+		log.Warn("AUTHORIZATION IS OFF: every repo's refs are readable by anyone who can reach this node; set --auth-secret-file or --auth-jwks")
+	}
+	if c.publishToken == "" && opts.Auth == nil {
+		log.Warn("publishing over HTTP is disabled: set --publish-token (or auth) so hooks can publish to this node")
+	}
+	err = srv.Serve(ctx, ln, c.drain)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func busName(c *serveConfig) string {
+	if c.redis != "" {
+		return "redis"
+	}
+	return "embedded"
+}
+
+// openServeBus picks the bus from configuration: Redis when --redis is
+// set, else the embedded one.
+func openServeBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) {
+	switch {
+	case c.redis != "":
+		return openRedisBus(ctx, c, log)
+	default:
+		return openEmbeddedBus(c, log)
+	}
+}
+
+// defaultDataDir is where the embedded bus keeps its state when --data is
+// not given: the user's state directory.
+func defaultDataDir(env Env) string {
+	if d := env.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "refcast")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "refcast")
+	}
+	return filepath.Join(os.TempDir(), "refcast")
+}
+
+func newLogger(level, format string, env Env) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{msg: fmt.Sprintf("--log-level: %q is not debug, info, warn or error", level)}
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(env.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(env.Stderr, o)), nil
+	}
+	return nil, usageError{msg: fmt.Sprintf("--log-format: %q is not text or json", format)}
 }

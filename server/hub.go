@@ -1,0 +1,556 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Hub is a node's fan-out engine. One goroutine reads the bus feed and, for
+// each event, encodes one frame and queues it for the subscribers whose
+// filter matches, found through an index by repo so the cost of an event is
+// proportional to the subscribers it concerns. A small pool of writer
+// goroutines drains the queues of hijacked connections; a housekeeper on
+// one shared ticker sends heartbeats (spread over the interval), retries
+// stalled writes, closes expired streams and carries out a drain.
+//
+// The hub never blocks on a client: a full queue evicts the subscriber
+// (it resumes from its cursor) or, in mode=latest, coalesces by ref.
+type Hub struct {
+	bus     bus.Bus          // set at construction
+	opts    Options          // set at construction
+	log     *slog.Logger     // set at construction
+	metrics *metrics         // set at construction
+	ready   chan *subscriber // subscribers with frames to write; capacity MaxConnections+1
+
+	mu       sync.RWMutex
+	started  bool                                // guarded by mu: pos and heads are valid
+	pos      Cursor                              // guarded by mu: position after the last dispatched event
+	heads    bus.Heads                           // guarded by mu: epochs per partition
+	exact    map[string]map[*subscriber]struct{} // guarded by mu: repo -> subscribers naming it exactly
+	globs    map[*subscriber]struct{}            // guarded by mu: subscribers with a repo glob
+	all      []*subscriber                       // guarded by mu: every subscriber, for the housekeeper
+	perKey   map[string]int                      // guarded by mu: connections per client key
+	draining bool                                // guarded by mu
+
+	stallMu sync.Mutex
+	stalled map[*subscriber]struct{} // guarded by stallMu
+
+	hbNext int // housekeeper's round-robin position; owned by the housekeeper
+}
+
+func newHub(b bus.Bus, opts Options, log *slog.Logger, m *metrics) *Hub {
+	return &Hub{
+		bus:     b,
+		opts:    opts,
+		log:     log,
+		metrics: m,
+		ready:   make(chan *subscriber, opts.MaxConnections+1),
+		exact:   make(map[string]map[*subscriber]struct{}),
+		globs:   make(map[*subscriber]struct{}),
+		perKey:  make(map[string]int),
+		stalled: make(map[*subscriber]struct{}),
+	}
+}
+
+// run owns the hub's goroutines: the bus reader, the writer pool and the
+// housekeeper. It returns when ctx is done, after they all exit.
+func (h *Hub) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range h.opts.Writers {
+		wg.Go(func() { h.writer(ctx) })
+	}
+	wg.Go(func() { h.housekeeper(ctx) })
+	err := h.read(ctx)
+	wg.Wait()
+	h.closeAll()
+	return err
+}
+
+// read follows the bus from its current heads, resubscribing from the
+// hub's position if the feed ends while ctx is alive.
+func (h *Hub) read(ctx context.Context) error {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		from, err := h.startPosition(ctx)
+		if err == nil {
+			var sub bus.Subscription
+			sub, err = h.bus.Subscribe(ctx, from)
+			if err == nil {
+				backoff = 50 * time.Millisecond
+				h.follow(ctx, sub)
+				_ = sub.Close()
+				if ctx.Err() != nil {
+					return nil
+				}
+				err = errors.New("bus feed ended")
+			}
+		}
+		if errors.Is(err, bus.ErrClosed) {
+			return err
+		}
+		h.log.Warn("bus feed unavailable, retrying", "err", err, "backoff", backoff)
+		h.metrics.busReconnects.Inc()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+// startPosition is the bus's heads on first start, and the hub's own
+// position after that, so a resubscription misses nothing.
+func (h *Hub) startPosition(ctx context.Context) (bus.Heads, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.started {
+		from := append(bus.Heads(nil), h.heads...)
+		for p := range from {
+			from[p].Last = h.pos.Seqs[p]
+		}
+		return from, nil
+	}
+	heads, err := h.bus.Heads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.heads = heads
+	h.pos = Cursor{Epoch: EpochFingerprint(heads), Seqs: make([]uint64, len(heads))}
+	for p, hd := range heads {
+		h.pos.Seqs[p] = hd.Last
+	}
+	h.started = true
+	return append(bus.Heads(nil), heads...), nil
+}
+
+func (h *Hub) follow(ctx context.Context, sub bus.Subscription) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			if msg.Reset {
+				h.reset(msg)
+				continue
+			}
+			for i := range msg.Events {
+				h.dispatch(&msg.Events[i])
+			}
+		}
+	}
+}
+
+// dispatch encodes an event once and queues it for every matching
+// subscriber.
+func (h *Hub) dispatch(ev *bus.Event) {
+	h.metrics.eventsIn.Inc()
+	var evict []*subscriber
+	h.mu.Lock()
+	if ev.Seq <= h.pos.Seqs[ev.Partition] {
+		h.mu.Unlock() // already seen (a resubscription overlapping)
+		return
+	}
+	h.pos.Seqs[ev.Partition] = ev.Seq
+	pos := append([]uint64(nil), h.pos.Seqs...)
+	f := &frame{ev: ev, pos: pos, epoch: h.pos.Epoch}
+	f.data = encodeEventFrame(make([]byte, 0, 512), eventName(ev), Cursor{Epoch: h.pos.Epoch, Seqs: pos}, ev)
+	n := 0
+	deliver := func(s *subscriber) {
+		if !s.filter.Match(ev) {
+			return
+		}
+		n++
+		if !s.enqueue(f, h.opts.MaxQueue) {
+			evict = append(evict, s)
+		}
+	}
+	for s := range h.exact[ev.Repo] {
+		deliver(s)
+	}
+	for s := range h.globs {
+		deliver(s)
+	}
+	h.mu.Unlock()
+	h.metrics.deliveries.Add(float64(n))
+	if !ev.Time.IsZero() {
+		h.metrics.fanoutLatency.Observe(time.Since(ev.Time).Seconds())
+	}
+	for _, s := range evict {
+		h.remove(s, "queue_full")
+	}
+}
+
+// reset handles a partition whose history was lost: the hub moves to the
+// new epoch and closes every stream with a retry hint; clients reconnect
+// with their cursor, which no longer fits, and receive a reset event with
+// the current snapshot.
+func (h *Hub) reset(msg bus.Message) {
+	h.log.Warn("bus history lost, clients will resync", "partition", msg.Partition, "epoch", msg.Head.Epoch)
+	h.metrics.resets.Inc()
+	h.mu.Lock()
+	h.heads[msg.Partition] = msg.Head
+	h.pos.Seqs[msg.Partition] = msg.Head.Last
+	h.pos.Epoch = EpochFingerprint(h.heads)
+	subs := append([]*subscriber(nil), h.all...)
+	h.mu.Unlock()
+	for _, s := range subs {
+		h.closeWithRetry(s)
+	}
+}
+
+// position returns a copy of the hub's position and heads, for a client
+// that registers now. ok is false until the hub has read the bus once.
+func (h *Hub) position() (Cursor, bus.Heads, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.started {
+		return Cursor{}, nil, false
+	}
+	return h.pos.clone(), append(bus.Heads(nil), h.heads...), true
+}
+
+// Errors from register, mapped to 503 by the handlers.
+var (
+	errTooManyConnections = errors.New("too many connections on this node")
+	errTooManyForClient   = errors.New("too many connections from this client")
+	errDraining           = errors.New("node is draining")
+	errNotReady           = errors.New("node is not connected to the bus yet")
+)
+
+// register adds a subscriber and returns the position from which it will
+// receive live frames: every event after it is queued to s, none before.
+func (h *Hub) register(s *subscriber) (Cursor, bus.Heads, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case !h.started:
+		return Cursor{}, nil, errNotReady
+	case h.draining:
+		return Cursor{}, nil, errDraining
+	case len(h.all) >= h.opts.MaxConnections:
+		h.metrics.rejected.WithLabelValues("node_limit").Inc()
+		return Cursor{}, nil, errTooManyConnections
+	case s.client != "" && h.opts.MaxPerClient > 0 && h.perKey[s.client] >= h.opts.MaxPerClient:
+		h.metrics.rejected.WithLabelValues("client_limit").Inc()
+		return Cursor{}, nil, errTooManyForClient
+	}
+	glob := false
+	for _, p := range s.filter.Repos {
+		if !p.Exact() {
+			glob = true
+		}
+	}
+	if glob {
+		h.globs[s] = struct{}{}
+	} else {
+		for _, p := range s.filter.Repos {
+			m := h.exact[p.String()]
+			if m == nil {
+				m = make(map[*subscriber]struct{})
+				h.exact[p.String()] = m
+			}
+			m[s] = struct{}{}
+		}
+	}
+	s.idx = len(h.all)
+	h.all = append(h.all, s)
+	if s.client != "" {
+		h.perKey[s.client]++
+	}
+	s.lastWrite.Store(time.Now().UnixNano())
+	h.metrics.connections.Set(float64(len(h.all)))
+	return h.pos.clone(), append(bus.Heads(nil), h.heads...), nil
+}
+
+// remove unregisters and closes a subscriber. Safe to call more than once
+// and from any goroutine but one holding h.mu.
+func (h *Hub) remove(s *subscriber, reason string) {
+	h.mu.Lock()
+	if s.idx < 0 || s.idx >= len(h.all) || h.all[s.idx] != s {
+		h.mu.Unlock()
+		s.markClosed()
+		return
+	}
+	last := len(h.all) - 1
+	h.all[s.idx] = h.all[last]
+	h.all[s.idx].idx = s.idx
+	h.all[last] = nil
+	h.all = h.all[:last]
+	s.idx = -1
+	delete(h.globs, s)
+	for _, p := range s.filter.Repos {
+		if m := h.exact[p.String()]; m != nil {
+			delete(m, s)
+			if len(m) == 0 {
+				delete(h.exact, p.String())
+			}
+		}
+	}
+	if s.client != "" {
+		if h.perKey[s.client]--; h.perKey[s.client] <= 0 {
+			delete(h.perKey, s.client)
+		}
+	}
+	h.metrics.connections.Set(float64(len(h.all)))
+	h.mu.Unlock()
+
+	h.stallMu.Lock()
+	delete(h.stalled, s)
+	h.stallMu.Unlock()
+	s.markClosed()
+	if reason != "closed" && reason != "client_gone" {
+		h.metrics.evictions.WithLabelValues(reason).Inc()
+	}
+	h.log.Debug("stream closed", "reason", reason, "client", s.client)
+}
+
+// markClosed stops further writes and releases the connection.
+func (s *subscriber) markClosed() {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.queue = nil
+	s.mu.Unlock()
+	if already {
+		return
+	}
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
+	if s.done != nil {
+		close(s.done)
+	}
+}
+
+// schedule hands a subscriber with queued frames to its writer. It never
+// blocks for long: a subscriber is in ready at most once (scheduled), and
+// ready holds one slot per allowed connection.
+func (h *Hub) schedule(s *subscriber) {
+	if s.conn == nil {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	h.ready <- s
+}
+
+// goLive ends a subscriber's replay: queued live frames start flowing.
+func (h *Hub) goLive(s *subscriber, floor []uint64) {
+	s.mu.Lock()
+	s.live = true
+	s.floor = floor
+	schedule := len(s.queue) > 0 && !s.scheduled && !s.closed
+	if schedule {
+		s.scheduled = true
+	}
+	s.mu.Unlock()
+	if schedule {
+		h.schedule(s)
+	}
+}
+
+func (h *Hub) writer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-h.ready:
+			s.flushConn()
+		}
+	}
+}
+
+// stall parks a subscriber whose socket is full; the housekeeper retries it
+// and evicts it once it has been stuck for WriteTimeout.
+func (h *Hub) stall(s *subscriber) {
+	s.mu.Lock()
+	if s.stalledAt.IsZero() {
+		s.stalledAt = time.Now()
+	}
+	s.mu.Unlock()
+	h.stallMu.Lock()
+	h.stalled[s] = struct{}{}
+	h.stallMu.Unlock()
+	h.metrics.stalls.Inc()
+}
+
+// housekeeperTick is the shared ticker's period. Each tick visits a slice
+// of the subscribers, so heartbeats are spread over the interval instead of
+// bursting.
+const housekeeperTick = 50 * time.Millisecond
+
+func (h *Hub) housekeeper(ctx context.Context) {
+	t := time.NewTicker(housekeeperTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			h.retryStalled(now)
+			h.visit(now)
+		}
+	}
+}
+
+func (h *Hub) retryStalled(now time.Time) {
+	h.stallMu.Lock()
+	if len(h.stalled) == 0 {
+		h.stallMu.Unlock()
+		return
+	}
+	var retry, evict []*subscriber
+	for s := range h.stalled {
+		s.mu.Lock()
+		stuck := now.Sub(s.stalledAt)
+		s.mu.Unlock()
+		if stuck > h.opts.WriteTimeout {
+			evict = append(evict, s)
+		} else {
+			retry = append(retry, s)
+		}
+		delete(h.stalled, s)
+	}
+	h.stallMu.Unlock()
+	for _, s := range evict {
+		h.remove(s, "slow_client")
+	}
+	for _, s := range retry {
+		h.ready <- s // still holds scheduled, so it is in ready at most once
+	}
+}
+
+// visit sends heartbeats to, and closes expired streams of, the next slice
+// of subscribers.
+func (h *Hub) visit(now time.Time) {
+	var expired []*subscriber
+	h.mu.RLock()
+	n := len(h.all)
+	if n == 0 {
+		h.mu.RUnlock()
+		return
+	}
+	per := max(1, int(int64(n)*int64(housekeeperTick)/int64(h.opts.Heartbeat))+1)
+	idle := now.Add(-h.opts.Heartbeat).UnixNano()
+	for range min(per, n) {
+		h.hbNext %= n
+		s := h.all[h.hbNext]
+		h.hbNext++
+		if !s.expires.IsZero() && now.After(s.expires) {
+			expired = append(expired, s)
+			continue
+		}
+		if s.lastWrite.Load() < idle {
+			s.enqueue(heartbeatFrame, h.opts.MaxQueue)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range expired {
+		h.closeWith(s, []byte("event: error\ndata: {\"error\":\"token expired\",\"status\":401}\n\n"))
+	}
+}
+
+// closeWithRetry ends a stream after telling the client to come back after
+// a jittered delay, so a fleet spreads over the other nodes.
+func (h *Hub) closeWithRetry(s *subscriber) {
+	h.closeWith(s, retryFrame(h.jitteredRetry()))
+}
+
+func (h *Hub) closeWith(s *subscriber, data []byte) {
+	s.mu.Lock()
+	closing := s.closing
+	s.closing = true
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	if !s.enqueue(&frame{data: data, last: true}, h.opts.MaxQueue+1) {
+		h.remove(s, "closed")
+	}
+}
+
+// jitteredRetry is Retry plus up to 100% of it at random.
+func (h *Hub) jitteredRetry() time.Duration {
+	return h.opts.Retry + rand.N(h.opts.Retry+1)
+}
+
+// drain stops taking new streams and closes the existing ones evenly over
+// window, each with a jittered retry hint. It returns when all are closed
+// or ctx ends.
+func (h *Hub) drain(ctx context.Context, window time.Duration) {
+	h.mu.Lock()
+	h.draining = true
+	total := len(h.all)
+	h.mu.Unlock()
+	if total == 0 {
+		return
+	}
+	steps := max(1, int(window/housekeeperTick))
+	per := max(1, (total+steps-1)/steps)
+	t := time.NewTicker(housekeeperTick)
+	defer t.Stop()
+	for {
+		h.mu.RLock()
+		var batch []*subscriber
+		for _, s := range h.all {
+			if len(batch) == per {
+				break
+			}
+			s.mu.Lock()
+			if !s.closing {
+				batch = append(batch, s)
+			}
+			s.mu.Unlock()
+		}
+		left := len(h.all)
+		h.mu.RUnlock()
+		if left == 0 {
+			return
+		}
+		for _, s := range batch {
+			h.closeWithRetry(s)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// isDraining reports whether drain has begun.
+func (h *Hub) isDraining() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.draining
+}
+
+// closeAll closes every remaining stream at shutdown.
+func (h *Hub) closeAll() {
+	h.mu.RLock()
+	subs := append([]*subscriber(nil), h.all...)
+	h.mu.RUnlock()
+	for _, s := range subs {
+		h.remove(s, "closed")
+	}
+}
+
+// count returns the number of connected subscribers.
+func (h *Hub) count() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.all)
+}

@@ -1,0 +1,336 @@
+// Package server is a refcast node: it follows the bus and serves clients
+// over HTTP — Server-Sent Events on /v1/events, snapshots, deltas and
+// long-polls on /v1/refs, publishing on /v1/publish, health and metrics.
+//
+// Nodes are stateless: all state lives in the bus, so any number of them
+// can serve the same deployment behind a load balancer. The core types
+// (Hub, cursors, subscribers) know nothing about echo; echo only routes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Defaults for Options.
+const (
+	DefaultHeartbeat      = 15 * time.Second
+	DefaultRetry          = 2 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	DefaultStallTimeout   = 2 * time.Millisecond
+	DefaultMaxQueue       = 256
+	DefaultMaxConnections = 50000
+	DefaultMaxPerClient   = 0 // unlimited
+	DefaultMaxWait        = 60 * time.Second
+	DefaultSnapshotMaxAge = 1 * time.Second
+	DefaultDrain          = 10 * time.Second
+	DefaultMaxBody        = 4 << 20
+	DefaultMaxSnapshot    = 1000 // repos in one snapshot
+)
+
+// Authorizer decides who may read and publish. The server maps its errors:
+// ErrUnauthorized to 401, ErrForbidden to 403 (the message is shown).
+type Authorizer interface {
+	// AuthorizeRead checks a subscription; the returned time, when not
+	// zero, is when the credential expires and the stream must end.
+	AuthorizeRead(token string, f *bus.Filter) (time.Time, error)
+	AuthorizePublish(token string, repo string) error
+}
+
+// Errors an Authorizer returns, wrapped with a message for the client.
+var (
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
+)
+
+// Options configure a Server. Zero values take the defaults above.
+type Options struct {
+	Bus    bus.Bus      // required
+	Logger *slog.Logger // slog.Default() when nil
+	// PublishToken, when set, is a shared secret accepted on /v1/publish.
+	// With neither it nor an Authorizer, publishing is refused.
+	PublishToken string
+	// Auth, when set, authorizes every read and publish; nil serves reads
+	// anonymously.
+	Auth Authorizer
+	// TokenFromRequest extracts the credential (header, cookie, query).
+	TokenFromRequest func(*http.Request) string
+
+	Heartbeat      time.Duration // comment line on idle streams
+	Retry          time.Duration // base of the jittered retry: hint
+	WriteTimeout   time.Duration // a stream stuck this long is evicted
+	StallTimeout   time.Duration // how long a writer waits on one full socket
+	MaxQueue       int           // frames queued per subscriber before eviction
+	MaxConnections int           // streams and long-polls per node; 503 beyond
+	MaxPerClient   int           // per client IP (or token subject); 0 = unlimited
+	MaxWait        time.Duration // bound on a long-poll's wait=
+	SnapshotMaxAge time.Duration // Cache-Control max-age on /v1/refs
+	MaxSnapshot    int           // repos one snapshot may cover
+	MaxBody        int64         // publish body bytes
+	Writers        int           // writer goroutines; 2×GOMAXPROCS when 0
+	// DisableHijack serves every stream on the handler path (one goroutine
+	// per connection), for comparison and for environments that forbid it.
+	DisableHijack bool
+	// CORSOrigins lists origins allowed to read from a browser; "*" allows
+	// any. Empty disables CORS headers.
+	CORSOrigins []string
+	// Dashboard serves "/" when set.
+	Dashboard http.Handler
+	// Registry receives the node's metrics; a new one when nil.
+	Registry *prometheus.Registry
+	// Readiness, when set, is consulted by /readyz besides the hub's state
+	// (e.g. a bus ping).
+	Readiness func(context.Context) error
+}
+
+// Server is one refcast node.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	hub     *Hub
+	metrics *metrics
+	echo    *echo.Echo
+	reg     *prometheus.Registry
+
+	mu      sync.Mutex
+	running bool
+}
+
+// New validates options and builds a node; Serve runs it.
+func New(opts Options) (*Server, error) {
+	if opts.Bus == nil {
+		return nil, errors.New("server: a bus is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.Heartbeat, DefaultHeartbeat)
+	def(&opts.Retry, DefaultRetry)
+	def(&opts.WriteTimeout, DefaultWriteTimeout)
+	def(&opts.StallTimeout, DefaultStallTimeout)
+	def(&opts.MaxWait, DefaultMaxWait)
+	if opts.SnapshotMaxAge < 0 {
+		opts.SnapshotMaxAge = 0
+	} else if opts.SnapshotMaxAge == 0 {
+		opts.SnapshotMaxAge = DefaultSnapshotMaxAge
+	}
+	if opts.MaxQueue <= 0 {
+		opts.MaxQueue = DefaultMaxQueue
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxSnapshot <= 0 {
+		opts.MaxSnapshot = DefaultMaxSnapshot
+	}
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = DefaultMaxBody
+	}
+	if opts.Writers <= 0 {
+		opts.Writers = 2 * runtime.GOMAXPROCS(0)
+	}
+	if opts.TokenFromRequest == nil {
+		opts.TokenFromRequest = bearerToken
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	m := newMetrics(opts.Registry)
+	s := &Server{opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry}
+	s.hub = newHub(opts.Bus, opts, opts.Logger, m)
+	s.echo = s.routes()
+	return s, nil
+}
+
+// Handler returns the node's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Ready reports whether the node follows the bus and is not draining.
+func (s *Server) Ready(ctx context.Context) error {
+	if _, _, ok := s.hub.position(); !ok {
+		return errNotReady
+	}
+	if s.hub.isDraining() {
+		return errDraining
+	}
+	if s.opts.Readiness != nil {
+		return s.opts.Readiness(ctx)
+	}
+	return nil
+}
+
+// Serve runs the node on ln until ctx ends, then shuts down in order: stop
+// accepting, drain streams over drain (each told a jittered retry:), wait
+// for handlers, stop the hub. It returns after every goroutine it started
+// has exited.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("server: already running")
+	}
+	s.running = true
+	s.mu.Unlock()
+
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	hubErr := make(chan error, 1)
+	go func() { hubErr <- s.hub.run(hubCtx) }()
+
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	srv.Protocols.SetHTTP2(true)
+
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-srvErr:
+		err = fmt.Errorf("serve: %w", err)
+	case err = <-hubErr:
+		stopHub()
+		_ = srv.Close()
+		<-srvErr
+		return fmt.Errorf("hub: %w", err)
+	}
+
+	s.log.Info("shutting down", "drain", drain, "streams", s.hub.count())
+	drainCtx, cancel := context.WithTimeout(context.Background(), drain+5*time.Second)
+	// Drain first, while the listener still answers (new streams get 503
+	// so the balancer moves them elsewhere), then stop accepting.
+	s.hub.drain(drainCtx, drain)
+	shutdownErr := srv.Shutdown(drainCtx)
+	cancel()
+	if shutdownErr != nil {
+		_ = srv.Close()
+	}
+	stopHub()
+	if herr := <-hubErr; herr != nil && !errors.Is(herr, bus.ErrClosed) && err == nil {
+		err = herr
+	}
+	if err != nil && errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.httpError
+	e.Use(s.cors)
+	e.GET("/v1/events", s.handleEvents)
+	e.GET("/v1/refs", s.handleRefs)
+	e.POST("/v1/publish", s.handlePublish)
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		if err := s.Ready(c.Request().Context()); err != nil {
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "error": err.Error()})
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	})
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	if s.opts.Dashboard != nil {
+		e.GET("/*", echo.WrapHandler(s.opts.Dashboard))
+	}
+	return e
+}
+
+// cors adds CORS headers for allowed origins and answers preflights.
+func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		origin := c.Request().Header.Get("Origin")
+		if origin == "" || len(s.opts.CORSOrigins) == 0 {
+			return next(c)
+		}
+		allowed := ""
+		for _, o := range s.opts.CORSOrigins {
+			if o == "*" || o == origin {
+				allowed = o
+				break
+			}
+		}
+		if allowed == "" {
+			return next(c)
+		}
+		h := c.Response().Header()
+		h.Set("Access-Control-Allow-Origin", allowed)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-Headers", "ETag, Retry-After")
+		if allowed != "*" {
+			h.Set("Access-Control-Allow-Credentials", "true")
+		}
+		if c.Request().Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, If-None-Match")
+			h.Set("Access-Control-Max-Age", "600")
+			return c.NoContent(http.StatusNoContent)
+		}
+		return next(c)
+	}
+}
+
+// corsHeaders returns the CORS lines a hijacked response must carry.
+func (s *Server) corsHeaders(r *http.Request) string {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	for _, o := range s.opts.CORSOrigins {
+		if o == "*" {
+			return "Access-Control-Allow-Origin: *\r\n"
+		}
+		if o == origin && validHeaderValue(origin) {
+			return "Access-Control-Allow-Origin: " + origin + "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+		}
+	}
+	return ""
+}
+
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// bearerToken is the default TokenFromRequest: the Authorization header.
+func bearerToken(r *http.Request) string {
+	const p = "Bearer "
+	if a := r.Header.Get("Authorization"); len(a) > len(p) && (a[:len(p)] == p || a[:len(p)] == "bearer ") {
+		return a[len(p):]
+	}
+	return ""
+}

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// streamQuery is a validated /v1/events or /v1/refs request.
+type streamQuery struct {
+	filter  bus.Filter
+	latest  bool
+	cursor  *Cursor // nil when the client sent none
+	expires time.Time
+}
+
+// allowedParams lists the query parameters each endpoint knows; anything
+// else is refused so a typo ("repos=") is not silently ignored.
+var allowedParams = map[string]map[string]bool{
+	"events": {"repo": true, "ref": true, "since": true, "mode": true, "access_token": true},
+	"refs":   {"repo": true, "ref": true, "since": true, "wait": true, "access_token": true},
+}
+
+func (s *Server) parseQuery(r *http.Request, endpoint string) (*streamQuery, error) {
+	q := r.URL.Query()
+	for k := range q {
+		if !allowedParams[endpoint][k] {
+			return nil, badRequest(fmt.Errorf("unknown query parameter %q", truncateParam(k)))
+		}
+	}
+	f, err := bus.ParseFilter(q["repo"], q["ref"])
+	if err != nil {
+		return nil, badRequest(err)
+	}
+	sq := &streamQuery{filter: f}
+	switch m := q.Get("mode"); m {
+	case "", "all":
+	case "latest":
+		sq.latest = true
+	default:
+		return nil, badRequest(fmt.Errorf("mode must be \"all\" or \"latest\", got %q", truncateParam(m)))
+	}
+	raw := r.Header.Get("Last-Event-ID")
+	if raw == "" {
+		raw = q.Get("since")
+	}
+	if raw != "" {
+		c, err := DecodeCursor(raw)
+		if err != nil {
+			return nil, badRequest(fmt.Errorf("cursor: %w", err))
+		}
+		sq.cursor = &c
+	}
+	if s.opts.Auth != nil {
+		exp, err := s.opts.Auth.AuthorizeRead(s.opts.TokenFromRequest(r), &sq.filter)
+		if err != nil {
+			return nil, err
+		}
+		sq.expires = exp
+	}
+	return sq, nil
+}
+
+func truncateParam(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// relevantPartitions marks the partitions a filter can receive events
+// from: those of its exact repos, or all of them if it has a glob.
+func relevantPartitions(f *bus.Filter, n int) []bool {
+	rel := make([]bool, n)
+	for _, p := range f.Repos {
+		if !p.Exact() {
+			for i := range rel {
+				rel[i] = true
+			}
+			return rel
+		}
+		rel[bus.PartitionOf(p.String(), n)] = true
+	}
+	return rel
+}
+
+// handleEvents serves GET /v1/events. Once the request is validated and
+// registered, an HTTP/1.1 connection is hijacked: the node writes the
+// response head itself and hands the socket to the hub, and the handler's
+// goroutine and buffers go away. HTTP/2 streams stay on this goroutine.
+func (s *Server) handleEvents(c echo.Context) error {
+	r := c.Request()
+	sq, err := s.parseQuery(r, "events")
+	if err != nil {
+		return err
+	}
+	sub := &subscriber{hub: s.hub, filter: sq.filter, latest: sq.latest, expires: sq.expires, client: clientKey(r), idx: -1}
+	hj, canHijack := c.Response().Writer.(http.Hijacker)
+	hijack := canHijack && !s.opts.DisableHijack && r.ProtoMajor == 1
+	if !hijack {
+		sub.wake = make(chan struct{}, 1)
+		sub.done = make(chan struct{})
+	}
+	pos, _, err := s.hub.register(sub)
+	if err != nil {
+		return err
+	}
+	if hijack {
+		return s.streamHijacked(r, hj, sub, sq, pos)
+	}
+	return s.streamHTTP(c, sub, sq, pos)
+}
+
+func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscriber, sq *streamQuery, pos Cursor) error {
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		s.hub.remove(sub, "closed")
+		return fmt.Errorf("hijack: %w", err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetKeepAlive(true)
+		_ = tc.SetKeepAlivePeriod(time.Minute)
+	}
+	sub.conn = conn
+	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	w := rw.Writer
+	fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n%s\r\n", s.corsHeaders(r))
+	floor, err := s.replay(r.Context(), w, sub, sq, pos)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		s.hub.remove(sub, "write_error")
+		s.log.Debug("stream setup failed", "err", err)
+		return nil // the connection is ours now: nothing more to answer
+	}
+	sub.lastWrite.Store(time.Now().UnixNano())
+	s.hub.goLive(sub, floor)
+	return nil
+}
+
+func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, pos Cursor) error {
+	r, w := c.Request(), c.Response().Writer
+	defer s.hub.remove(sub, "client_gone")
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	bw := bufio.NewWriter(w)
+	floor, err := s.replay(r.Context(), bw, sub, sq, pos)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = rc.Flush()
+	}
+	if err != nil {
+		return nil
+	}
+	sub.lastWrite.Store(time.Now().UnixNano())
+	s.hub.goLive(sub, floor)
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-sub.done:
+			return nil
+		case <-sub.wake:
+			if !sub.flushHTTP(w, rc) {
+				return nil
+			}
+		}
+	}
+}
+
+// replay writes the stream's opening: the retry hint, then either the
+// events the client missed (from the history, up to pos, where live frames
+// take over) or a reset with the current snapshot, then a hello carrying the
+// client's new cursor. It returns the floor below which queued live events
+// must be dropped because the client already has them (nil if none).
+func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *streamQuery, pos Cursor) ([]uint64, error) {
+	if _, err := w.Write(retryFrame(s.hub.jitteredRetry())); err != nil {
+		return nil, err
+	}
+	out := pos.clone()
+	var floor []uint64
+	if sq.cursor != nil {
+		rel := relevantPartitions(&sq.filter, len(pos.Seqs))
+		ok, reason := s.cursorFits(ctx, *sq.cursor, pos, rel)
+		if ok {
+			s.hub.metrics.replays.Inc()
+			at := sq.cursor.clone()
+			err := s.replayHistory(ctx, w, &sq.filter, at, pos, rel)
+			if errors.Is(err, bus.ErrTruncated) {
+				ok, reason = false, "the history was trimmed while replaying"
+			} else if err != nil {
+				return nil, err
+			}
+			if ok {
+				out.merge(sq.cursor.Seqs)
+				if !atLeast(pos.Seqs, sq.cursor.Seqs) {
+					floor = out.Seqs
+				}
+			}
+		}
+		if !ok {
+			snap, err := s.snapshot(ctx, &sq.filter, pos)
+			if err != nil {
+				return nil, err
+			}
+			s.hub.metrics.resets.Inc()
+			out = snap.cursor
+			if !atLeast(pos.Seqs, out.Seqs) {
+				floor = out.Seqs
+			}
+			data, _ := json.Marshal(map[string]any{"reason": reason, "cursor": out.Encode(), "repos": snap.repos})
+			if _, err := w.Write(appendFrame(nil, "reset", out, data)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	hello, _ := json.Marshal(map[string]string{"cursor": out.Encode()})
+	_, err := w.Write(appendFrame(nil, "hello", out, hello))
+	return floor, err
+}
+
+// cursorFits checks a client cursor against the hub's epochs and the bus's
+// retained history for the partitions the filter reads.
+func (s *Server) cursorFits(ctx context.Context, c Cursor, pos Cursor, rel []bool) (bool, string) {
+	if len(c.Seqs) != len(pos.Seqs) {
+		return false, fmt.Sprintf("cursor is for %d partitions, this deployment has %d", len(c.Seqs), len(pos.Seqs))
+	}
+	if c.Epoch != pos.Epoch {
+		return false, "the history the cursor points into was lost (new epoch)"
+	}
+	heads, err := s.opts.Bus.Heads(ctx)
+	if err != nil {
+		return false, "the history could not be read"
+	}
+	return c.Fits(heads, rel)
+}
+
+// replayHistory writes the filter's events in (at, pos] for each relevant
+// partition, advancing at as it goes so every id is a valid cursor.
+func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, at Cursor, pos Cursor, rel []bool) error {
+	buf := make([]byte, 0, 1024)
+	for p, want := range rel {
+		if !want {
+			continue
+		}
+		for at.Seqs[p] < pos.Seqs[p] {
+			evs, err := s.opts.Bus.History(ctx, p, s.epochOf(p), at.Seqs[p], 500)
+			if err != nil {
+				return err
+			}
+			if len(evs) == 0 {
+				break
+			}
+			for i := range evs {
+				ev := &evs[i]
+				if ev.Seq > pos.Seqs[p] {
+					break
+				}
+				at.Seqs[p] = ev.Seq
+				if !f.Match(ev) {
+					continue
+				}
+				buf = encodeEventFrame(buf[:0], eventName(ev), at, ev)
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+			}
+		}
+		at.Seqs[p] = max(at.Seqs[p], pos.Seqs[p])
+	}
+	return nil
+}
+
+// epochOf returns the hub's epoch for a partition.
+func (s *Server) epochOf(p int) uint64 {
+	s.hub.mu.RLock()
+	defer s.hub.mu.RUnlock()
+	return s.hub.heads[p].Epoch
+}
+
+// clientKey identifies a client for per-client limits: its IP.
+func clientKey(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

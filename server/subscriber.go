@@ -1,0 +1,316 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// frame is one SSE frame, encoded once and shared by every subscriber it
+// is queued for. Frames are immutable after creation.
+type frame struct {
+	data []byte     // complete frame: "id: …\nevent: ref\ndata: …\n\n"
+	ev   *bus.Event // nil for heartbeats and control frames
+	pos  []uint64   // the hub's position after this event (read-only)
+	// epoch is the epoch fingerprint pos belongs to.
+	epoch uint32
+	// last closes the connection once written (drain, token expiry).
+	last bool
+}
+
+var heartbeatFrame = &frame{data: []byte(": hb\n\n")}
+
+// subscriber is one streaming client. While idle it owns no goroutine, no
+// timer and no buffer: a hijacked connection is written by the hub's writer
+// pool when frames are queued; heartbeats come from the hub's shared ticker.
+type subscriber struct {
+	// Set at construction, read-only after.
+	hub     *Hub
+	filter  bus.Filter
+	latest  bool          // mode=latest: coalesce by ref instead of evicting
+	conn    net.Conn      // hijacked HTTP/1.1 connection; nil on the handler path
+	wake    chan struct{} // handler path only: doorbell, capacity 1
+	done    chan struct{} // handler path only: closed when removed
+	expires time.Time     // token expiry; zero means never
+	client  string        // per-client limit key
+
+	lastWrite atomic.Int64 // unix nanoseconds of the last successful write
+
+	mu        sync.Mutex
+	queue     []*frame // guarded by mu
+	live      bool     // replay finished, writes may start; guarded by mu
+	scheduled bool     // owned by a writer or waiting in ready; guarded by mu
+	closed    bool     // guarded by mu
+	closing   bool     // a last frame is queued; guarded by mu
+	floor     []uint64 // drop events at or below these Seqs; guarded by mu
+	stalledAt time.Time
+
+	// Owned by whoever holds scheduled (one writer at a time).
+	out     []*frame
+	bufs    net.Buffers
+	pending []byte // the unwritten tail of a write that timed out
+
+	idx int // position in hub.all; guarded by hub.mu
+}
+
+// enqueue queues a frame. It never blocks; it reports false when the
+// subscriber must be evicted (its queue is full and it cannot coalesce).
+// Called by the hub with hub.mu held.
+func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return true
+	}
+	if len(s.queue) >= maxQueue {
+		if !s.latest || f.ev == nil || !s.coalesce(f, maxQueue) {
+			s.mu.Unlock()
+			return false
+		}
+		s.mu.Unlock()
+		return true
+	}
+	s.queue = append(s.queue, f)
+	schedule := s.live && !s.scheduled
+	if schedule {
+		s.scheduled = true
+	}
+	s.mu.Unlock()
+	if schedule {
+		s.hub.schedule(s)
+	}
+	return true
+}
+
+// coalesce folds the queue by ref for a mode=latest subscriber: for each
+// (repo, ref) one event remains, old from the first queued, new and the
+// rest from the newest. The folded frames are this subscriber's own.
+// Reports false if even the folded queue exceeds the bound of distinct refs
+// (4 × maxQueue). Called with s.mu held.
+func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
+	type key struct{ repo, ref string }
+	at := make(map[key]int, len(s.queue))
+	out := make([]*frame, 0, len(s.queue)+1)
+	for _, q := range append(s.queue, f) {
+		if q.ev == nil || q.ev.Kind == bus.KindSync {
+			if q.ev != nil || q.last {
+				out = append(out, q)
+			}
+			continue
+		}
+		k := key{q.ev.Repo, q.ev.Ref}
+		i, ok := at[k]
+		if !ok {
+			at[k] = len(out)
+			out = append(out, q)
+			continue
+		}
+		first := out[i].ev
+		merged := *q.ev
+		merged.Old = first.Old
+		switch {
+		case bus.IsZeroID(merged.Old) && bus.IsZeroID(merged.New):
+			merged.Kind = bus.KindDelete // created and deleted while lagging
+		case bus.IsZeroID(merged.Old):
+			merged.Kind = bus.KindCreate
+		case bus.IsZeroID(merged.New):
+			merged.Kind = bus.KindDelete
+		default:
+			merged.Kind = bus.KindUpdate
+			merged.Forced = nil // unknown across several updates
+		}
+		out[i] = &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: encodeEventFrame(nil, "ref", Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)}
+		s.hub.metrics.coalesced.Inc()
+	}
+	if len(out) > 4*maxQueue {
+		return false
+	}
+	s.queue = out
+	if s.live && !s.scheduled {
+		s.scheduled = true
+		s.hub.schedule(s) // never blocks: see Hub.schedule
+	}
+	return true
+}
+
+// takeQueue moves the queue to s.out for writing, dropping events a resumed
+// client already has (floor). Called by the holder of scheduled.
+func (s *subscriber) takeQueue() (closed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true
+	}
+	s.out, s.queue = s.queue, s.out[:0]
+	if s.floor != nil {
+		kept := s.out[:0]
+		for _, f := range s.out {
+			switch {
+			case f.ev == nil:
+				kept = append(kept, f)
+			case f.ev.Seq <= s.floor[f.ev.Partition]:
+				// already delivered from the history or another node
+			case atLeast(f.pos, s.floor):
+				s.floor = nil
+				kept = append(kept, f)
+			default:
+				c := Cursor{Epoch: f.epoch, Seqs: append([]uint64(nil), f.pos...)}
+				c.merge(s.floor)
+				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, epoch: f.epoch, data: encodeEventFrame(nil, eventName(f.ev), c, f.ev)})
+			}
+		}
+		s.out = kept
+	}
+	return false
+}
+
+// release gives up scheduled, or keeps it and reports true when more frames
+// arrived meanwhile.
+func (s *subscriber) release() (again bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 && !s.closed {
+		return true
+	}
+	s.scheduled = false
+	// An idle subscriber keeps no buffers.
+	if cap(s.out) > 8 {
+		s.out = nil
+	}
+	if cap(s.bufs) > 8 {
+		s.bufs = nil
+	}
+	return false
+}
+
+// flushConn writes queued frames to a hijacked connection. Called by a
+// writer goroutine holding scheduled. Every write has a short deadline: a
+// client whose socket is full is parked (stalled) and retried by the
+// housekeeper, so one slow client never holds a writer.
+func (s *subscriber) flushConn() {
+	h := s.hub
+	for {
+		if s.takeQueue() {
+			return
+		}
+		s.bufs = s.bufs[:0]
+		if len(s.pending) > 0 {
+			s.bufs = append(s.bufs, s.pending)
+		}
+		last := false
+		for i, f := range s.out {
+			s.bufs = append(s.bufs, f.data)
+			s.out[i] = nil
+			last = last || f.last
+		}
+		s.out = s.out[:0]
+		var want int64
+		for _, b := range s.bufs {
+			want += int64(len(b))
+		}
+		_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
+		n, err := s.bufs.WriteTo(s.conn)
+		s.pending = nil
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if n < want {
+					// keep what is left, one copy, only on this slow path
+					for _, b := range s.bufs {
+						s.pending = append(s.pending, b...)
+					}
+				}
+				h.stall(s)
+				return
+			}
+			h.remove(s, "write_error")
+			return
+		}
+		s.lastWrite.Store(time.Now().UnixNano())
+		h.metrics.writes.Inc()
+		if last {
+			h.remove(s, "closed")
+			return
+		}
+		s.mu.Lock()
+		s.stalledAt = time.Time{}
+		s.mu.Unlock()
+		if !s.release() {
+			return
+		}
+	}
+}
+
+// flushHTTP writes queued frames through an http.ResponseWriter: the
+// handler path for HTTP/2 and for connections that cannot be hijacked. It
+// runs on the handler's goroutine. It reports false when the stream ends.
+func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseController) bool {
+	for {
+		if s.takeQueue() {
+			return false
+		}
+		last := false
+		_ = rc.SetWriteDeadline(time.Now().Add(s.hub.opts.WriteTimeout))
+		for i, f := range s.out {
+			if _, err := w.Write(f.data); err != nil {
+				s.hub.remove(s, "write_error")
+				return false
+			}
+			s.out[i] = nil
+			last = last || f.last
+		}
+		s.out = s.out[:0]
+		if err := rc.Flush(); err != nil {
+			s.hub.remove(s, "write_error")
+			return false
+		}
+		s.lastWrite.Store(time.Now().UnixNano())
+		if last {
+			s.hub.remove(s, "closed")
+			return false
+		}
+		if !s.release() {
+			return true
+		}
+	}
+}
+
+// encodeEventFrame appends an SSE frame for an event. JSON never contains a
+// raw CR or LF (encoding/json escapes them), so data cannot inject fields.
+func encodeEventFrame(dst []byte, name string, c Cursor, ev *bus.Event) []byte {
+	data, err := json.Marshal(ev)
+	if err != nil { // an Event always marshals; keep the stream well-formed anyway
+		data = []byte(`{}`)
+	}
+	return appendFrame(dst, name, c, data)
+}
+
+// appendFrame appends "id:", "event:" and a single "data:" line.
+func appendFrame(dst []byte, name string, c Cursor, data []byte) []byte {
+	dst = append(dst, "id: "...)
+	dst = c.AppendEncode(dst)
+	dst = append(dst, "\nevent: "...)
+	dst = append(dst, name...)
+	dst = append(dst, "\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
+
+// retryFrame tells the client when to reconnect.
+func retryFrame(d time.Duration) []byte {
+	return []byte("retry: " + strconv.FormatInt(d.Milliseconds(), 10) + "\n\n")
+}
+
+func eventName(ev *bus.Event) string {
+	if ev.Kind == bus.KindSync {
+		return "sync"
+	}
+	return "ref"
+}
