@@ -1,0 +1,159 @@
+package bus
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRefPattern(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pattern string
+		match   []string
+		miss    []string
+	}{
+		{"refs/heads/*", []string{"refs/heads/main", "refs/heads/feature/x"}, []string{"refs/tags/v1", "refs/heads"}},
+		{"refs/tags/v*", []string{"refs/tags/v1", "refs/tags/v2.0/rc"}, []string{"refs/tags/x1", "refs/heads/v1"}},
+		{"refs/heads/release/**", []string{"refs/heads/release/1.0", "refs/heads/release/a/b"}, []string{"refs/heads/releases"}},
+		{"refs/heads/main", []string{"refs/heads/main"}, []string{"refs/heads/main2", "refs/heads/mai"}},
+		{"refs/*/main", []string{"refs/heads/main", "refs/remotes/origin/main"}, []string{"refs/heads/main/x"}},
+		{"refs/heads/*-wip", []string{"refs/heads/a-wip"}, []string{"refs/heads/a-wip2"}},
+	} {
+		t.Run(tc.pattern, func(t *testing.T) {
+			p, err := ParseRefPattern(tc.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range tc.match {
+				if !p.Match(r) {
+					t.Errorf("%q should match %q", tc.pattern, r)
+				}
+			}
+			for _, r := range tc.miss {
+				if p.Match(r) {
+					t.Errorf("%q should not match %q", tc.pattern, r)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"", "heads/*", "refs/heads/[ab]", "refs/heads/a..*", "refs/heads/?", "^", "refs/heads/a b"} {
+		if _, err := ParseRefPattern(bad); err == nil {
+			t.Errorf("ParseRefPattern(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRepoPattern(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pattern string
+		match   []string
+		miss    []string
+	}{
+		{"acme/app", []string{"acme/app"}, []string{"acme/app2", "acme"}},
+		{"acme/*", []string{"acme/app", "acme/x"}, []string{"acme-evil/x", "acme/x/y", "acme"}},
+		{"acme/**", []string{"acme/app", "acme/x/y", "acme"}, []string{"acme-evil/x", "acmeco/x"}},
+		{"*/app", []string{"acme/app", "x/app"}, []string{"acme/app2", "a/b/app"}},
+		{"acme/app-*", []string{"acme/app-1"}, []string{"acme/app", "acme/x-app-1"}},
+		{"**/app", []string{"app", "a/app", "a/b/app"}, []string{"a/app/x"}},
+	} {
+		t.Run(tc.pattern, func(t *testing.T) {
+			p, err := ParseRepoPattern(tc.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range tc.match {
+				if !p.Match(r) {
+					t.Errorf("%q should match %q", tc.pattern, r)
+				}
+			}
+			for _, r := range tc.miss {
+				if p.Match(r) {
+					t.Errorf("%q should not match %q", tc.pattern, r)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"", "acme/**x", "acme//x", "../x", "acme/x y", "acme/x.git"} {
+		if _, err := ParseRepoPattern(bad); err == nil {
+			t.Errorf("ParseRepoPattern(%q) accepted", bad)
+		}
+	}
+}
+
+func TestFilter(t *testing.T) {
+	t.Parallel()
+	f, err := ParseFilter([]string{"acme/*"}, []string{"refs/heads/*", "^refs/heads/wip/*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func(repo, ref string, k Kind) *Event { return &Event{Repo: repo, Ref: ref, Kind: k} }
+	for _, tc := range []struct {
+		e    *Event
+		want bool
+	}{
+		{ev("acme/app", "refs/heads/main", KindUpdate), true},
+		{ev("acme/app", "refs/heads/wip/x", KindUpdate), false},
+		{ev("acme/app", "refs/tags/v1", KindCreate), false},
+		{ev("other/app", "refs/heads/main", KindUpdate), false},
+		{ev("acme/app", "", KindSync), true},
+	} {
+		if got := f.Match(tc.e); got != tc.want {
+			t.Errorf("Match(%+v) = %v, want %v", *tc.e, got, tc.want)
+		}
+	}
+	all, _ := ParseFilter([]string{"acme/app"}, nil)
+	if !all.Match(ev("acme/app", "refs/notes/x", KindCreate)) {
+		t.Error("no ref patterns should match every ref")
+	}
+	if _, err := ParseFilter(nil, nil); err == nil {
+		t.Error("a filter without repos was accepted")
+	}
+	if _, err := ParseFilter([]string{"a"}, make([]string, MaxPatternsPerFilter+1)); err == nil {
+		t.Error("too many patterns accepted")
+	}
+}
+
+func FuzzRefPattern(f *testing.F) {
+	for _, s := range [][2]string{{"refs/heads/*", "refs/heads/main"}, {"^refs/pull/*", "refs/pull/1/head"}, {"refs/tags/v*", "refs/tags/v1"}, {"refs/**/x", "refs/a/b/x"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, ref string) {
+		p, err := ParseRefPattern(pattern)
+		if err != nil {
+			return
+		}
+		m := p.Match(ref)
+		// Without stars, matching is string equality.
+		if !strings.Contains(p.raw, "*") && m != (ref == p.raw) {
+			t.Fatalf("exact %q vs %q: %v", p.raw, ref, m)
+		}
+		// A match always starts with the literal prefix.
+		if m && !strings.HasPrefix(ref, p.Prefix()) {
+			t.Fatalf("%q matched %q without its prefix", p.raw, ref)
+		}
+		// Replacing each star by the same text yields a match.
+		if filled := strings.ReplaceAll(p.raw, "*", "x/y"); !p.Match(filled) {
+			t.Fatalf("%q does not match %q", p.raw, filled)
+		}
+	})
+}
+
+func FuzzRepoPattern(f *testing.F) {
+	for _, s := range [][2]string{{"acme/*", "acme/app"}, {"acme/**", "acme/a/b"}, {"*/app", "x/app"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, repo string) {
+		p, err := ParseRepoPattern(pattern)
+		if err != nil {
+			return
+		}
+		if p.Match(repo) && p.Exact() && repo != pattern {
+			t.Fatalf("exact %q matched %q", pattern, repo)
+		}
+		// A single-segment star never crosses '/'.
+		if !strings.Contains(pattern, "**") && p.Match(repo) && strings.Count(repo, "/") != strings.Count(pattern, "/") {
+			t.Fatalf("%q matched %q across segments", pattern, repo)
+		}
+	})
+}
