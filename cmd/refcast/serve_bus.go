@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
-	"github.com/refcast/refcast/server"
 )
 
 // openEmbeddedBus opens the in-process bus.
@@ -17,14 +14,4 @@ func openEmbeddedBus(c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) 
 		return nil, nil, err
 	}
 	return b, func() { _ = b.Close() }, nil
-}
-
-// openRedisBus opens the Redis bus.
-func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) {
-	return nil, nil, errors.New("--redis: the Redis bus is not wired yet")
-}
-
-// wireServeExtras adds authorization, the dashboard and the spool drainer.
-func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, log *slog.Logger) error {
-	return nil
 }
