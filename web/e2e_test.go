@@ -83,6 +83,7 @@ func TestDashboardEndToEnd(t *testing.T) {
 	data := filepath.Join(tmp, "data")
 
 	n1 := startNode(t, bin, addr, data, filepath.Join(tmp, "node-1.log"))
+	requireDashboard(t, base)
 
 	g := newGit(t, gitBin, tmp)
 	bare := filepath.Join(tmp, "app.git")
@@ -116,6 +117,13 @@ func TestDashboardEndToEnd(t *testing.T) {
 	// (or live, if it was quicker). Either way: exactly one new row.
 	startNode(t, bin, addr, data, filepath.Join(tmp, "node-2.log"))
 	sha2 := g.commitAndPush(work, "Wave back", "Grace Hopper")
+	do(t, ctx, "second row or a reset",
+		chromedp.WaitVisible(chromedp.CSS(`#feed li.entry[data-new="`+sha2+`"], #feed li.notice-reset`)))
+	if reason := evaluate[string](t, ctx, `document.querySelector('#feed li.notice-reset')?.innerText ?? ''`); reason != "" {
+		// A reset may legitimately carry the second push in its snapshot
+		// instead of the feed, so there is no row to wait for: say why.
+		t.Fatalf("the restarted node (same --data) did not honour the page's cursor; it sent a reset:\n%s", reason)
+	}
 	waitRow(t, ctx, sha2)
 	do(t, ctx, "live again", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)))
 	do(t, ctx, "ref table shows the second commit",
@@ -137,6 +145,9 @@ func TestDashboardEndToEnd(t *testing.T) {
 	}
 	if n := evaluate[int](t, ctx, `document.querySelectorAll('#feed li.notice-reset').length`); n != 0 {
 		t.Errorf("the page was reset (%d times) instead of resuming from its cursor", n)
+	}
+	if n := evaluate[int](t, ctx, `document.querySelectorAll('#feed > li').length`); n != 2 {
+		t.Errorf("feed holds %d entries, want the 2 pushes", n)
 	}
 
 	// The row says what happened, with the hook's enrichment and a link.
@@ -168,6 +179,21 @@ func TestDashboardEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("screenshot: %s", p)
+	}
+}
+
+// requireDashboard fails at once, with the fix, when the node does not serve
+// the page at "/".
+func requireDashboard(t *testing.T, base string) {
+	t.Helper()
+	res, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); res.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("the node does not serve the dashboard at / (status %d, %s): "+
+			"refcast serve must set server.Options.Dashboard = web.Handler(...)", res.StatusCode, ct)
 	}
 }
 

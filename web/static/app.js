@@ -123,7 +123,13 @@ function el(tag, cls, text) {
 }
 
 function shaNode(repo, sha, ref) {
-  if (!sha || ZERO.test(sha)) return el("span", "sha none", "—");
+  if (!sha || ZERO.test(sha)) {
+    const none = el("span", "sha none");
+    const dash = el("span", "", "—");
+    dash.setAttribute("aria-hidden", "true");
+    none.append(dash, el("span", "visually-hidden", "nothing"));
+    return none;
+  }
   const short = sha.slice(0, 7);
   const href = commitLink(repo, sha, ref);
   const node = href ? el("a", "sha", short) : el("span", "sha", short);
@@ -291,9 +297,15 @@ function addEntry(ev, key) {
   line1.append(refNode(ev.ref), el("span", "repo", ev.repo), timeNode(ev.time));
 
   const line2 = el("div", "line ids");
-  line2.append(shaNode(ev.repo, ev.old, ev.ref), el("span", "arrow", "→"), shaNode(ev.repo, ev.new, ev.ref));
-  line2.lastChild.setAttribute("aria-label", "to " + (ev.new || "").slice(0, 7));
-  line2.firstChild.setAttribute("aria-label", "from " + (ev.old && !ZERO.test(ev.old) ? ev.old.slice(0, 7) : "nothing"));
+  const arrow = el("span", "arrow", "→");
+  arrow.setAttribute("aria-hidden", "true");
+  line2.append(
+    el("span", "visually-hidden", "from "),
+    shaNode(ev.repo, ev.old, ev.ref),
+    arrow,
+    el("span", "visually-hidden", " to "),
+    shaNode(ev.repo, ev.new, ev.ref),
+  );
   if (ev.commits) {
     const n = ev.commits + (ev.commits_more ? "+" : "");
     line2.append(el("span", "commits", `${n} commit${ev.commits === 1 && !ev.commits_more ? "" : "s"}`));
