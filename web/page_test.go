@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -36,10 +37,11 @@ type fakeNode struct {
 	reset   string            // the next stream answers with a reset for this reason; guarded by mu
 	lastIDs []string          // Last-Event-ID and since of each stream; guarded by mu
 	refGets int               // /v1/refs requests; guarded by mu
+	tokens  map[string]int    // access_token values seen, by count; guarded by mu
 }
 
 func newFakeNode() *fakeNode {
-	n := &fakeNode{refs: map[string]string{"refs/heads/main": strings.Repeat("1", 40)}}
+	n := &fakeNode{refs: map[string]string{"refs/heads/main": strings.Repeat("1", 40)}, tokens: map[string]int{}}
 	n.cond = sync.NewCond(&n.mu)
 	return n
 }
@@ -81,6 +83,9 @@ func (n *fakeNode) snapshot() map[string]any {
 
 func (n *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	n.mu.Lock()
+	n.tokens[q.Get("access_token")]++
+	n.mu.Unlock()
 	if q.Get("repo") == "bad/[" {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
@@ -204,7 +209,7 @@ func TestPageBehaviour(t *testing.T) {
 
 	ctx := newBrowser(t, browser)
 	// A page URL may override the link template, but never with a script.
-	page := srv.URL + "/?" + url.Values{"repo": {"acme/app"}, "commit": {"javascript:alert(1)//{sha}"}}.Encode()
+	page := srv.URL + "/?" + url.Values{"repo": {"acme/app"}, "commit": {"javascript:alert(1)//{sha}"}, "token": {"s3cret"}}.Encode()
 	do(t, ctx, "open", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)))
 	rows := func() []string {
 		return evaluate[[]string](t, ctx, `[...document.querySelectorAll('#feed li.entry[data-ref]')].map(li => li.dataset.new)`)
@@ -285,6 +290,48 @@ func TestPageBehaviour(t *testing.T) {
 		}
 	})
 
+	t.Run("token is passed on every request", func(t *testing.T) {
+		node.mu.Lock()
+		defer node.mu.Unlock()
+		if len(node.tokens) != 1 || node.tokens["s3cret"] == 0 {
+			t.Errorf("access_token values seen: %v, want only s3cret", node.tokens)
+		}
+	})
+
+	t.Run("form keeps the view in the URL", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			submit chromedp.Action[chromedp.Void]
+		}{
+			{"button", chromedp.Click(chromedp.CSS(`#filter button[type="submit"]`))},
+			{"without the script's handler", chromedp.Submit(chromedp.CSS("#f-repo"))},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				do(t, ctx, "submit",
+					chromedp.SetValue(chromedp.CSS("#f-repo"), "acme/app, acme/lib"),
+					chromedp.SetValue(chromedp.CSS("#f-ref"), "refs/heads/* ^refs/heads/wip/*"),
+					evalVoid(`document.body.dataset.before = "1"`),
+					tc.submit,
+					chromedp.WaitNotPresent(chromedp.CSS(`body[data-before]`)),
+					chromedp.WaitVisible(chromedp.CSS(`#status[data-state="live"]`)))
+				loc := evaluate[string](t, ctx, `location.search`)
+				q, err := url.ParseQuery(strings.TrimPrefix(loc, "?"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := q["repo"], []string{"acme/app", "acme/lib"}; !slices.Equal(got, want) {
+					t.Errorf("repo params %q, want %q", got, want)
+				}
+				if got, want := q["ref"], []string{"refs/heads/*", "^refs/heads/wip/*"}; !slices.Equal(got, want) {
+					t.Errorf("ref params %q, want %q", got, want)
+				}
+				if q.Get("token") != "s3cret" || q.Get("commit") == "" {
+					t.Errorf("the form dropped token or commit: %s", loc)
+				}
+			})
+		}
+	})
+
 	t.Run("refused request stops with the reason", func(t *testing.T) {
 		do(t, ctx, "open", chromedp.Navigate(srv.URL+"/?repo=bad/["),
 			chromedp.WaitVisible(chromedp.CSS(`#status[data-state="error"]`)),
@@ -294,4 +341,12 @@ func TestPageBehaviour(t *testing.T) {
 			t.Errorf("error %q does not carry the node's reason", msg)
 		}
 	})
+}
+
+// evalVoid runs js in the page for its effect.
+func evalVoid(js string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Evaluate[any](js)(ctx, t)
+		return chromedp.Void{}, err
+	}
 }

@@ -35,14 +35,37 @@ const commitTemplate = checkTemplate(params.get("commit")) || checkTemplate(docu
 els.repoInput.value = watchRepos.join(" ");
 els.refInput.value = watchRefs.join(" ");
 
+// viewQuery is the canonical query of a view: one parameter per repo and
+// ref, plus what the form does not show (the token and the link template).
+function viewQuery(repoList, refList) {
+  const q = new URLSearchParams();
+  for (const r of repoList) q.append("repo", r);
+  for (const r of refList) q.append("ref", r);
+  for (const k of ["token", "commit"]) if (params.has(k)) q.set(k, params.get(k));
+  return q.toString();
+}
+
+// A view typed by hand ("repo=a,b") is rewritten in the canonical form, so
+// the address shared from this page is the one other tools understand.
+{
+  const canonical = viewQuery(watchRepos, watchRefs);
+  if (canonical !== params.toString() && canonical !== "") history.replaceState(null, "", "?" + canonical);
+}
+
+// Hidden copies keep the token and link template even if the form is
+// submitted without this script's handler (form.submit()).
+for (const k of ["token", "commit"]) {
+  if (!params.has(k)) continue;
+  const h = document.createElement("input");
+  h.type = "hidden";
+  h.name = k;
+  h.value = params.get(k);
+  els.form.append(h);
+}
+
 els.form.addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const next = new URLSearchParams();
-  for (const r of split([els.repoInput.value])) next.append("repo", r);
-  for (const r of split([els.refInput.value])) next.append("ref", r);
-  // Keep what the form does not show: the token and the link template.
-  for (const k of ["token", "commit"]) if (params.has(k)) next.set(k, params.get(k));
-  const q = next.toString();
+  const q = viewQuery(split([els.repoInput.value]), split([els.refInput.value]));
   location.assign(location.pathname + (q ? "?" + q : ""));
 });
 
