@@ -1,0 +1,272 @@
+// Package bolt is refcast's embedded bus kept on disk: the default for a
+// single node without Redis. One bbolt file in a data directory holds each
+// partition's bounded history, epoch and head, the ref state of every repo
+// and the recent push ids, so a restarted node keeps its positions: clients
+// resume with Last-Event-ID and snapshots answer as before.
+//
+// Every Publish is one bbolt transaction, committed and fsynced before it
+// returns and before any reader or subscriber can see it. Reads go to the
+// file (bbolt's memory map); only the partitions' heads and a wake-up channel
+// live in memory.
+//
+// It is not shared between processes: bbolt's file lock admits one node per
+// data directory (hooks reach the node over HTTP), and a tier of several
+// nodes needs bus/redis.
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Defaults for Options.
+const (
+	DefaultHistory   = 10000  // events kept per partition
+	DefaultPushIDs   = 100000 // push ids remembered for idempotency
+	DefaultFeedBatch = 256    // events per subscription message at most
+	// DefaultLockTimeout is how long Open waits for the data file's lock
+	// before reporting that another process holds it.
+	DefaultLockTimeout = time.Second
+	// FileName is the bbolt file inside the data directory.
+	FileName = "bus.db"
+)
+
+// Options configure a Bus. Zero values take the defaults above.
+type Options struct {
+	// Partitions is the number of partitions (bus.DefaultPartitions). It is
+	// fixed when the data directory is created; opening it with another
+	// number fails.
+	Partitions int
+	// History is the most events kept per partition. Lowering it trims on
+	// the next Open.
+	History int
+	// MaxAge also trims events published longer ago than this (by the
+	// node's clock at publish, not the push's own time, so a replayed spool
+	// is not trimmed on arrival); 0 trims by count only.
+	MaxAge time.Duration
+	// PushIDs is how many push ids are remembered for idempotency.
+	PushIDs int
+	// LockTimeout bounds the wait for the data file's lock
+	// (DefaultLockTimeout).
+	LockTimeout time.Duration
+	// Now is the clock, for tests; time.Now when nil.
+	Now func() time.Time
+
+	// noSync skips fsync, for the benchmark comparing the cost of it only.
+	noSync bool
+}
+
+// ErrLocked is returned by Open when another process holds the data
+// directory (another node, or a stale one still running).
+var ErrLocked = errors.New("data directory is in use by another process")
+
+// ErrCorrupt is returned by Open when the data file cannot be read as a
+// refcast bus: damaged, truncated, or not ours.
+var ErrCorrupt = errors.New("data file is unreadable")
+
+// Bus is a bus.Bus kept in a bbolt file.
+type Bus struct {
+	opts Options // set at construction
+	db   *bolt.DB
+	path string // the bbolt file; set at construction
+
+	// wmu serialises publishes, so a partition's head in heads moves in
+	// commit order.
+	wmu sync.Mutex
+
+	mu sync.Mutex // guards heads, notify, closed
+	// heads are the partitions' heads as of the last acknowledged commit:
+	// the visibility watermark. Readers never return events past it, so
+	// nothing is seen before its commit was fsynced.
+	heads  bus.Heads
+	notify chan struct{} // closed and replaced after every publish
+	closed bool
+	done   chan struct{}  // closed by Close
+	subs   sync.WaitGroup // subscription goroutines; waited for by Close
+}
+
+var _ bus.Bus = (*Bus)(nil)
+
+// Open opens (creating if needed) the bus kept in dir. A fresh directory
+// gets a random epoch per partition; an existing one keeps its epochs,
+// history, ref state and push ids, and its Seqs continue.
+func Open(dir string, opts Options) (*Bus, error) {
+	if opts.Partitions == 0 {
+		opts.Partitions = bus.DefaultPartitions
+	}
+	if opts.Partitions < 1 || opts.Partitions > 1024 {
+		return nil, fmt.Errorf("bolt bus: partitions must be 1 to 1024, got %d", opts.Partitions)
+	}
+	if opts.History == 0 {
+		opts.History = DefaultHistory
+	}
+	if opts.History < 1 {
+		return nil, fmt.Errorf("bolt bus: history must be positive, got %d", opts.History)
+	}
+	if opts.PushIDs == 0 {
+		opts.PushIDs = DefaultPushIDs
+	}
+	if opts.PushIDs < 1 {
+		return nil, fmt.Errorf("bolt bus: push ids must be positive, got %d", opts.PushIDs)
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if dir == "" {
+		return nil, errors.New("bolt bus: no data directory")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open bus data directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	if err := checkSize(path); err != nil {
+		return nil, err
+	}
+	var db *bolt.DB
+	err := guard(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout: opts.LockTimeout,
+			// The hashmap freelist stays fast as the file fragments:
+			// history is a queue, every publish frees the pages of trimmed
+			// events. The freelist is synced (NoFreelistSync false): it
+			// costs a page in the same fsync, and spares Open a scan of
+			// the whole file in a goroutine of bbolt's, where damage would
+			// crash the process instead of failing Open.
+			FreelistType: bolt.FreelistMapType,
+			NoSync:       opts.noSync,
+		})
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		return nil, openError(path, err, opts.LockTimeout)
+	}
+	b := &Bus{opts: opts, db: db, path: path, notify: make(chan struct{}), done: make(chan struct{})}
+	if err := guard(path, b.load); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// openError explains why bbolt could not open the file.
+func openError(path string, err error, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("open bus %s: %w (lock not released within %v; is another refcast serve using this --data directory?)", path, ErrLocked, timeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
+		errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrInvalidMapping):
+		return fmt.Errorf("open bus %s: %w: %v (move it aside to start with an empty history)", path, ErrCorrupt, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("open bus %s: %w", path, err)
+	}
+	return fmt.Errorf("open bus %s: %w", path, err)
+}
+
+// load checks the file's format, creates what a fresh file lacks, trims to
+// the current bounds and reads the heads. Run under guard: bbolt panics on
+// some damaged pages.
+func (b *Bus) load() error {
+	heads := make(bus.Heads, b.opts.Partitions)
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		if err := initLayout(tx, b.opts.Partitions); err != nil {
+			return err
+		}
+		now := b.opts.Now()
+		for pi := range heads {
+			p, err := openPartition(tx, pi)
+			if err != nil {
+				return err
+			}
+			if err := p.trim(b.opts.History, b.opts.MaxAge, now); err != nil {
+				return err
+			}
+			heads[pi] = p.head
+		}
+		if err := trimPushIDs(tx, b.opts.PushIDs); err != nil {
+			return err
+		}
+		// Walk what readers will walk, so damage shows now and not in a
+		// request.
+		return checkReadable(tx)
+	})
+	if err != nil {
+		var fe formatError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("open bus %s: %w", b.path, err)
+		}
+		return fmt.Errorf("open bus %s: %w: %v (move it aside to start with an empty history)", b.path, ErrCorrupt, err)
+	}
+	b.heads = heads
+	return nil
+}
+
+// Path is the bbolt file the bus keeps its state in.
+func (b *Bus) Path() string { return b.path }
+
+// Partitions implements bus.Bus.
+func (b *Bus) Partitions() int { return b.opts.Partitions }
+
+// Close implements bus.Bus: subscriptions end, then the file is closed and
+// its lock released. Safe to call twice.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.done)
+	b.mu.Unlock()
+	b.subs.Wait()
+	b.wmu.Lock() // let an in-flight publish finish its commit
+	defer b.wmu.Unlock()
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("close bus %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// snapshot returns the watermark heads and the current wake-up channel.
+func (b *Bus) snapshot() (bus.Heads, <-chan struct{}, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, nil, bus.ErrClosed
+	}
+	return append(bus.Heads(nil), b.heads...), b.notify, nil
+}
+
+// view runs a read transaction, mapping bbolt's errors to the bus's.
+func (b *Bus) view(ctx context.Context, what string, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.db.View(fn)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return bus.ErrClosed
+	case errors.Is(err, bus.ErrTruncated), errors.Is(err, bus.ErrInvalid), errors.Is(err, bus.ErrClosed):
+		return err
+	}
+	return fmt.Errorf("%s in %s: %w: %w", what, b.path, bus.ErrUnavailable, err)
+}
