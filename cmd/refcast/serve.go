@@ -73,6 +73,9 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	if fs.NArg() > 0 {
 		return usageError{msg: fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
 	}
+	if c.data == "" && c.redis == "" {
+		c.data = defaultDataDir(env)
+	}
 	log, err := newLogger(c.logLevel, c.logFormat, env)
 	if err != nil {
 		return err
