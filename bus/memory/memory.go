@@ -377,7 +377,10 @@ func (s *subscription) next(part *partition, pi int, at *bus.PartitionHead) (bus
 	part.mu.RLock()
 	defer part.mu.RUnlock()
 	evs, err := part.read(at.Epoch, at.Last, DefaultFeedBatch)
-	if err != nil { // another epoch, or trimmed past us: the reader must resync
+	if err == nil && at.Last > part.first+uint64(len(part.events))-1 {
+		err = bus.ErrTruncated // a position this history never reached
+	}
+	if err != nil { // another epoch, trimmed past us, or ahead: the reader must resync
 		head := bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1}
 		*at = head
 		return bus.Message{Partition: pi, Reset: true, Head: head}, true

@@ -1,0 +1,701 @@
+// Package bustest is the conformance suite every bus.Bus implementation
+// runs: the same behaviour, checked the same way, for the memory bus and the
+// Redis bus. An implementation's test calls Run with a factory.
+//
+// It is not a place for implementation details (fault injection, key
+// layout): those tests live with their implementation.
+package bustest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Options are what a subtest needs of the bus it asks the factory for.
+// Zero values mean the implementation's defaults.
+type Options struct {
+	Partitions int
+	History    int           // events retained per partition
+	MaxAge     time.Duration // 0 trims by count only
+}
+
+// Factory returns a fresh, empty bus with the options; it should close the
+// bus in t.Cleanup (closing twice must be safe: some subtests close it).
+type Factory func(t *testing.T, opts Options) bus.Bus
+
+// Run runs every conformance subtest against buses from factory. Subtests
+// run in parallel, each on its own bus.
+func Run(t *testing.T, factory Factory) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, f Factory)
+	}{
+		{"PublishPositions", testPublishPositions},
+		{"PublishInvalid", testPublishInvalid},
+		{"IdempotentPushID", testIdempotent},
+		{"HistoryRangeLimit", testHistoryRange},
+		{"HistoryTruncatedAfterTrim", testTruncated},
+		{"HistoryWrongEpoch", testWrongEpoch},
+		{"HistoryMaxAge", testMaxAge},
+		{"RefState", testRefState},
+		{"SeedReplacesState", testSeed},
+		{"Repos", testRepos},
+		{"Heads", testHeads},
+		{"SubscribeExactlyOnceInOrder", testSubscribeExact},
+		{"SubscribeReplaysFromPosition", testSubscribeReplay},
+		{"SubscribeStaleEpochResets", testSubscribeOtherEpoch},
+		{"SubscribeTrimmedResets", testSubscribeTrimmed},
+		{"SubscribeAheadResets", testSubscribeAhead},
+		{"SubscribeWrongPartitionCount", testSubscribeWrongCount},
+		{"SubscriptionCloseAndCancel", testSubscriptionClose},
+		{"CloseEndsSubscriptions", testCloseEnds},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, factory)
+		})
+	}
+}
+
+// Wait is how long a subtest waits for a message that should come.
+const Wait = 15 * time.Second
+
+var t0 = time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC)
+
+// ID returns a distinct 40-hex object id for n (n > 0).
+func ID(n int) string { return fmt.Sprintf("%040x", n) }
+
+// Push builds a valid push of ref updates: pairs of ref and new id, "" as
+// new deletes (old is always ID(999999)).
+func Push(id, repo string, refsAndNew ...string) *bus.Push {
+	p := &bus.Push{ID: id, Repo: repo, Pusher: "alice", Time: time.Now().UTC().Truncate(time.Millisecond), Source: "api"}
+	for i := 0; i+1 < len(refsAndNew); i += 2 {
+		u := bus.RefUpdate{Ref: refsAndNew[i], Old: ID(999999), New: refsAndNew[i+1]}
+		if u.New == "" {
+			u.New = bus.ZeroSHA1
+		}
+		p.Updates = append(p.Updates, u)
+	}
+	return p
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), 2*Wait)
+	t.Cleanup(cancel)
+	return c
+}
+
+func mustPublish(t *testing.T, b bus.Bus, p *bus.Push) []bus.Event {
+	t.Helper()
+	evs, err := b.Publish(ctx(t), p)
+	if err != nil {
+		t.Fatalf("Publish(%s): %v", p.ID, err)
+	}
+	return evs
+}
+
+func mustHeads(t *testing.T, b bus.Bus) bus.Heads {
+	t.Helper()
+	h, err := b.Heads(ctx(t))
+	if err != nil {
+		t.Fatalf("Heads: %v", err)
+	}
+	return h
+}
+
+// repoIn returns a repo name, distinct per n, that lands in partition pi.
+func repoIn(pi, parts, n int) string {
+	for i := 0; ; i++ {
+		r := fmt.Sprintf("acme/r%d-%d", n, i)
+		if bus.PartitionOf(r, parts) == pi {
+			return r
+		}
+	}
+}
+
+// same compares events by their JSON and position.
+func same(a, b bus.Event) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb) && a.Partition == b.Partition && a.Seq == b.Seq
+}
+
+func describe(evs []bus.Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, fmt.Sprintf("%d/%d %s %s", e.Partition, e.Seq, e.PushID, e.Ref))
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+func testPublishPositions(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 4})
+	repo := "acme/app"
+	pi := bus.PartitionOf(repo, 4)
+	p := Push("p1", repo, "refs/heads/main", ID(1), "refs/heads/dev", ID(2), "refs/tags/v1", "")
+	p.Updates[0].Old = bus.ZeroSHA1 // a create
+	evs := mustPublish(t, b, p)
+	if len(evs) != 3 {
+		t.Fatalf("got %d events, want 3", len(evs))
+	}
+	wantKinds := []bus.Kind{bus.KindCreate, bus.KindUpdate, bus.KindDelete}
+	for i, e := range evs {
+		if e.Partition != pi || e.Seq != uint64(i+1) || e.Kind != wantKinds[i] || e.Repo != repo || e.PushID != "p1" || e.V != bus.SchemaVersion {
+			t.Errorf("event %d = %+v; want partition %d seq %d kind %s", i, e, pi, i+1, wantKinds[i])
+		}
+	}
+	evs2 := mustPublish(t, b, Push("p2", repo, "refs/heads/main", ID(3)))
+	if evs2[0].Seq != 4 {
+		t.Errorf("second push seq = %d, want 4 (dense)", evs2[0].Seq)
+	}
+	h := mustHeads(t, b)
+	got, err := b.History(ctx(t), pi, h[pi].Epoch, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(evs, evs2...)
+	if len(got) != len(want) {
+		t.Fatalf("history = %s, want %s", describe(got), describe(want))
+	}
+	for i := range want {
+		if !same(got[i], want[i]) || !got[i].Time.Equal(want[i].Time) {
+			t.Errorf("history[%d] = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func testPublishInvalid(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	for name, p := range map[string]*bus.Push{
+		"no updates": Push("p1", "acme/app"),
+		"bad repo":   Push("p2", "../etc", "refs/heads/main", ID(1)),
+		"bad ref":    Push("p3", "acme/app", "refs/heads/a..b", ID(1)),
+		"bad id":     Push("p 4", "acme/app", "refs/heads/main", ID(1)),
+	} {
+		if _, err := b.Publish(ctx(t), p); !errors.Is(err, bus.ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+	h := mustHeads(t, b)
+	for i, ph := range h {
+		if ph.Last != 0 {
+			t.Errorf("partition %d has %d events after invalid pushes", i, ph.Last)
+		}
+	}
+}
+
+func testIdempotent(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := "acme/app"
+	pi := bus.PartitionOf(repo, 2)
+	mustPublish(t, b, Push("before", repo, "refs/heads/x", ID(9)))
+	p := Push("dup", repo, "refs/heads/main", ID(1), "refs/heads/dev", ID(2))
+	first := mustPublish(t, b, p)
+	again := mustPublish(t, b, p)
+	if len(again) != len(first) {
+		t.Fatalf("republish returned %d events, want %d", len(again), len(first))
+	}
+	for i := range first {
+		if again[i].Seq != first[i].Seq || again[i].Partition != first[i].Partition {
+			t.Errorf("republish event %d at %d/%d, first at %d/%d", i, again[i].Partition, again[i].Seq, first[i].Partition, first[i].Seq)
+		}
+	}
+	h := mustHeads(t, b)
+	if h[pi].Last != 3 {
+		t.Errorf("head after republish = %d, want 3 (nothing appended)", h[pi].Last)
+	}
+	next := mustPublish(t, b, Push("after", repo, "refs/heads/main", ID(3)))
+	if next[0].Seq != 4 {
+		t.Errorf("next push seq = %d, want 4", next[0].Seq)
+	}
+}
+
+func testHistoryRange(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 1})
+	for i := 1; i <= 10; i++ {
+		mustPublish(t, b, Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", ID(i)))
+	}
+	ep := mustHeads(t, b)[0].Epoch
+	cases := []struct {
+		name         string
+		after        uint64
+		limit        int
+		first, count int
+	}{
+		{"from start", 0, 100, 1, 10},
+		{"middle with limit", 3, 4, 4, 4},
+		{"tail", 8, 100, 9, 2},
+		{"at head", 10, 100, 0, 0},
+		{"ahead", 50, 100, 0, 0},
+		{"limit one", 0, 1, 1, 1},
+	}
+	for _, c := range cases {
+		got, err := b.History(ctx(t), 0, ep, c.after, c.limit)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if len(got) != c.count {
+			t.Errorf("%s: got %s, want %d events", c.name, describe(got), c.count)
+			continue
+		}
+		for i, e := range got {
+			if e.Seq != uint64(c.first+i) || e.Ref != "refs/heads/main" || e.New != ID(c.first+i) {
+				t.Errorf("%s: event %d = %d %s", c.name, i, e.Seq, e.New)
+			}
+		}
+	}
+	if _, err := b.History(ctx(t), 1, ep, 0, 10); !errors.Is(err, bus.ErrInvalid) {
+		t.Errorf("partition out of range: err = %v, want ErrInvalid", err)
+	}
+}
+
+func testTruncated(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 1, History: 5})
+	for i := 1; i <= 8; i++ {
+		mustPublish(t, b, Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", ID(i)))
+	}
+	h := mustHeads(t, b)[0]
+	if h.First != 4 || h.Last != 8 {
+		t.Fatalf("head = %+v, want First 4 Last 8", h)
+	}
+	if _, err := b.History(ctx(t), 0, h.Epoch, 2, 10); !errors.Is(err, bus.ErrTruncated) {
+		t.Errorf("after 2: err = %v, want ErrTruncated", err)
+	}
+	got, err := b.History(ctx(t), 0, h.Epoch, 3, 10)
+	if err != nil || len(got) != 5 || got[0].Seq != 4 {
+		t.Errorf("after 3: %s, %v; want seqs 4..8", describe(got), err)
+	}
+	// A push bigger than the history keeps only its last events.
+	p := Push("big", "acme/app")
+	for i := range 7 {
+		p.Updates = append(p.Updates, bus.RefUpdate{Ref: fmt.Sprintf("refs/heads/b%d", i), Old: bus.ZeroSHA1, New: ID(100 + i)})
+	}
+	mustPublish(t, b, p)
+	if h := mustHeads(t, b)[0]; h.First != 11 || h.Last != 15 {
+		t.Errorf("head after a big push = %+v, want First 11 Last 15", h)
+	}
+}
+
+func testWrongEpoch(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 1})
+	mustPublish(t, b, Push("p1", "acme/app", "refs/heads/main", ID(1)))
+	h := mustHeads(t, b)[0]
+	if _, err := b.History(ctx(t), 0, h.Epoch+1, 0, 10); !errors.Is(err, bus.ErrTruncated) {
+		t.Errorf("other epoch: err = %v, want ErrTruncated", err)
+	}
+	if _, err := b.History(ctx(t), 0, 0, 0, 10); !errors.Is(err, bus.ErrTruncated) {
+		t.Errorf("epoch 0: err = %v, want ErrTruncated", err)
+	}
+}
+
+func testMaxAge(t *testing.T, f Factory) {
+	const age = 300 * time.Millisecond
+	b := f(t, Options{Partitions: 1, MaxAge: age})
+	mustPublish(t, b, Push("old1", "acme/app", "refs/heads/main", ID(1)))
+	mustPublish(t, b, Push("old2", "acme/app", "refs/heads/main", ID(2)))
+	time.Sleep(age + 100*time.Millisecond)
+	mustPublish(t, b, Push("new", "acme/app", "refs/heads/main", ID(3)))
+	h := mustHeads(t, b)[0]
+	if h.First != 3 || h.Last != 3 {
+		t.Errorf("head = %+v, want First 3 Last 3 (older events aged out)", h)
+	}
+	if _, err := b.History(ctx(t), 0, h.Epoch, 0, 10); !errors.Is(err, bus.ErrTruncated) {
+		t.Errorf("history from 0: err = %v, want ErrTruncated", err)
+	}
+}
+
+func testRefState(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 4})
+	repo := "acme/app"
+	mustPublish(t, b, Push("p1", repo, "refs/heads/main", ID(1), "refs/heads/dev", ID(2), "refs/tags/v1", ID(3)))
+	evs := mustPublish(t, b, Push("p2", repo, "refs/heads/main", ID(4), "refs/heads/dev", ""))
+	mustPublish(t, b, Push("other", "acme/other", "refs/heads/main", ID(5)))
+	st, err := b.Refs(ctx(t), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"refs/heads/main": ID(4), "refs/tags/v1": ID(3)}
+	if !mapsEqual(st.Refs, want) {
+		t.Errorf("refs = %v, want %v", st.Refs, want)
+	}
+	h := mustHeads(t, b)
+	pi := bus.PartitionOf(repo, 4)
+	if st.Repo != repo || st.Partition != pi || st.Epoch != h[pi].Epoch || st.Seq != h[pi].Last || st.Seq < evs[1].Seq {
+		t.Errorf("state position = %s p%d epoch %d seq %d; want p%d epoch %d seq %d", st.Repo, st.Partition, st.Epoch, st.Seq, pi, h[pi].Epoch, h[pi].Last)
+	}
+	unknown, err := b.Refs(ctx(t), "acme/unknown")
+	if err != nil || len(unknown.Refs) != 0 || unknown.Refs == nil {
+		t.Errorf("unknown repo: %+v, %v; want empty non-nil refs", unknown, err)
+	}
+	if _, err := b.Refs(ctx(t), "bad repo"); !errors.Is(err, bus.ErrInvalid) {
+		t.Errorf("bad repo: err = %v, want ErrInvalid", err)
+	}
+}
+
+func testSeed(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := "acme/app"
+	mustPublish(t, b, Push("p1", repo, "refs/heads/main", ID(1), "refs/heads/old", ID(2)))
+	seed := &bus.Push{ID: "seed1", Repo: repo, Time: t0, Source: "sync", Seed: true, Updates: []bus.RefUpdate{
+		{Ref: "refs/heads/main", New: ID(10)},
+		{Ref: "refs/heads/new", New: ID(11)},
+		{Ref: "refs/tags/v2", New: ID(12)},
+	}}
+	evs := mustPublish(t, b, seed)
+	if len(evs) != 1 || evs[0].Kind != bus.KindSync || evs[0].Refs != 3 || evs[0].Seq != 3 {
+		t.Fatalf("seed events = %+v, want one sync event with refs 3 at seq 3", evs)
+	}
+	st, err := b.Refs(ctx(t), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"refs/heads/main": ID(10), "refs/heads/new": ID(11), "refs/tags/v2": ID(12)}
+	if !mapsEqual(st.Refs, want) {
+		t.Errorf("after seed refs = %v, want %v", st.Refs, want)
+	}
+	// An empty seed empties the state: the repo no longer has state.
+	mustPublish(t, b, &bus.Push{ID: "seed2", Repo: repo, Time: t0, Seed: true})
+	st, err = b.Refs(ctx(t), repo)
+	if err != nil || len(st.Refs) != 0 {
+		t.Errorf("after empty seed refs = %v, %v; want none", st.Refs, err)
+	}
+	if repos, _ := b.Repos(ctx(t)); slices.Contains(repos, repo) {
+		t.Errorf("repos after empty seed = %v, should not list %s", repos, repo)
+	}
+}
+
+func testRepos(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 4})
+	if repos, err := b.Repos(ctx(t)); err != nil || len(repos) != 0 {
+		t.Fatalf("empty bus: repos = %v, %v", repos, err)
+	}
+	names := []string{"zeta/z", "acme/app", "acme/lib", "beta/x.y", "acme/app-2"}
+	for i, r := range names {
+		mustPublish(t, b, Push(fmt.Sprintf("p%d", i), r, "refs/heads/main", ID(i+1)))
+	}
+	mustPublish(t, b, Push("del", "acme/lib", "refs/heads/main", "")) // no refs left
+	got, err := b.Repos(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"acme/app", "acme/app-2", "beta/x.y", "zeta/z"}
+	if !slices.Equal(got, want) {
+		t.Errorf("repos = %v, want %v", got, want)
+	}
+}
+
+func testHeads(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 3})
+	if b.Partitions() != 3 {
+		t.Fatalf("Partitions() = %d, want 3", b.Partitions())
+	}
+	h1 := mustHeads(t, b)
+	if len(h1) != 3 {
+		t.Fatalf("len(heads) = %d, want 3", len(h1))
+	}
+	for i, h := range h1 {
+		if h.Epoch == 0 || h.First != 1 || h.Last != 0 {
+			t.Errorf("fresh partition %d head = %+v, want epoch != 0, First 1, Last 0", i, h)
+		}
+	}
+	repo := repoIn(1, 3, 0)
+	mustPublish(t, b, Push("p1", repo, "refs/heads/a", ID(1), "refs/heads/b", ID(2)))
+	h2 := mustHeads(t, b)
+	for i := range h2 {
+		if h2[i].Epoch != h1[i].Epoch {
+			t.Errorf("partition %d epoch changed %d -> %d", i, h1[i].Epoch, h2[i].Epoch)
+		}
+	}
+	if h2[1].First != 1 || h2[1].Last != 2 || h2[0].Last != 0 || h2[2].Last != 0 {
+		t.Errorf("heads after publish = %+v", h2)
+	}
+}
+
+// collect reads from sub until n events arrived, failing on a Reset or a
+// timeout. It checks each partition's seqs continue without gaps from
+// start.
+func collect(t *testing.T, sub bus.Subscription, start bus.Heads, n int) []bus.Event {
+	t.Helper()
+	next := make([]uint64, len(start))
+	for i, h := range start {
+		next[i] = h.Last + 1
+	}
+	var got []bus.Event
+	timeout := time.After(Wait)
+	for len(got) < n {
+		select {
+		case m, ok := <-sub.C():
+			if !ok {
+				t.Fatalf("subscription closed after %d of %d events", len(got), n)
+			}
+			if m.Reset {
+				t.Fatalf("unexpected reset %+v after %d events", m, len(got))
+			}
+			for _, e := range m.Events {
+				if e.Partition != m.Partition || e.Seq != next[e.Partition] {
+					t.Fatalf("got event %d/%d in message of partition %d, want seq %d", e.Partition, e.Seq, m.Partition, next[e.Partition])
+				}
+				next[e.Partition]++
+				got = append(got, e)
+			}
+		case <-timeout:
+			t.Fatalf("got %d of %d events within %v", len(got), n, Wait)
+		}
+	}
+	return got
+}
+
+func testSubscribeExact(t *testing.T, f Factory) {
+	const parts, publishers, pushes = 4, 4, 25
+	b := f(t, Options{Partitions: parts})
+	from := mustHeads(t, b)
+	sub, err := b.Subscribe(ctx(t), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	published := map[string][]bus.Event{} // push id -> events
+	for w := range publishers {
+		wg.Go(func() {
+			for i := range pushes {
+				repo := repoIn((w+i)%parts, parts, w)
+				p := Push(fmt.Sprintf("w%d-%d", w, i), repo, "refs/heads/main", ID(w*1000+i+1), "refs/heads/dev", ID(w*1000+i+500))
+				evs, err := b.Publish(ctx(t), p)
+				if err != nil {
+					t.Errorf("publish: %v", err)
+					return
+				}
+				mu.Lock()
+				published[p.ID] = evs
+				mu.Unlock()
+			}
+		})
+	}
+	got := collect(t, sub, from, publishers*pushes*2)
+	wg.Wait()
+	seen := map[[2]uint64]bool{}
+	for _, e := range got {
+		evs := published[e.PushID]
+		var match bool
+		for _, w := range evs {
+			match = match || same(e, w)
+		}
+		if !match {
+			t.Errorf("received event %d/%d of push %s does not match what Publish returned", e.Partition, e.Seq, e.PushID)
+		}
+		k := [2]uint64{uint64(e.Partition), e.Seq}
+		if seen[k] {
+			t.Errorf("event %v received twice", k)
+		}
+		seen[k] = true
+	}
+	// Nothing more arrives.
+	select {
+	case m := <-sub.C():
+		t.Errorf("extra message %+v", m)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func testSubscribeReplay(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := repoIn(0, 2, 0)
+	for i := 1; i <= 5; i++ {
+		mustPublish(t, b, Push(fmt.Sprintf("p%d", i), repo, "refs/heads/main", ID(i)))
+	}
+	from := mustHeads(t, b)
+	from[0].Last = 2
+	sub, err := b.Subscribe(ctx(t), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	got := collect(t, sub, from, 3)
+	if got[0].New != ID(3) || got[2].New != ID(5) {
+		t.Errorf("replay = %s, want events 3..5", describe(got))
+	}
+	mustPublish(t, b, Push("p6", repo, "refs/heads/main", ID(6)))
+	from[0].Last = 5
+	if got := collect(t, sub, from, 1); got[0].Seq != 6 {
+		t.Errorf("live event after replay = %s", describe(got))
+	}
+}
+
+// expectReset reads until a message for partition pi arrives and checks it
+// is a Reset to the partition's current head.
+func expectReset(t *testing.T, b bus.Bus, sub bus.Subscription, pi int) bus.PartitionHead {
+	t.Helper()
+	timeout := time.After(Wait)
+	for {
+		select {
+		case m, ok := <-sub.C():
+			if !ok {
+				t.Fatal("subscription closed before reset")
+			}
+			if m.Partition != pi {
+				continue
+			}
+			if !m.Reset || len(m.Events) != 0 {
+				t.Fatalf("partition %d: got %+v, want a reset", pi, m)
+			}
+			if h := mustHeads(t, b)[pi]; m.Head != h {
+				t.Errorf("reset head = %+v, want the current head %+v", m.Head, h)
+			}
+			return m.Head
+		case <-timeout:
+			t.Fatalf("no reset for partition %d within %v", pi, Wait)
+		}
+	}
+}
+
+func testSubscribeOtherEpoch(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := repoIn(1, 2, 0)
+	mustPublish(t, b, Push("p1", repo, "refs/heads/main", ID(1)))
+	from := mustHeads(t, b)
+	from[1].Epoch++ // a cursor from another life of the history
+	sub, err := b.Subscribe(ctx(t), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	head := expectReset(t, b, sub, 1)
+	mustPublish(t, b, Push("p2", repo, "refs/heads/main", ID(2)))
+	from[1] = head
+	if got := collect(t, sub, from, 1); got[0].PushID != "p2" {
+		t.Errorf("after reset got %s, want p2", describe(got))
+	}
+}
+
+func testSubscribeTrimmed(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 1, History: 3})
+	from := mustHeads(t, b)
+	for i := 1; i <= 6; i++ {
+		mustPublish(t, b, Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", ID(i)))
+	}
+	sub, err := b.Subscribe(ctx(t), from) // wants seq 1, the history starts at 4
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if head := expectReset(t, b, sub, 0); head.Last != 6 {
+		t.Errorf("reset head = %+v, want Last 6", head)
+	}
+}
+
+func testSubscribeAhead(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 1})
+	mustPublish(t, b, Push("p1", "acme/app", "refs/heads/main", ID(1)))
+	from := mustHeads(t, b)
+	from[0].Last = 10 // a position this history never reached
+	sub, err := b.Subscribe(ctx(t), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	expectReset(t, b, sub, 0)
+}
+
+func testSubscribeWrongCount(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	if _, err := b.Subscribe(ctx(t), make(bus.Heads, 3)); !errors.Is(err, bus.ErrInvalid) {
+		t.Errorf("err = %v, want ErrInvalid", err)
+	}
+}
+
+func waitClosed(t *testing.T, sub bus.Subscription) {
+	t.Helper()
+	timeout := time.After(Wait)
+	for {
+		select {
+		case _, ok := <-sub.C():
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Fatal("subscription channel not closed")
+		}
+	}
+}
+
+func testSubscriptionClose(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	from := mustHeads(t, b)
+	sub, err := b.Subscribe(ctx(t), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	waitClosed(t, sub)
+
+	c, cancel := context.WithCancel(ctx(t))
+	sub2, err := b.Subscribe(c, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	waitClosed(t, sub2)
+	sub2.Close()
+
+	// The bus still works.
+	mustPublish(t, b, Push("p1", "acme/app", "refs/heads/main", ID(1)))
+}
+
+func testCloseEnds(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	from := mustHeads(t, b)
+	sub, err := b.Subscribe(ctx(t), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, sub)
+	sub.Close()
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	checks := map[string]error{}
+	_, checks["Publish"] = b.Publish(ctx(t), Push("p1", "acme/app", "refs/heads/main", ID(1)))
+	_, checks["Subscribe"] = b.Subscribe(ctx(t), from)
+	_, checks["Heads"] = b.Heads(ctx(t))
+	_, checks["History"] = b.History(ctx(t), 0, from[0].Epoch, 0, 10)
+	_, checks["Refs"] = b.Refs(ctx(t), "acme/app")
+	_, checks["Repos"] = b.Repos(ctx(t))
+	for name, err := range checks {
+		if !errors.Is(err, bus.ErrClosed) {
+			t.Errorf("%s after Close: err = %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
