@@ -1,0 +1,268 @@
+package hook
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Enrichment defaults.
+const (
+	// DefaultEnrichBudget is the total time enrichment may take for one
+	// push. Past it the push is published with what was learnt, the rest
+	// marked partial.
+	DefaultEnrichBudget = 100 * time.Millisecond
+	// DefaultMaxCommits is how many added commits are counted before
+	// reporting "N+" (commits_more).
+	DefaultMaxCommits = 100
+	// maxPeel bounds tag-to-tag chains.
+	maxPeel = 8
+)
+
+// EnrichOptions tunes Enrich. The zero value uses the defaults.
+type EnrichOptions struct {
+	// Budget bounds the whole enrichment; 0 means DefaultEnrichBudget and a
+	// negative value disables enrichment (every update is marked none).
+	Budget time.Duration
+	// MaxCommits bounds the added-commit count; 0 means DefaultMaxCommits.
+	MaxCommits int
+	// ObjectReader picks how objects are read: "" or "auto" (go-git for
+	// SHA-1 repositories, falling back to git cat-file; git cat-file for
+	// SHA-256), "go-git" or "git".
+	ObjectReader string
+}
+
+// EnrichStats says what an Enrich call did, for logs and benchmarks.
+type EnrichStats struct {
+	Elapsed             time.Duration
+	OverBudget          bool
+	Full, Partial, None int
+}
+
+// Enrich fills the optional fields of each update in place, from what the
+// repository knows now (after the push): for every update that leaves a
+// ref pointing somewhere, the tip commit (annotated tags peeled, Peeled
+// set); for a moved ref, Forced (non-fast-forward, from `git merge-base
+// --is-ancestor`, which uses the commit-graph); for a branch (anything not
+// under refs/tags/), Commits, the commits the update added, counted up to
+// MaxCommits: old..new for a moved ref, and for a new ref the commits no
+// other ref (nor an old value in the push) reaches.
+//
+// Everything is bounded by the budget: what does not fit is left out and
+// the update marked EnrichPartial. A field that does not apply (Forced for
+// a new ref, Commit for a tree) does not make an update partial. Deletes
+// are marked EnrichNone. Enrich never fails: a broken repository yields
+// EnrichNone and the plain updates.
+func (r *Repo) Enrich(ctx context.Context, ups []bus.RefUpdate, opts EnrichOptions) EnrichStats {
+	start := time.Now()
+	budget := opts.Budget
+	if budget == 0 {
+		budget = DefaultEnrichBudget
+	}
+	maxCommits := opts.MaxCommits
+	if maxCommits <= 0 {
+		maxCommits = DefaultMaxCommits
+	}
+	st := make([]state, len(ups))
+	if budget < 0 {
+		for i := range st {
+			st[i].failed = true // nothing attempted: none
+		}
+		return finish(ups, st, start, false)
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+
+	src := r.objectSource(opts.ObjectReader)
+	defer src.close()
+
+	// Phase 1: the tips, peeled, read in rounds (a round per tag level), so
+	// a big push is one pipelined batch, not a round trip per object.
+	resolved := map[string]rawObject{}
+	var frontier []string
+	for _, u := range ups {
+		if !bus.IsZeroID(u.New) {
+			frontier = append(frontier, u.New)
+		}
+	}
+	for range maxPeel {
+		frontier = uniqueUnresolved(frontier, resolved)
+		if len(frontier) == 0 || ctx.Err() != nil {
+			break
+		}
+		var next []string
+		for id, o := range objects(ctx, src, frontier) {
+			resolved[id] = o
+			if o.err == nil && o.typ == "tag" {
+				if target, _, err := parseTagTarget(o.data); err == nil && bus.ValidateObjectID(target) == nil {
+					next = append(next, target)
+				}
+			}
+		}
+		frontier = next
+	}
+	for i := range ups {
+		if !bus.IsZeroID(ups[i].New) {
+			st[i].isCommit = tip(&ups[i], resolved, &st[i])
+		}
+	}
+	// Phase 2: forced, one git process per moved ref.
+	for i := range ups {
+		u := &ups[i]
+		if u.Kind() != bus.KindUpdate || st[i].missed {
+			continue
+		}
+		if ctx.Err() != nil {
+			st[i].missed = true
+			continue
+		}
+		_, err := r.run(ctx, nil, "merge-base", "--is-ancestor", u.Old, u.New)
+		switch code := exitCode(err); {
+		case err == nil:
+			u.Forced = new(false)
+		case code == 1:
+			u.Forced = new(true)
+		case ctx.Err() != nil:
+			st[i].missed = true
+		default: // not commits (a tag to a tree), or gone: does not apply
+		}
+	}
+	// Phase 3: commits added, for branches whose tip is a commit.
+	var exclude []string // other refs of the push and their old values
+	for _, u := range ups {
+		exclude = append(exclude, "--exclude="+u.Ref)
+	}
+	for i := range ups {
+		u := &ups[i]
+		if !st[i].isCommit || st[i].missed || strings.HasPrefix(u.Ref, "refs/tags/") {
+			continue
+		}
+		if ctx.Err() != nil {
+			st[i].missed = true
+			continue
+		}
+		args := []string{"rev-list", "--max-count=" + strconv.Itoa(maxCommits+1), u.New, "--not"}
+		if u.Kind() == bus.KindUpdate {
+			args = append(args, u.Old)
+		} else {
+			args = append(args, exclude...)
+			args = append(args, "--all")
+			for _, o := range ups {
+				if !bus.IsZeroID(o.Old) {
+					args = append(args, o.Old)
+				}
+			}
+		}
+		out, err := r.run(ctx, nil, args...)
+		if err != nil {
+			if ctx.Err() != nil {
+				st[i].missed = true
+			}
+			continue
+		}
+		n := bytes.Count(out, []byte("\n"))
+		if n > maxCommits {
+			n, u.CommitsMore = maxCommits, true
+		}
+		u.Commits = new(n)
+	}
+	return finish(ups, st, start, ctx.Err() != nil)
+}
+
+// state is Enrich's bookkeeping for one update.
+type state struct {
+	isCommit bool // the (peeled) tip is a commit
+	missed   bool // the budget ran out before something that applies
+	failed   bool // the tip could not be read at all
+}
+
+func finish(ups []bus.RefUpdate, st []state, start time.Time, over bool) EnrichStats {
+	s := EnrichStats{Elapsed: time.Since(start), OverBudget: over}
+	for i := range ups {
+		u := &ups[i]
+		switch {
+		case bus.IsZeroID(u.New) || (st[i].failed && !st[i].missed):
+			u.Enriched = bus.EnrichNone
+			s.None++
+		case st[i].missed:
+			u.Enriched = bus.EnrichPartial
+			s.Partial++
+		default:
+			u.Enriched = bus.EnrichFull
+			s.Full++
+		}
+	}
+	return s
+}
+
+// tip follows the update's new object through annotated tags in
+// resolved, and fills Commit and Peeled. It reports whether the peeled tip
+// is a commit.
+func tip(u *bus.RefUpdate, resolved map[string]rawObject, st *state) bool {
+	id := u.New
+	for range maxPeel {
+		o, ok := resolved[id]
+		switch {
+		case !ok: // the budget ran out before it was read
+			st.missed = true
+			return false
+		case o.err != nil:
+			st.failed = true
+			return false
+		case o.typ == "tag":
+			target, _, err := parseTagTarget(o.data)
+			if err != nil {
+				st.failed = true
+				return false
+			}
+			id = target
+			continue
+		case o.typ == "commit":
+			c, err := parseCommit(o.data)
+			if err != nil {
+				st.failed = true
+				return false
+			}
+			if id != u.New {
+				u.Peeled = id
+			}
+			u.Commit = &bus.Commit{
+				Subject: c.subject,
+				Author:  truncateUTF8(strings.ToValidUTF8(c.author, "\uFFFD"), bus.MaxSubjectLen),
+				Time:    c.time,
+			}
+			return true
+		default: // a tag of a tree or blob: nothing more applies
+			return false
+		}
+	}
+	return false
+}
+
+func uniqueUnresolved(ids []string, resolved map[string]rawObject) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if _, done := resolved[id]; !done && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (r *Repo) objectSource(kind string) objectSource {
+	cat := &catFileSource{repo: r}
+	switch {
+	case kind == "git" || r.ObjectFormat != "sha1":
+		return cat
+	case kind == "go-git":
+		return newGoGitSource(r.CommonDir)
+	default:
+		return &fallbackSource{primary: newGoGitSource(r.CommonDir), secondary: cat}
+	}
+}

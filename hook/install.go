@@ -1,0 +1,343 @@
+package hook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Install modes: the git hook refcast runs as. Exactly one is installed in
+// a repository, so a push is never published twice.
+const (
+	ModePostReceive          = "post-receive"
+	ModeReferenceTransaction = "reference-transaction"
+)
+
+// Modes lists the install modes.
+var Modes = []string{ModePostReceive, ModeReferenceTransaction}
+
+const (
+	// scriptMarker identifies a hook script written by Install.
+	scriptMarker = "# refcast-hook: installed by refcast install-hook"
+	// previousSuffix is appended to the name of a hook that was there
+	// before; the refcast script runs it first.
+	previousSuffix = ".refcast-previous"
+	// installStateName holds, in the common git dir, what Uninstall restores.
+	installStateName = "refcast-install.json"
+)
+
+// InstallOptions says what to install.
+type InstallOptions struct {
+	// Mode is ModePostReceive (the default when empty) or
+	// ModeReferenceTransaction.
+	Mode string
+	// Binary is the absolute path of the refcast binary the script runs.
+	Binary string
+	// Config is written into the repository's git config under "refcast."
+	// (e.g. "url", "redis", "repo"); empty values are skipped. "mode" is
+	// always written.
+	Config map[string]string
+}
+
+// InstallResult says what Install did.
+type InstallResult struct {
+	Hook     string // the script's path
+	Previous string // where an existing hook was moved, if any
+	Changed  bool   // false when everything was already in place
+}
+
+// installState is what Uninstall needs to restore the repository.
+type installState struct {
+	// Config holds, for every refcast.* key Install set, the values it had
+	// before (nil: unset).
+	Config map[string][]string `json:"config"`
+	// HadSection says whether a [refcast] section existed before.
+	HadSection bool `json:"had_section"`
+}
+
+// Install writes the hook script into the repository's hooks directory
+// (core.hooksPath honoured) and the configuration into its git config. An
+// existing hook of the same name is kept as NAME.refcast-previous and run
+// first, with the same standard input; for post-receive its exit status is
+// the script's; for reference-transaction too, so it can still abort a
+// transaction in the "prepared" state. Installing one mode removes the
+// other mode's refcast script (restoring what it had chained). Installing
+// twice changes nothing the second time.
+func Install(ctx context.Context, r *Repo, opts InstallOptions) (InstallResult, error) {
+	var res InstallResult
+	mode := opts.Mode
+	if mode == "" {
+		mode = ModePostReceive
+	}
+	if !slices.Contains(Modes, mode) {
+		return res, fmt.Errorf("unknown mode %q: want %s", mode, strings.Join(Modes, " or "))
+	}
+	if !filepath.IsAbs(opts.Binary) {
+		return res, fmt.Errorf("binary path %q must be absolute", opts.Binary)
+	}
+	hooks, err := r.hooksDir(ctx)
+	if err != nil {
+		return res, err
+	}
+	if err := os.MkdirAll(hooks, 0o755); err != nil {
+		return res, fmt.Errorf("create hooks directory: %w", err)
+	}
+
+	// Configuration first, recording what it replaces.
+	cfg := map[string]string{"mode": mode}
+	for k, v := range opts.Config {
+		if v != "" {
+			cfg[strings.ToLower(k)] = v
+		}
+	}
+	current, err := r.localConfig(ctx)
+	if err != nil {
+		return res, err
+	}
+	st, err := r.loadInstallState()
+	if err != nil {
+		return res, err
+	}
+	if st == nil {
+		st = &installState{Config: map[string][]string{}, HadSection: len(current) > 0}
+	}
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if slices.Equal(current[k], []string{cfg[k]}) {
+			continue
+		}
+		if _, recorded := st.Config[k]; !recorded {
+			st.Config[k] = current[k]
+		}
+		if err := r.saveInstallState(st); err != nil {
+			return res, err
+		}
+		if _, err := r.run(ctx, nil, "config", "--local", "--replace-all", "refcast."+k, cfg[k]); err != nil {
+			return res, fmt.Errorf("write git config refcast.%s: %w", k, err)
+		}
+		res.Changed = true
+	}
+	if _, err := os.Stat(r.installStatePath()); errors.Is(err, fs.ErrNotExist) {
+		// Nothing was changed, ever: still remember the pre-install state so
+		// Uninstall knows the section existed.
+		if err := r.saveInstallState(st); err != nil {
+			return res, err
+		}
+	}
+
+	// The other mode's script goes, so only one mode publishes.
+	for _, other := range Modes {
+		if other != mode {
+			removed, err := removeScript(filepath.Join(hooks, other))
+			if err != nil {
+				return res, err
+			}
+			res.Changed = res.Changed || removed
+		}
+	}
+
+	// Then the script.
+	res.Hook = filepath.Join(hooks, mode)
+	script := hookScript(mode, opts.Binary)
+	old, err := os.ReadFile(res.Hook)
+	switch {
+	case err == nil && string(old) == script:
+		if _, err := os.Stat(res.Hook + previousSuffix); err == nil {
+			res.Previous = res.Hook + previousSuffix
+		}
+		return res, nil
+	case err == nil && !isOurs(old):
+		if _, err := os.Lstat(res.Hook + previousSuffix); err == nil {
+			return res, fmt.Errorf("both %s and %s exist and neither is refcast's: move one away", res.Hook, res.Hook+previousSuffix)
+		}
+		if err := os.Rename(res.Hook, res.Hook+previousSuffix); err != nil {
+			return res, fmt.Errorf("keep existing hook: %w", err)
+		}
+		res.Previous = res.Hook + previousSuffix
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return res, fmt.Errorf("read existing hook: %w", err)
+	}
+	if _, err := os.Stat(res.Hook + previousSuffix); err == nil {
+		res.Previous = res.Hook + previousSuffix
+	}
+	if err := writeFileAtomic(hooks, mode, []byte(script)); err != nil {
+		return res, fmt.Errorf("write hook: %w", err)
+	}
+	if err := os.Chmod(res.Hook, 0o755); err != nil {
+		return res, fmt.Errorf("write hook: %w", err)
+	}
+	res.Changed = true
+	return res, nil
+}
+
+// Uninstall removes what Install did: the refcast scripts go, chained
+// hooks return to their names, and the refcast.* configuration Install set
+// gets back its previous values (the [refcast] section is removed if it did
+// not exist before). Keys the operator set by hand that Install did not
+// touch (refcast.token, say) are left alone. Uninstalling what is not
+// installed does nothing.
+func Uninstall(ctx context.Context, r *Repo) (changed bool, err error) {
+	hooks, err := r.hooksDir(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, mode := range Modes {
+		removed, err := removeScript(filepath.Join(hooks, mode))
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || removed
+	}
+	st, err := r.loadInstallState()
+	if err != nil || st == nil {
+		return changed, err
+	}
+	keys := make([]string, 0, len(st.Config))
+	for k := range st.Config {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if _, err := r.run(ctx, nil, "config", "--local", "--unset-all", "refcast."+k); err != nil && exitCode(err) != 5 {
+			return changed, fmt.Errorf("restore git config refcast.%s: %w", k, err)
+		}
+		for _, v := range st.Config[k] {
+			if _, err := r.run(ctx, nil, "config", "--local", "--add", "refcast."+k, v); err != nil {
+				return changed, fmt.Errorf("restore git config refcast.%s: %w", k, err)
+			}
+		}
+		changed = true
+	}
+	if !st.HadSection {
+		left, err := r.localConfig(ctx)
+		if err != nil {
+			return changed, err
+		}
+		if len(left) == 0 {
+			// git config --unset leaves an empty [refcast] header behind.
+			if _, err := r.run(ctx, nil, "config", "--local", "--remove-section", "refcast"); err != nil && exitCode(err) != 128 {
+				return changed, fmt.Errorf("remove git config section refcast: %w", err)
+			}
+		}
+	}
+	if err := os.Remove(r.installStatePath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return changed, err
+	}
+	return changed, nil
+}
+
+// removeScript deletes a refcast script and puts back the hook it chained.
+// Anything that is not a refcast script is left alone.
+func removeScript(path string) (bool, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read hook: %w", err)
+	}
+	if !isOurs(data) {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil {
+		return false, fmt.Errorf("remove hook: %w", err)
+	}
+	if err := os.Rename(path+previousSuffix, path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return true, fmt.Errorf("restore previous hook: %w", err)
+	}
+	return true, nil
+}
+
+func isOurs(script []byte) bool { return strings.Contains(string(script), "\n"+scriptMarker+"\n") }
+
+// hookScript is the hook: it runs a chained previous hook (if present) with
+// the same input, then refcast, and exits with the previous hook's status.
+// Without a previous hook it just execs refcast.
+func hookScript(mode, binary string) string {
+	q := shellQuote(binary)
+	return `#!/bin/sh
+` + scriptMarker + `
+# Mode ` + mode + `. Undo with: refcast install-hook --uninstall <repository>
+# A hook that was here before runs first, from ` + mode + previousSuffix + `.
+prev="$(dirname "$0")/` + mode + previousSuffix + `"
+if [ ! -x "$prev" ]; then
+	exec ` + q + ` hook ` + mode + ` "$@"
+fi
+in=$(mktemp "${TMPDIR:-/tmp}/refcast-hook.XXXXXX") || exit 1
+trap 'rm -f "$in"' EXIT
+cat >"$in"
+"$prev" "$@" <"$in"
+status=$?
+` + q + ` hook ` + mode + ` "$@" <"$in"
+exit $status
+`
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func (r *Repo) hooksDir(ctx context.Context) (string, error) {
+	out, err := r.run(ctx, nil, "rev-parse", "--path-format=absolute", "--git-path", "hooks")
+	if err != nil {
+		return "", fmt.Errorf("find hooks directory: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// localConfig reads refcast.* from the repository's own config file only.
+func (r *Repo) localConfig(ctx context.Context) (Config, error) {
+	out, err := r.run(ctx, nil, "config", "--local", "-z", "--get-regexp", `^refcast\.`)
+	if err != nil {
+		if exitCode(err) == 1 {
+			return Config{}, nil
+		}
+		return nil, fmt.Errorf("read git config: %w", err)
+	}
+	c := Config{}
+	for entry := range strings.SplitSeq(string(out), "\x00") {
+		if entry == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(entry, "\n")
+		k = strings.TrimPrefix(strings.ToLower(k), "refcast.")
+		c[k] = append(c[k], v)
+	}
+	return c, nil
+}
+
+func (r *Repo) installStatePath() string { return filepath.Join(r.CommonDir, installStateName) }
+
+func (r *Repo) loadInstallState() (*installState, error) {
+	data, err := os.ReadFile(r.installStatePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read install state: %w", err)
+	}
+	var st installState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("read install state %s: %w", r.installStatePath(), err)
+	}
+	if st.Config == nil {
+		st.Config = map[string][]string{}
+	}
+	return &st, nil
+}
+
+func (r *Repo) saveInstallState(st *installState) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(r.CommonDir, installStateName, append(data, '\n'))
+}
