@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/testnode"
+)
+
+// TestEndToEndPush is the whole path on one node: a real bare repository
+// with the hook installed by `refcast install-hook`, real `git push`es, and
+// SSE clients filtered by ref namespace.
+func TestEndToEndPush(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "e2e-token"
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms")
+
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "app.git")
+	work := filepath.Join(dir, "work")
+	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
+	runBin(t, bin, "install-hook", bare, "--url", node.URL, "--repo", "acme/app")
+	testnode.Git(t, bare, nil, "config", "refcast.token", token)
+
+	heads := testnode.Subscribe(t, node.URL+"/v1/events?repo=acme/app&ref=refs/heads/*", nil)
+	tags := testnode.Subscribe(t, node.URL+"/v1/events?repo=acme/app&ref=refs/tags/*", nil)
+	heads.Next(t, 5*time.Second, "hello")
+	tags.Next(t, 5*time.Second, "hello")
+
+	g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
+	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
+	g("commit", "-q", "--allow-empty", "-m", "first")
+	first := g("rev-parse", "HEAD")
+	g("push", "-q", "origin", "HEAD:main")
+	g("tag", "-a", "v1", "-m", "release 1")
+	g("push", "-q", "origin", "v1")
+	g("commit", "-q", "--allow-empty", "-m", "second")
+	second := g("rev-parse", "HEAD")
+	g("push", "-q", "origin", "HEAD:main")
+	g("reset", "-q", "--hard", first)
+	g("commit", "-q", "--allow-empty", "-m", "rewritten")
+	rewritten := g("rev-parse", "HEAD")
+	g("push", "-q", "-f", "origin", "HEAD:main")
+	g("push", "-q", "origin", "HEAD:refs/heads/feature/x")
+	g("push", "-q", "origin", ":refs/heads/feature/x")
+
+	type want struct {
+		ref      string
+		kind     bus.Kind
+		old, new string
+		forced   *bool
+		subject  string
+	}
+	yes, no := true, false
+	zero := bus.ZeroSHA1
+	for i, w := range []want{
+		{"refs/heads/main", bus.KindCreate, zero, first, nil, "first"},
+		{"refs/heads/main", bus.KindUpdate, first, second, &no, "second"},
+		{"refs/heads/main", bus.KindUpdate, second, rewritten, &yes, "rewritten"},
+		{"refs/heads/feature/x", bus.KindCreate, zero, rewritten, nil, "rewritten"},
+		{"refs/heads/feature/x", bus.KindDelete, rewritten, zero, nil, ""},
+	} {
+		ev := decodeEvent(t, heads.Next(t, 10*time.Second, "ref"))
+		if ev.Repo != "acme/app" || ev.Ref != w.ref || ev.Kind != w.kind || ev.Old != w.old || ev.New != w.new {
+			t.Fatalf("heads event %d = %s %s %s %s..%s, want %s %s %s..%s", i, ev.Repo, ev.Ref, ev.Kind, ev.Old, ev.New, w.ref, w.kind, w.old, w.new)
+		}
+		if w.forced != nil && (ev.Forced == nil || *ev.Forced != *w.forced) {
+			t.Errorf("heads event %d (%s): forced = %v, want %v", i, w.ref, ev.Forced, *w.forced)
+		}
+		if w.subject != "" && (ev.Commit == nil || ev.Commit.Subject != w.subject) {
+			t.Errorf("heads event %d: commit = %+v, want subject %q", i, ev.Commit, w.subject)
+		}
+		if ev.PushID == "" || ev.Source != "post-receive" {
+			t.Errorf("heads event %d: push id %q source %q", i, ev.PushID, ev.Source)
+		}
+	}
+	heads.None(t, 300*time.Millisecond, "ref")
+
+	tag := decodeEvent(t, tags.Next(t, 10*time.Second, "ref"))
+	if tag.Ref != "refs/tags/v1" || tag.Kind != bus.KindCreate || tag.Peeled != first {
+		t.Fatalf("tag event = %+v, want refs/tags/v1 create peeled to %s", tag, first)
+	}
+	tags.None(t, 300*time.Millisecond, "ref")
+
+	// The snapshot agrees with what the pushes did.
+	res, err := http.Get(node.URL + "/v1/refs?repo=acme/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var snap struct {
+		Repos []struct {
+			Repo string            `json:"repo"`
+			Refs map[string]string `json:"refs"`
+		} `json:"repos"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&snap); err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Repos) != 1 || snap.Repos[0].Refs["refs/heads/main"] != rewritten || len(snap.Repos[0].Refs) != 2 {
+		t.Fatalf("snapshot = %+v", snap)
+	}
+}
+
+func decodeEvent(t *testing.T, f testnode.Frame) bus.Event {
+	t.Helper()
+	var ev bus.Event
+	if err := json.Unmarshal([]byte(f.Data), &ev); err != nil {
+		t.Fatalf("event data %q: %v", f.Data, err)
+	}
+	if f.ID == "" || ev.V != bus.SchemaVersion {
+		t.Fatalf("frame without id or schema version: %+v", f)
+	}
+	return ev
+}
+
+// runBin runs the built binary and fails the test on a non-zero exit.
+func runBin(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("refcast %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
