@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# compare.sh runs refcast and nginx+nchan side by side with the same load
+# tool (cmd/refcast-bench), in rounds, each server freshly started for each
+# measurement, and prints the figures as Markdown tables.
+#
+#   deploy/bench/compare.sh                  # the full set (docs/performance.md)
+#   SMALL=1 deploy/bench/compare.sh          # a quick one (make bench)
+#   SIZES="10000" ROUNDS=2 RATE=0 deploy/bench/compare.sh
+#
+# Environment (defaults in brackets):
+#   SIZES         fanout subscriber counts ["1000 10000 18000"]
+#   SPREAD_SIZES  sizes that also run the spread scenario over REPOS repos ["10000"]
+#   REPOS         repos for spread [1000]
+#   RATE          1: run the throughput search each round [1]
+#   RATE_CONNS    subscribers for the throughput search [1000]
+#   RATE_DURATION length of a throughput trial [10s]
+#   ROUNDS        rounds [3]
+#   TARGETS       servers to measure ["refcast nchan"]
+#   NCHAN_WORKERS nginx worker_processes [2, one per core as refcast's GOMAXPROCS]
+#   EVENTS, INTERVAL  fanout events and spacing [30, 250ms]
+#   OUT           output directory [a new one under /tmp]
+#   BENCH_FLAGS   extra refcast-bench flags
+#
+# Needs Go, and for nchan: apt-get install -y libnginx-mod-nchan (any
+# Debian nginx flavour loads it; nginx-light does). Every server this script
+# starts is stopped by its own pid when it exits. Loopback only.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+
+if [[ "${SMALL:-0}" == 1 ]]; then
+	: "${SIZES:=500}" "${SPREAD_SIZES:=500}" "${REPOS:=100}" "${RATE_CONNS:=200}"
+	: "${RATE_DURATION:=3s}" "${ROUNDS:=1}" "${EVENTS:=10}" "${SETTLE:=1s}"
+	: "${BENCH_FLAGS:=-spread-events 300}"
+fi
+SIZES=${SIZES:-"1000 10000 18000"}
+SPREAD_SIZES=${SPREAD_SIZES:-"10000"}
+REPOS=${REPOS:-1000}
+RATE=${RATE:-1}
+RATE_CONNS=${RATE_CONNS:-1000}
+RATE_DURATION=${RATE_DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+TARGETS=${TARGETS:-"refcast nchan"}
+NCHAN_WORKERS=${NCHAN_WORKERS:-2}
+EVENTS=${EVENTS:-30}
+INTERVAL=${INTERVAL:-250ms}
+SETTLE=${SETTLE:-3s}
+BENCH_FLAGS=${BENCH_FLAGS:-}
+REFCAST_PORT=${REFCAST_PORT:-28380}
+NCHAN_PORT=${NCHAN_PORT:-28381}
+TOKEN=bench-token
+OUT=${OUT:-$(mktemp -d /tmp/refcast-bench.XXXXXX)}
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+
+mkdir -p "$OUT/bin"
+echo "building into $OUT/bin"
+go build -o "$OUT/bin/refcast" ./cmd/refcast
+go build -o "$OUT/bin/refcast-bench" ./cmd/refcast-bench
+
+if [[ " $TARGETS " == *" nchan "* ]] && { ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]]; }; then
+	echo "nchan is not installed (apt-get install -y libnginx-mod-nchan): measuring refcast only" >&2
+	TARGETS=${TARGETS//nchan/}
+fi
+
+SERVER_PID=""
+stop_server() {
+	if [[ -n "$SERVER_PID" ]]; then
+		kill -TERM "$SERVER_PID" 2>/dev/null || true
+		for _ in $(seq 50); do
+			kill -0 "$SERVER_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+		SERVER_PID=""
+	fi
+}
+trap stop_server EXIT
+
+# start_server TARGET: a fresh server; sets SERVER_PID and URL.
+start_server() {
+	case "$1" in
+	refcast)
+		rm -rf "$OUT/refcast-data"
+		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
+			--max-connections 30000 --drain 1s --log-level warn --data "$OUT/refcast-data" \
+			>>"$OUT/refcast.log" 2>&1 &
+		SERVER_PID=$!
+		URL="http://127.0.0.1:$REFCAST_PORT"
+		;;
+	nchan)
+		local dir="$OUT/nchan"
+		rm -rf "$dir" && mkdir -p "$dir"
+		sed -e "s#__PORT__#$NCHAN_PORT#g; s#__WORKERS__#$NCHAN_WORKERS#g; s#__NOFILE__#20000#g; s#__PREFIX__#$dir#g" \
+			deploy/bench/nchan.conf >"$dir/nchan.conf"
+		nginx -p "$dir" -c "$dir/nchan.conf" >>"$OUT/nginx.log" 2>&1 &
+		SERVER_PID=$!
+		URL="http://127.0.0.1:$NCHAN_PORT"
+		;;
+	esac
+	for _ in $(seq 50); do
+		if curl -s -o /dev/null "$URL/" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "$1 did not start; see $OUT/*.log" >&2
+	return 1
+}
+
+# measure TARGET LABEL FLAGS...: one refcast-bench run on a fresh server.
+measure() {
+	local target=$1 label=$2
+	shift 2
+	start_server "$target"
+	local cmd=("$OUT/bin/refcast-bench" -target "$target" -url "$URL" -pid "$SERVER_PID" -label "$label" -settle "$SETTLE" "$@")
+	# shellcheck disable=SC2086
+	cmd+=($BENCH_FLAGS)
+	echo "\$ ${cmd[*]}" | sed "s#$OUT/bin/##" | tee -a "$OUT/results.txt"
+	REFCAST_PUBLISH_TOKEN=$TOKEN "${cmd[@]}" 2>&1 | tee -a "$OUT/results.txt" || echo "(run failed)" | tee -a "$OUT/results.txt"
+	stop_server
+}
+
+for round in $(seq "$ROUNDS"); do
+	for n in $SIZES; do
+		scen=fanout
+		[[ " $SPREAD_SIZES " == *" $n "* ]] && scen=fanout,spread
+		for t in $TARGETS; do
+			measure "$t" "r$round" -scenarios "$scen" -conns "$n" -repos "$REPOS" -events "$EVENTS" -interval "$INTERVAL"
+		done
+	done
+	if [[ "$RATE" == 1 ]]; then
+		for t in $TARGETS; do
+			measure "$t" "r$round" -scenarios rate -rate-conns "$RATE_CONNS" -rate-duration "$RATE_DURATION"
+		done
+	fi
+done
+
+echo
+echo "results: $OUT/results.txt"
+"$OUT/bin/refcast-bench" report <"$OUT/results.txt" | tee "$OUT/report.md"
