@@ -30,9 +30,10 @@ type EnrichOptions struct {
 	Budget time.Duration
 	// MaxCommits bounds the added-commit count; 0 means DefaultMaxCommits.
 	MaxCommits int
-	// ObjectReader picks how objects are read: "" or "auto" (go-git for
-	// SHA-1 repositories, falling back to git cat-file; git cat-file for
-	// SHA-256), "go-git" or "git".
+	// ObjectReader picks how objects are read: "" or "auto" (one pipelined
+	// git cat-file, falling back to go-git for SHA-1 repositories if git
+	// fails), "go-git" (in-process, alternates supported, SHA-1 only) or
+	// "git".
 	ObjectReader string
 }
 
@@ -255,6 +256,13 @@ func uniqueUnresolved(ids []string, resolved map[string]rawObject) []string {
 	return out
 }
 
+// objectSource picks the object reader. Measured (BenchmarkObjectRead,
+// BenchmarkEnrich100k): go-git is ~0.5ms faster for one object on a small
+// repository, but loading a big pack's index costs it ~35ms on a
+// 100k-commit repository where git cat-file needs ~2ms, and it reads 1000
+// objects 3x slower than one pipelined cat-file. So "auto" reads through
+// git cat-file and falls back to go-git (alternates included) only if git
+// fails; SHA-256 repositories use git alone (go-git v5 is built for SHA-1).
 func (r *Repo) objectSource(kind string) objectSource {
 	cat := &catFileSource{repo: r}
 	switch {
@@ -263,6 +271,6 @@ func (r *Repo) objectSource(kind string) objectSource {
 	case kind == "go-git":
 		return newGoGitSource(r.CommonDir)
 	default:
-		return &fallbackSource{primary: newGoGitSource(r.CommonDir), secondary: cat}
+		return &fallbackSource{primary: cat, secondary: newGoGitSource(r.CommonDir)}
 	}
 }

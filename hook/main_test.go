@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(home)
+	if bigTmp != "" {
+		os.RemoveAll(bigTmp)
+	}
 	os.Exit(code)
 }
 

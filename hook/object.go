@@ -231,45 +231,31 @@ func (s *catFileSource) close() error {
 	return err
 }
 
-// fallbackSource asks primary first and, when it fails for any reason
-// (go-git cannot follow a relative alternate, meets an unknown extension,
-// ...), asks secondary, which is started only when first needed.
+// fallbackSource asks primary first and, for every object it fails to
+// read for a reason other than the deadline, asks secondary, which is
+// started only when first needed.
 type fallbackSource struct {
 	primary, secondary objectSource
 }
 
 func (s *fallbackSource) object(ctx context.Context, id string) (string, []byte, error) {
 	typ, data, err := s.primary.object(ctx, id)
-	if err == nil {
-		return typ, data, nil
+	if err == nil || ctx.Err() != nil {
+		return typ, data, err
 	}
 	return s.secondary.object(ctx, id)
 }
 
-// batch sends large batches straight to the pipelined secondary, which
-// beats one-by-one reads past a few dozen objects, and small ones through
-// object (primary first).
 func (s *fallbackSource) batch(ctx context.Context, ids []string) map[string]rawObject {
-	if len(ids) >= batchThreshold {
-		return objects(ctx, s.secondary, ids)
-	}
-	out := make(map[string]rawObject, len(ids))
+	out := objects(ctx, s.primary, ids)
 	for _, id := range ids {
-		if ctx.Err() != nil {
-			break
+		if o, ok := out[id]; (!ok || o.err != nil) && ctx.Err() == nil {
+			typ, data, err := s.secondary.object(ctx, id)
+			out[id] = rawObject{typ, data, err}
 		}
-		typ, data, err := s.object(ctx, id)
-		if err != nil && ctx.Err() != nil {
-			break
-		}
-		out[id] = rawObject{typ, data, err}
 	}
 	return out
 }
-
-// batchThreshold is the batch size from which git cat-file's pipelined
-// reads win over go-git's in-process ones (see BenchmarkObjectRead).
-const batchThreshold = 32
 
 func (s *fallbackSource) close() error {
 	return errors.Join(s.primary.close(), s.secondary.close())
