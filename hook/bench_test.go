@@ -18,12 +18,11 @@ import (
 
 // bigRepo is a bare repository with a linear main of 100,000 commits and a
 // branch "fork" of one commit off the 50,000th, built once per test process
-// with git fast-import. ff is main's parent; graph says whether a
-// commit-graph was written.
+// with git fast-import, once without and once with a commit-graph. ff is
+// main's parent.
 type bigRepo struct {
-	dir              string
-	main, ff, forkAt string
-	fork             string
+	dir            string
+	main, ff, fork string
 }
 
 var (
