@@ -1,7 +1,11 @@
 package main
 
 import (
+	"io"
+	"strings"
+
 	"encoding/json"
+	"github.com/refcast/refcast/hook"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -129,4 +133,119 @@ func runBin(t *testing.T, bin string, args ...string) string {
 		t.Fatalf("refcast %v: %v\n%s", args, err, out)
 	}
 	return string(out)
+}
+
+// TestSyncSeedsState: a repository that existed before refcast gets its
+// refs into the bus with one `sync` event, not one event per ref, in both
+// object formats.
+func TestSyncSeedsState(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "sync-token"
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms")
+	for _, format := range []string{"sha1", "sha256"} {
+		t.Run(format, func(t *testing.T) {
+			dir := t.TempDir()
+			work := filepath.Join(dir, "w")
+			testnode.Git(t, dir, nil, "init", "-q", "--object-format="+format, "-b", "main", work)
+			g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
+			g("commit", "-q", "--allow-empty", "-m", "one")
+			g("tag", "v1")
+			g("branch", "dev")
+			head := g("rev-parse", "HEAD")
+			repo := "legacy/" + format
+			stream := testnode.Subscribe(t, node.URL+"/v1/events?repo="+repo, nil)
+			stream.Next(t, 5*time.Second, "hello")
+
+			out, err := exec.Command(bin, "sync", work, "--url", node.URL, "--repo", repo).CombinedOutput()
+			if err == nil {
+				t.Fatalf("sync without a token succeeded: %s", out)
+			}
+			cmd := exec.Command(bin, "sync", work, "--url", node.URL, "--repo", repo)
+			cmd.Env = append(testnode.GitEnv(t), "REFCAST_TOKEN="+token)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("sync: %v\n%s", err, out)
+			}
+			ev := decodeEvent(t, stream.Next(t, 5*time.Second, "sync", "ref"))
+			if ev.Kind != bus.KindSync || ev.Refs != 3 || ev.Repo != repo {
+				t.Fatalf("event = %+v, want one sync of 3 refs", ev)
+			}
+			stream.None(t, 200*time.Millisecond, "ref", "sync")
+
+			res, err := http.Get(node.URL + "/v1/refs?repo=" + repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var snap struct {
+				Repos []struct {
+					Refs map[string]string `json:"refs"`
+				} `json:"repos"`
+			}
+			if err := json.NewDecoder(res.Body).Decode(&snap); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{"refs/heads/main": head, "refs/heads/dev": head, "refs/tags/v1": head}
+			if len(snap.Repos) != 1 || len(snap.Repos[0].Refs) != 3 {
+				t.Fatalf("snapshot = %+v, want %v", snap, want)
+			}
+			for k, v := range want {
+				if snap.Repos[0].Refs[k] != v {
+					t.Fatalf("snapshot %s = %q, want %q", k, snap.Repos[0].Refs[k], v)
+				}
+			}
+		})
+	}
+}
+
+// TestServeDrainsSpool: `refcast serve --spool DIR` publishes pushes a hook
+// left in its spool, once, and reports the spool's depth.
+func TestServeDrainsSpool(t *testing.T) {
+	t.Parallel()
+	bin := testnode.Build(t)
+	dir := t.TempDir()
+	sp, err := hook.OpenSpool(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := &bus.Push{ID: "spooled-1", Repo: "acme/spooled", Time: time.Now().UTC(), Source: "post-receive",
+		Updates: []bus.RefUpdate{{Ref: "refs/heads/main", Old: bus.ZeroSHA1, New: strings.Repeat("ab", 20)}}}
+	if _, err := sp.Write(push); err != nil {
+		t.Fatal(err)
+	}
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--spool", dir, "--drain", "100ms")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := http.Get(node.URL + "/v1/refs?repo=acme/spooled")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap struct {
+			Repos []struct {
+				Refs map[string]string `json:"refs"`
+			} `json:"repos"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&snap)
+		res.Body.Close()
+		if err == nil && len(snap.Repos) == 1 && snap.Repos[0].Refs["refs/heads/main"] == push.Updates[0].New {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spooled push not published; snapshot %+v", snap)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left, _ := sp.Pending(); len(left) != 0 {
+		t.Fatalf("spool still holds %v", left)
+	}
+	res, err := http.Get(node.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if !strings.Contains(string(b), "refcast_hook_spool_depth 0") {
+		t.Fatalf("metrics lack refcast_hook_spool_depth 0:\n%s", b)
+	}
 }

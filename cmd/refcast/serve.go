@@ -9,10 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/hook"
 	"github.com/refcast/refcast/server"
 )
 
@@ -95,6 +99,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	defer closeBus()
 
 	opts := server.Options{
+		Registry:       prometheus.NewRegistry(),
 		Bus:            b,
 		Logger:         log,
 		PublishToken:   c.publishToken,
@@ -114,6 +119,14 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	srv, err := server.New(opts)
 	if err != nil {
 		return err
+	}
+	var drainers sync.WaitGroup
+	defer drainers.Wait() // before the bus closes: defers run last-in first-out
+	if c.spool != "" {
+		drainCtx, stopDrain := context.WithCancel(ctx)
+		defer stopDrain()
+		drainers.Go(func() { hook.DrainLoop(drainCtx, c.spool, hook.BusPublisher{Bus: b}, hook.DefaultDrainEvery, log) })
+		opts.Registry.MustRegister(spoolDepth(c.spool))
 	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -176,4 +189,22 @@ func newLogger(level, format string, env Env) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(env.Stderr, o)), nil
 	}
 	return nil, usageError{msg: fmt.Sprintf("--log-format: %q is not text or json", format)}
+}
+
+// spoolDepth reports how many pushes wait in the spool a node drains.
+func spoolDepth(dir string) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "refcast_hook_spool_depth",
+		Help: "Pushes waiting in the drained hook spool (--spool).",
+	}, func() float64 {
+		sp, err := hook.OpenSpool(dir, nil)
+		if err != nil {
+			return -1
+		}
+		files, err := sp.Pending()
+		if err != nil {
+			return -1
+		}
+		return float64(len(files))
+	})
 }
