@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/refcast/refcast/bus/memory"
@@ -27,6 +28,7 @@ func runServe(ctx context.Context, args []string) error {
 	token := fs.String("token", os.Getenv("REFCAST_PUBLISH_TOKEN"), "publish token")
 	maxConns := fs.Int("max-connections", 30000, "streams per node")
 	heartbeat := fs.Duration("heartbeat", server.DefaultHeartbeat, "heartbeat interval")
+	memRate := fs.Int("memprofilerate", 0, "runtime.MemProfileRate (1: record every allocation, for exact per-connection heap figures; 0: Go's default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -37,6 +39,9 @@ func runServe(ctx context.Context, args []string) error {
 		if err := checkLoopback("http://" + a); err != nil {
 			return err
 		}
+	}
+	if *memRate > 0 {
+		runtime.MemProfileRate = *memRate
 	}
 	raiseNoFile()
 	b, err := memory.New(memory.Options{})

@@ -15,8 +15,13 @@
 #   RATE_CONNS    subscribers for the throughput search [1000]
 #   RATE_DURATION length of a throughput trial [10s]
 #   ROUNDS        rounds [3]
-#   TARGETS       servers to measure ["refcast nchan"]
-#   NCHAN_WORKERS nginx worker_processes [2, one per core as refcast's GOMAXPROCS]
+#   TARGETS       servers to measure ["refcast refcast-mem nchan:1 nchan:2"]:
+#                 refcast is `refcast serve` as shipped (embedded bus on disk,
+#                 one fsync'd transaction per publish); refcast-mem is the same
+#                 server package on the in-memory bus (`refcast-bench serve`),
+#                 which also exposes pprof so goroutines are counted; nchan:N is
+#                 nginx+nchan with N worker processes (nchan's faster setting
+#                 differs by load, so both are measured)
 #   EVENTS, INTERVAL  fanout events and spacing [30, 250ms]
 #   OUT           output directory [a new one under /tmp]
 #   BENCH_FLAGS   extra refcast-bench flags
@@ -31,7 +36,7 @@ cd "$(dirname "$0")/../.."
 if [[ "${SMALL:-0}" == 1 ]]; then
 	: "${SIZES:=500}" "${SPREAD_SIZES:=500}" "${REPOS:=100}" "${RATE_CONNS:=200}"
 	: "${RATE_DURATION:=3s}" "${ROUNDS:=1}" "${EVENTS:=10}" "${SETTLE:=1s}"
-	: "${BENCH_FLAGS:=-spread-events 300}"
+	: "${BENCH_FLAGS:=-spread-events 300}" "${TARGETS:=refcast refcast-mem nchan:1}"
 fi
 SIZES=${SIZES:-"1000 10000 18000"}
 SPREAD_SIZES=${SPREAD_SIZES:-"10000"}
@@ -40,14 +45,14 @@ RATE=${RATE:-1}
 RATE_CONNS=${RATE_CONNS:-1000}
 RATE_DURATION=${RATE_DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
-TARGETS=${TARGETS:-"refcast nchan"}
-NCHAN_WORKERS=${NCHAN_WORKERS:-2}
+TARGETS=${TARGETS:-"refcast refcast-mem nchan:1 nchan:2"}
 EVENTS=${EVENTS:-30}
 INTERVAL=${INTERVAL:-250ms}
 SETTLE=${SETTLE:-3s}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 REFCAST_PORT=${REFCAST_PORT:-28380}
 NCHAN_PORT=${NCHAN_PORT:-28381}
+PPROF_PORT=${PPROF_PORT:-28382}
 TOKEN=bench-token
 OUT=${OUT:-$(mktemp -d /tmp/refcast-bench.XXXXXX)}
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -57,9 +62,10 @@ echo "building into $OUT/bin"
 go build -o "$OUT/bin/refcast" ./cmd/refcast
 go build -o "$OUT/bin/refcast-bench" ./cmd/refcast-bench
 
-if [[ " $TARGETS " == *" nchan "* ]] && { ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]]; }; then
+if [[ " $TARGETS " == *" nchan"* ]] && { ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]]; }; then
 	echo "nchan is not installed (apt-get install -y libnginx-mod-nchan): measuring refcast only" >&2
-	TARGETS=${TARGETS//nchan/}
+	TARGETS=${TARGETS//nchan:1/}
+	TARGETS=${TARGETS//nchan:2/}
 fi
 
 SERVER_PID=""
@@ -88,10 +94,17 @@ start_server() {
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
 		;;
-	nchan)
-		local dir="$OUT/nchan"
+	refcast-mem)
+		"$OUT/bin/refcast-bench" serve -listen "127.0.0.1:$REFCAST_PORT" -pprof "127.0.0.1:$PPROF_PORT" \
+			-token "$TOKEN" -max-connections 30000 >>"$OUT/refcast-mem.log" 2>&1 &
+		SERVER_PID=$!
+		URL="http://127.0.0.1:$REFCAST_PORT"
+		;;
+	nchan*)
+		local dir="$OUT/nchan" workers=${1#nchan:}
+		[[ "$workers" == nchan ]] && workers=1
 		rm -rf "$dir" && mkdir -p "$dir"
-		sed -e "s#__PORT__#$NCHAN_PORT#g; s#__WORKERS__#$NCHAN_WORKERS#g; s#__NOFILE__#20000#g; s#__PREFIX__#$dir#g" \
+		sed -e "s#__PORT__#$NCHAN_PORT#g; s#__WORKERS__#$workers#g; s#__NOFILE__#20000#g; s#__PREFIX__#$dir#g" \
 			deploy/bench/nchan.conf >"$dir/nchan.conf"
 		nginx -p "$dir" -c "$dir/nchan.conf" >>"$OUT/nginx.log" 2>&1 &
 		SERVER_PID=$!
@@ -113,10 +126,15 @@ measure() {
 	local target=$1 label=$2
 	shift 2
 	start_server "$target"
-	local cmd=("$OUT/bin/refcast-bench" -target "$target" -url "$URL" -pid "$SERVER_PID" -label "$label" -settle "$SETTLE" "$@")
+	local kind=${target%%[:-]*} extra=()
+	case "$target" in
+	nchan:*) label="$label ${target#nchan:}w" ;;
+	refcast-mem) label="$label mem" extra=(-pprof "http://127.0.0.1:$PPROF_PORT") ;;
+	esac
+	local cmd=("$OUT/bin/refcast-bench" -target "$kind" "${extra[@]}" -url "$URL" -pid "$SERVER_PID" -label "$label" -settle "$SETTLE" "$@")
 	# shellcheck disable=SC2086
 	cmd+=($BENCH_FLAGS)
-	echo "\$ ${cmd[*]}" | sed "s#$OUT/bin/##" | tee -a "$OUT/results.txt"
+	{ printf '$ REFCAST_PUBLISH_TOKEN=%s' "$TOKEN"; printf ' %q' "${cmd[@]}"; echo; } | sed "s#$OUT/bin/##" | tee -a "$OUT/results.txt"
 	REFCAST_PUBLISH_TOKEN=$TOKEN "${cmd[@]}" 2>&1 | tee -a "$OUT/results.txt" || echo "(run failed)" | tee -a "$OUT/results.txt"
 	stop_server
 }
