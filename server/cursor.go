@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 
 	"github.com/refcast/refcast/bus"
 )
@@ -81,7 +82,7 @@ func DecodeCursor(s string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: unknown version (expected a string starting with %q)", ErrBadCursor, cursorPrefix)
 	}
 	body, err := base64.RawURLEncoding.DecodeString(s[len(cursorPrefix):])
-	if err != nil {
+	if err != nil || strings.ContainsAny(s, "\r\n") { // the decoder skips CR and LF
 		return Cursor{}, fmt.Errorf("%w: not base64url", ErrBadCursor)
 	}
 	n, k := binary.Uvarint(body)

@@ -61,12 +61,15 @@ func newHub(b bus.Bus, opts Options, log *slog.Logger, m *metrics) *Hub {
 // run owns the hub's goroutines: the bus reader, the writer pool and the
 // housekeeper. It returns when ctx is done, after they all exit.
 func (h *Hub) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	for range h.opts.Writers {
 		wg.Go(func() { h.writer(ctx) })
 	}
 	wg.Go(func() { h.housekeeper(ctx) })
 	err := h.read(ctx)
+	cancel() // read returns early only when the bus is closed: stop the rest too
 	wg.Wait()
 	h.closeAll()
 	return err

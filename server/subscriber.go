@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,8 @@ type subscriber struct {
 	out     []*frame
 	bufs    net.Buffers
 	pending []byte // the unwritten tail of a write that timed out
+	// pendingLast: pending ends with a closing frame.
+	pendingLast bool
 
 	idx int // position in hub.all; guarded by hub.mu
 }
@@ -127,9 +130,12 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 			merged.Kind = bus.KindUpdate
 			merged.Forced = nil // unknown across several updates
 		}
-		out[i] = &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: encodeEventFrame(nil, "ref", Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)}
+		// The merged update takes the newest one's place, so ids keep rising.
+		out[i], at[k] = nil, len(out)
+		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: encodeEventFrame(nil, "ref", Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
 		s.hub.metrics.coalesced.Inc()
 	}
+	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
 	if len(out) > 4*maxQueue {
 		return false
 	}
@@ -172,6 +178,12 @@ func (s *subscriber) takeQueue() (closed bool) {
 	return false
 }
 
+func (s *subscriber) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // release gives up scheduled, or keeps it and reports true when more frames
 // arrived meanwhile.
 func (s *subscriber) release() (again bool) {
@@ -198,14 +210,17 @@ func (s *subscriber) release() (again bool) {
 func (s *subscriber) flushConn() {
 	h := s.hub
 	for {
-		if s.takeQueue() {
+		// While a timed-out write is unfinished, new frames stay in the
+		// bounded queue (where they evict or coalesce) instead of piling up
+		// in pending.
+		if len(s.pending) == 0 && s.takeQueue() || len(s.pending) > 0 && s.isClosed() {
 			return
 		}
 		s.bufs = s.bufs[:0]
 		if len(s.pending) > 0 {
 			s.bufs = append(s.bufs, s.pending)
 		}
-		last := false
+		last := s.pendingLast
 		for i, f := range s.out {
 			s.bufs = append(s.bufs, f.data)
 			s.out[i] = nil
@@ -226,6 +241,7 @@ func (s *subscriber) flushConn() {
 					for _, b := range s.bufs {
 						s.pending = append(s.pending, b...)
 					}
+					s.pendingLast = last // close once pending is out
 				}
 				h.stall(s)
 				return

@@ -1,0 +1,300 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// testHub is a hub that is not running: dispatch is called directly, as
+// the bus reader would.
+func testHub(tb testing.TB, partitions int, mod func(*Options)) *Hub {
+	tb.Helper()
+	opts := Options{MaxQueue: DefaultMaxQueue, MaxConnections: 1 << 20, Heartbeat: time.Minute}
+	if mod != nil {
+		mod(&opts)
+	}
+	h := newHub(nil, opts, slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry()))
+	h.heads = make(bus.Heads, partitions)
+	for i := range h.heads {
+		h.heads[i] = bus.PartitionHead{Epoch: uint64(i + 1), First: 1}
+	}
+	h.pos = Cursor{Epoch: EpochFingerprint(h.heads), Seqs: make([]uint64, partitions)}
+	h.started = true
+	return h
+}
+
+// handlerSub registers a live handler-path subscriber (no connection:
+// scheduling rings its doorbell).
+func handlerSub(tb testing.TB, h *Hub, latest bool, repos []string, refs ...string) *subscriber {
+	tb.Helper()
+	f, err := bus.ParseFilter(repos, refs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &subscriber{hub: h, filter: f, latest: latest, idx: -1, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if _, _, err := h.register(s); err != nil {
+		tb.Fatal(err)
+	}
+	h.goLive(s, nil)
+	return s
+}
+
+// TestCoalesceKeepsCursorOrder: when a mode=latest queue folds, the ids of
+// the frames left must still rise. A client that reads a merged frame and
+// disconnects resumes from its id: if that id is newer than frames queued
+// after it, those updates are lost.
+func TestCoalesceKeepsCursorOrder(t *testing.T) {
+	t.Parallel()
+	h := testHub(t, 1, func(o *Options) { o.MaxQueue = 3 })
+	s := handlerSub(t, h, true, []string{"acme/app"})
+	seq := uint64(0)
+	pub := func(ref, old, new string) {
+		seq++
+		h.dispatch(&bus.Event{V: 1, Repo: "acme/app", Ref: ref, Old: old, New: new, Kind: upd(ref, old, new).Kind(), Seq: seq})
+	}
+	pub("refs/heads/x", z, oid(1))
+	pub("refs/heads/y", z, oid(2))
+	pub("refs/heads/x", oid(1), oid(3))
+	pub("refs/heads/z", z, oid(4)) // the queue is full: it folds
+	s.mu.Lock()
+	q := append([]*frame(nil), s.queue...)
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		t.Fatal("mode=latest subscriber evicted")
+	}
+	state := map[string]string{}
+	var prev uint64
+	for i, f := range q {
+		if f.ev == nil {
+			continue
+		}
+		if old, ok := state[f.ev.Ref]; ok && old != f.ev.Old {
+			t.Errorf("frame %d: %s old %s, client holds %s", i, f.ev.Ref, f.ev.Old, old)
+		}
+		state[f.ev.Ref] = f.ev.New
+		if f.pos[0] < prev {
+			t.Errorf("frame %d (%s) has position %d after %d: ids go backwards", i, f.ev.Ref, f.pos[0], prev)
+		}
+		prev = f.pos[0]
+		if f.ev.Ref == "refs/heads/x" && (f.ev.Old != z || f.ev.New != oid(3) || f.ev.Kind != bus.KindCreate) {
+			t.Errorf("merged x: %+v, want create of %s", f.ev, oid(3))
+		}
+	}
+	if len(state) != 3 || state["refs/heads/x"] != oid(3) {
+		t.Fatalf("folded queue holds %v", state)
+	}
+}
+
+// TestDispatchIndex: an event reaches exactly the subscribers whose filter
+// matches, exact-repo subscribers through the index.
+func TestDispatchIndex(t *testing.T) {
+	t.Parallel()
+	h := testHub(t, 4, nil)
+	a := handlerSub(t, h, false, []string{"acme/app"})
+	b := handlerSub(t, h, false, []string{"acme/lib", "acme/app"}, "refs/tags/*")
+	g := handlerSub(t, h, false, []string{"acme/*"}, "^refs/heads/wip/*")
+	o := handlerSub(t, h, false, []string{"other"})
+	p := bus.PartitionOf("acme/app", 4)
+	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/main", Partition: p, Seq: 1})
+	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/tags/v1", Partition: p, Seq: 2})
+	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: p, Seq: 3})
+	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: p, Seq: 3}) // seen: ignored
+	for _, tc := range []struct {
+		name string
+		s    *subscriber
+		want int
+	}{{"exact", a, 3}, {"two repos, tags", b, 1}, {"glob without wip", g, 2}, {"other repo", o, 0}} {
+		tc.s.mu.Lock()
+		got := len(tc.s.queue)
+		tc.s.mu.Unlock()
+		if got != tc.want {
+			t.Errorf("%s: %d frames queued, want %d", tc.name, got, tc.want)
+		}
+	}
+	h.remove(b, "closed")
+	if len(h.exact["acme/lib"]) != 0 || len(h.exact["acme/app"]) != 1 || h.count() != 3 {
+		t.Fatalf("after remove: index %v, %d subscribers", h.exact, h.count())
+	}
+}
+
+func benchEvent() *bus.Event {
+	forced := false
+	commits := 3
+	return &bus.Event{V: 1, Repo: "acme/platform/api", Ref: "refs/heads/feature/login-form", Old: oid(0xabcdef), New: oid(0x123456),
+		Kind: bus.KindUpdate, PushID: "p-1732540000-9f2c", Time: time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC), Pusher: "alice",
+		Source: "post-receive", Forced: &forced, Commits: &commits, Enriched: bus.EnrichFull,
+		Commit: &bus.Commit{Subject: "Add the login form with validation", Author: "Alice <alice@example.com>", Time: time.Date(2026, 11, 25, 13, 59, 0, 0, time.UTC)}}
+}
+
+func BenchmarkEncodeEventFrame(b *testing.B) {
+	ev := benchEvent()
+	c := Cursor{Epoch: 0xdeadbeef, Seqs: make([]uint64, bus.DefaultPartitions)}
+	for i := range c.Seqs {
+		c.Seqs[i] = uint64(1000000 + i*7919)
+	}
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = encodeEventFrame(buf[:0], "ref", c, ev)
+	}
+	b.SetBytes(int64(len(buf)))
+}
+
+func BenchmarkFilterMatch(b *testing.B) {
+	f, err := bus.ParseFilter([]string{"acme/api", "acme/web", "acme/platform/*"},
+		[]string{"refs/heads/*", "refs/tags/v*", "^refs/heads/wip/*", "^refs/heads/dependabot/*"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs := []bus.Event{
+		{Repo: "acme/platform/api", Ref: "refs/heads/feature/login-form"}, // glob repo, match
+		{Repo: "acme/api", Ref: "refs/heads/wip/experiment"},              // excluded
+		{Repo: "acme/web", Ref: "refs/tags/v1.2.3"},                       // match
+		{Repo: "acme/web", Ref: "refs/pull/123/head"},                     // no include matches
+		{Repo: "other/api", Ref: "refs/heads/main"},                       // repo does not match
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		f.Match(&evs[i%len(evs)])
+		i++
+	}
+}
+
+// BenchmarkDispatch fans events out to subscribers spread over 1,000
+// repos, each subscriber naming one repo. An event's cost should grow with
+// the subscribers of its repo only, and allocate nothing per subscriber.
+// Each iteration also empties the queues it filled, as a writer would.
+func BenchmarkDispatch(b *testing.B) {
+	const repos = 1000
+	for _, bc := range []struct{ perRepo, globs int }{{1, 0}, {10, 0}, {100, 0}, {10, 100}} {
+		perRepo := bc.perRepo
+		b.Run(fmt.Sprintf("subs=%d/matching=%d/globs=%d", repos*perRepo+bc.globs, perRepo+bc.globs, bc.globs), func(b *testing.B) {
+			h := testHub(b, bus.DefaultPartitions, nil)
+			names := make([]string, repos)
+			for r := range names {
+				names[r] = fmt.Sprintf("acme/repo%d", r)
+				for range perRepo {
+					handlerSub(b, h, false, []string{names[r]}, "refs/heads/*", "^refs/heads/wip/*")
+				}
+			}
+			// Glob subscribers are checked for every event.
+			for range bc.globs {
+				handlerSub(b, h, false, []string{"acme/*"}, "refs/heads/*")
+			}
+
+			evs := make([]bus.Event, repos)
+			for r := range evs {
+				evs[r] = *benchEvent()
+				evs[r].Repo = names[r]
+				evs[r].Partition = bus.PartitionOf(names[r], bus.DefaultPartitions)
+			}
+			seq := make([]uint64, bus.DefaultPartitions)
+			empty := func(s *subscriber) {
+				s.mu.Lock()
+				clear(s.queue)
+				s.queue = s.queue[:0]
+				s.scheduled = false
+				s.mu.Unlock()
+				select {
+				case <-s.wake:
+				default:
+				}
+			}
+			drain := func(repo string) {
+				for s := range h.globs {
+					empty(s)
+				}
+				for s := range h.exact[repo] {
+					s.mu.Lock()
+					clear(s.queue)
+					s.queue = s.queue[:0]
+					s.scheduled = false
+					s.mu.Unlock()
+					select {
+					case <-s.wake:
+					default:
+					}
+				}
+			}
+			// Warm up: every subscriber's queue has grown once.
+			for r := range evs {
+				seq[evs[r].Partition]++
+				evs[r].Seq = seq[evs[r].Partition]
+				h.dispatch(&evs[r])
+				drain(names[r])
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ev := &evs[i%repos]
+				seq[ev.Partition]++
+				ev.Seq = seq[ev.Partition]
+				h.dispatch(ev)
+				drain(ev.Repo)
+				i++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(perRepo+bc.globs), "ns/delivery")
+			if n := h.count(); n != repos*perRepo+bc.globs {
+				b.Fatalf("%d subscribers left, want %d (evictions?)", n, repos*perRepo+bc.globs)
+			}
+		})
+	}
+}
+
+// TestHeartbeatSpread drives the housekeeper's visit with a synthetic
+// clock: every idle stream gets a heartbeat, spread over the ticks rather
+// than all at once, and no stream stays silent much longer than Heartbeat.
+func TestHeartbeatSpread(t *testing.T) {
+	t.Parallel()
+	const n, hb = 3000, 15 * time.Second
+	h := testHub(t, 1, func(o *Options) { o.Heartbeat = hb })
+	t0 := time.Unix(1_000_000, 0)
+	subs := make([]*subscriber, n)
+	last := make([]time.Time, n)
+	for i := range subs {
+		subs[i] = handlerSub(t, h, false, []string{"acme/app"})
+		subs[i].lastWrite.Store(t0.UnixNano())
+		last[i] = t0
+	}
+	var maxGap time.Duration
+	maxPerTick := 0
+	for now := t0.Add(housekeeperTick); now.Before(t0.Add(4 * hb)); now = now.Add(housekeeperTick) {
+		h.visit(now)
+		sent := 0
+		for i, s := range subs {
+			s.mu.Lock()
+			got := len(s.queue) > 0
+			s.queue = s.queue[:0]
+			s.scheduled = false
+			s.mu.Unlock()
+			if got { // as if written now
+				sent++
+				maxGap = max(maxGap, now.Sub(last[i]))
+				last[i] = now
+				s.lastWrite.Store(now.UnixNano())
+			}
+		}
+		maxPerTick = max(maxPerTick, sent)
+	}
+	for i := range last {
+		maxGap = max(maxGap, t0.Add(4*hb).Sub(last[i]))
+	}
+	t.Logf("%d streams, Heartbeat %v: longest silence %v, at most %d heartbeats per %v tick", n, hb, maxGap, maxPerTick, housekeeperTick)
+	if want := n * int(housekeeperTick) / int(hb) * 3; maxPerTick > want {
+		t.Errorf("%d heartbeats in one tick: not spread (want at most %d)", maxPerTick, want)
+	}
+	// The current design sends when a stream has been idle a whole
+	// Heartbeat at a visit that comes about once per Heartbeat, so the
+	// silence can approach 2×Heartbeat (see the report).
+	if maxGap > 2*hb+housekeeperTick {
+		t.Errorf("a stream was silent for %v with Heartbeat %v", maxGap, hb)
+	}
+}
