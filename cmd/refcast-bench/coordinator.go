@@ -72,14 +72,14 @@ Flags:
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "server base URL (loopback only)")
 	fs.StringVar(&c.token, "token", os.Getenv("REFCAST_PUBLISH_TOKEN"), "refcast publish token (default $REFCAST_PUBLISH_TOKEN)")
 	fs.IntVar(&c.pid, "pid", 0, "server process id: RSS and CPU are read from /proc for it and its children (0: no resource figures)")
-	fs.StringVar(&c.pprof, "pprof", "", "pprof base URL of a `refcast-bench serve` node, to count its goroutines")
+	fs.StringVar(&c.pprof, "pprof", "", "pprof base URL of a node started with refcast-bench serve, to count its goroutines")
 	fs.StringVar(&c.label, "label", "", "label copied into RESULT lines (e.g. the round)")
 	fs.IntVar(&c.conns, "conns", 1000, "subscribers for fanout and spread")
 	fs.IntVar(&c.perWorker, "per-worker", 5000, "connections per worker process (each process may hold at most 20,000 files)")
 	fs.IntVar(&c.addrBase, "addr-base", 2, "worker i dials from 127.0.0.(addr-base+i)")
 	fs.StringVar(&c.scenarios, "scenarios", "fanout,spread,rate", "scenarios to run, in order")
-	fs.IntVar(&c.events, "events", 30, "fanout: events published")
-	fs.DurationVar(&c.interval, "interval", 250*time.Millisecond, "fanout: time between events")
+	fs.IntVar(&c.events, "events", 20, "fanout: events published")
+	fs.DurationVar(&c.interval, "interval", 750*time.Millisecond, "fanout: time between events")
 	fs.IntVar(&c.repos, "repos", 1000, "spread: repos the subscribers are spread over")
 	fs.IntVar(&c.spreadN, "spread-events", 2000, "spread: events published")
 	fs.Float64Var(&c.spreadRate, "spread-rate", 200, "spread: events per second")
@@ -220,6 +220,9 @@ type bench struct {
 	pub *http.Client
 	out io.Writer
 	run int // run ids, so a late event of a previous phase never counts
+	// connected: a scenario has opened streams on this server before, so
+	// its memory no longer starts from a fresh process.
+	connected bool
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -296,17 +299,23 @@ func (b *bench) connect(ctx context.Context, res *result, conns, repos int) (*se
 		p.close()
 		return nil, ctx.Err()
 	}
+	first := !b.connected
+	b.connected = true
 	if s1, ok := b.sample(); ok && s.ok0 {
 		res.RSSBeforeKB, res.RSSAfterKB = s.s0.rssKB, s1.rssKB
-		res.RSSPerConn = float64(s1.rssKB-s.s0.rssKB) * 1024 / float64(open)
-		res.PSSPerConn = float64(s1.pssKB-s.s0.pssKB) * 1024 / float64(open)
+		// Only a server's first connections say what a connection costs:
+		// later ones reuse memory the earlier ones freed.
+		if first {
+			res.RSSPerConn = float64(s1.rssKB-s.s0.rssKB) * 1024 / float64(open)
+			res.PSSPerConn = float64(s1.pssKB-s.s0.pssKB) * 1024 / float64(open)
+		}
 		// idle CPU: one more second of nothing
 		if sleepCtx(ctx, time.Second) {
 			if s2, ok := b.sample(); ok {
 				res.IdleCPUPerS = float64(s2.cpu-s1.cpu) / float64(time.Millisecond)
 			}
 		}
-		b.logf("  memory: server RSS %.1f MiB -> %.1f MiB over %d idle streams: %.0f B/conn (PSS %.0f B/conn); idle CPU %.0f ms/s",
+		b.logf("  memory: server RSS %.1f MiB -> %.1f MiB over %d idle streams: %.0f B/conn (PSS %.0f B/conn; 0: not the server's first streams); idle CPU %.0f ms/s",
 			float64(s.s0.rssKB)/1024, float64(s1.rssKB)/1024, open, res.RSSPerConn, res.PSSPerConn, res.IdleCPUPerS)
 	}
 	if c.pprof != "" {

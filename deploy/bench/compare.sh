@@ -22,7 +22,7 @@
 #                 which also exposes pprof so goroutines are counted; nchan:N is
 #                 nginx+nchan with N worker processes (nchan's faster setting
 #                 differs by load, so both are measured)
-#   EVENTS, INTERVAL  fanout events and spacing [30, 250ms]
+#   EVENTS, INTERVAL  fanout events and spacing [20, 750ms: longer than a fan-out to 18,000 takes, so events do not overlap]
 #   OUT           output directory [a new one under /tmp]
 #   BENCH_FLAGS   extra refcast-bench flags
 #
@@ -35,7 +35,7 @@ cd "$(dirname "$0")/../.."
 
 if [[ "${SMALL:-0}" == 1 ]]; then
 	: "${SIZES:=500}" "${SPREAD_SIZES:=500}" "${REPOS:=100}" "${RATE_CONNS:=200}"
-	: "${RATE_DURATION:=3s}" "${ROUNDS:=1}" "${EVENTS:=10}" "${SETTLE:=1s}"
+	: "${RATE_DURATION:=3s}" "${ROUNDS:=1}" "${EVENTS:=10}" "${INTERVAL:=250ms}" "${SETTLE:=1s}"
 	: "${BENCH_FLAGS:=-spread-events 300}" "${TARGETS:=refcast refcast-mem nchan:1}"
 fi
 SIZES=${SIZES:-"1000 10000 18000"}
@@ -46,8 +46,8 @@ RATE_CONNS=${RATE_CONNS:-1000}
 RATE_DURATION=${RATE_DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 TARGETS=${TARGETS:-"refcast refcast-mem nchan:1 nchan:2"}
-EVENTS=${EVENTS:-30}
-INTERVAL=${INTERVAL:-250ms}
+EVENTS=${EVENTS:-20}
+INTERVAL=${INTERVAL:-750ms}
 SETTLE=${SETTLE:-3s}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 REFCAST_PORT=${REFCAST_PORT:-28380}
