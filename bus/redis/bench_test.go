@@ -116,6 +116,7 @@ func BenchmarkDelivery(b *testing.B) {
 
 	b.Run("xread", func(b *testing.B) {
 		w, r := srv.Client(), srv.Client()
+		stream := uniquePrefix() // the function runs more than once on this server
 		got := make(chan struct{})
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -128,13 +129,17 @@ func BenchmarkDelivery(b *testing.B) {
 					return
 				default:
 				}
-				res, err := r.XRead(ctx, &goredis.XReadArgs{Streams: []string{"bench", last}, Block: 100 * time.Millisecond, Count: 10}).Result()
+				res, err := r.XRead(ctx, &goredis.XReadArgs{Streams: []string{stream, last}, Block: 100 * time.Millisecond, Count: 10}).Result()
 				if err != nil {
 					continue
 				}
 				for _, m := range res[0].Messages {
 					last = m.ID
-					got <- struct{}{}
+					select {
+					case got <- struct{}{}:
+					case <-stop:
+						return
+					}
 				}
 			}
 		}()
@@ -142,7 +147,7 @@ func BenchmarkDelivery(b *testing.B) {
 		b.ResetTimer()
 		for range b.N {
 			t0 := time.Now()
-			if err := w.XAdd(ctx, &goredis.XAddArgs{Stream: "bench", Values: []any{"e", payload}, MaxLen: 1000, Approx: true}).Err(); err != nil {
+			if err := w.XAdd(ctx, &goredis.XAddArgs{Stream: stream, Values: []any{"e", payload}, MaxLen: 1000, Approx: true}).Err(); err != nil {
 				b.Fatal(err)
 			}
 			<-got
