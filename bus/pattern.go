@@ -126,30 +126,55 @@ func (p RepoPattern) String() string { return p.raw }
 // Exact reports whether the pattern is a plain repo name with no wildcard.
 func (p RepoPattern) Exact() bool { return !strings.Contains(p.raw, "*") }
 
-// Match reports whether repo matches.
+// Match reports whether repo matches. It does not allocate: the hub calls
+// it for every glob subscriber on every event.
 func (p RepoPattern) Match(repo string) bool {
 	if p.Exact() {
 		return repo == p.raw
 	}
-	return matchSegs(p.segs, strings.Split(repo, "/"))
+	return matchSegs(p.segs, repo)
 }
 
-func matchSegs(pat [][]string, name []string) bool {
-	for len(pat) > 0 {
-		if pat[0] == nil { // "**": try every split
-			for i := 0; i <= len(name); i++ {
-				if matchSegs(pat[1:], name[i:]) {
-					return true
-				}
-			}
-			return false
+// matchSegs matches the '/'-separated segments of name against pat, "**"
+// matching any run of whole segments. It is the classic wildcard walk with
+// one backtrack point (the last "**"), so it takes O(segments × pattern)
+// steps whatever the pattern: a hostile "**/**/**/…/x" cannot make it
+// exponential.
+func matchSegs(pat [][]string, name string) bool {
+	done := len(name) + 1 // pos past the last segment
+	nextSeg := func(pos int) int {
+		if i := strings.IndexByte(name[pos:], '/'); i >= 0 {
+			return pos + i + 1
 		}
-		if len(name) == 0 || !globMatch(pat[0], name[0], true) {
-			return false
-		}
-		pat, name = pat[1:], name[1:]
+		return done
 	}
-	return len(name) == 0
+	pi, pos := 0, 0
+	starPi, starPos := -1, 0
+	for {
+		if pos >= done {
+			for pi < len(pat) && pat[pi] == nil {
+				pi++
+			}
+			if pi == len(pat) {
+				return true
+			}
+		} else if pi < len(pat) && pat[pi] == nil {
+			starPi, starPos = pi, pos
+			pi++
+			continue
+		} else if pi < len(pat) {
+			next := nextSeg(pos)
+			if globMatch(pat[pi], name[pos:next-1], true) {
+				pi, pos = pi+1, next
+				continue
+			}
+		}
+		if starPi < 0 || starPos >= done {
+			return false
+		}
+		starPos = nextSeg(starPos) // the last "**" takes one more segment
+		pi, pos = starPi+1, starPos
+	}
 }
 
 // Filter selects events for a subscription: the repo matches one of Repos,

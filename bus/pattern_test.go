@@ -157,3 +157,52 @@ func FuzzRepoPattern(f *testing.F) {
 		}
 	})
 }
+
+// matchSegsRef is the obvious recursive matcher, exponential on hostile
+// patterns but easy to trust: the fuzz target checks matchSegs against it.
+func matchSegsRef(pat [][]string, name []string) bool {
+	if len(pat) == 0 {
+		return len(name) == 0
+	}
+	if pat[0] == nil {
+		for i := 0; i <= len(name); i++ {
+			if matchSegsRef(pat[1:], name[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	return len(name) > 0 && globMatch(pat[0], name[0], true) && matchSegsRef(pat[1:], name[1:])
+}
+
+func FuzzRepoPatternReference(f *testing.F) {
+	for _, s := range [][2]string{{"acme/**", "acme/a/b"}, {"**/app", "a/b/app"}, {"a/**/b/**/c", "a/x/b/y/b/c"}, {"**", "x"}, {"a/*/**", "a/b"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, repo string) {
+		p, err := ParseRepoPattern(pattern)
+		if err != nil || ValidateRepo(repo) != nil || strings.Count(pattern, "**") > 6 {
+			return
+		}
+		if got, want := p.Match(repo), matchSegsRef(p.segs, strings.Split(repo, "/")); got != want {
+			t.Fatalf("%q ~ %q: got %v, reference says %v", pattern, repo, got, want)
+		}
+	})
+}
+
+// TestRepoPatternHostileIsFast: an exponential matcher would not finish
+// this before the test timeout.
+func TestRepoPatternHostileIsFast(t *testing.T) {
+	p, err := ParseRepoPattern(strings.Repeat("**/", 40) + "zz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimSuffix(strings.Repeat("a/", 120), "/")
+	if allocs := testing.AllocsPerRun(10, func() {
+		if p.Match(name) {
+			t.Fatal("matched")
+		}
+	}); allocs != 0 {
+		t.Fatalf("Match allocates %v times", allocs)
+	}
+}

@@ -324,12 +324,13 @@ func (s *subscriber) markClosed() {
 	already := s.closed
 	s.closed = true
 	s.queue = nil
+	conn := s.conn
 	s.mu.Unlock()
 	if already {
 		return
 	}
-	if s.conn != nil {
-		_ = s.conn.Close()
+	if conn != nil {
+		_ = conn.Close()
 	}
 	if s.done != nil {
 		close(s.done)
@@ -447,7 +448,10 @@ func (h *Hub) visit(now time.Time) {
 		return
 	}
 	per := max(1, int(int64(n)*int64(housekeeperTick)/int64(h.opts.Heartbeat))+1)
-	idle := now.Add(-h.opts.Heartbeat).UnixNano()
+	// A stream is visited once per round; send a heartbeat to one that
+	// would otherwise stay silent past Heartbeat before its next visit.
+	round := time.Duration((n+per-1)/per) * housekeeperTick
+	idle := now.Add(-max(h.opts.Heartbeat-round, 0)).UnixNano()
 	for range min(per, n) {
 		h.hbNext %= n
 		s := h.all[h.hbNext]
@@ -456,7 +460,7 @@ func (h *Hub) visit(now time.Time) {
 			expired = append(expired, s)
 			continue
 		}
-		if s.lastWrite.Load() < idle {
+		if !s.waiter && s.lastWrite.Load() < idle {
 			s.enqueue(heartbeatFrame, h.opts.MaxQueue)
 		}
 	}

@@ -291,10 +291,9 @@ func TestHeartbeatSpread(t *testing.T) {
 	if want := n * int(housekeeperTick) / int(hb) * 3; maxPerTick > want {
 		t.Errorf("%d heartbeats in one tick: not spread (want at most %d)", maxPerTick, want)
 	}
-	// The current design sends when a stream has been idle a whole
-	// Heartbeat at a visit that comes about once per Heartbeat, so the
-	// silence can approach 2×Heartbeat (see the report).
-	if maxGap > 2*hb+housekeeperTick {
+	// A stream is sent a heartbeat at the last visit before its silence
+	// would exceed Heartbeat.
+	if maxGap > hb+housekeeperTick {
 		t.Errorf("a stream was silent for %v with Heartbeat %v", maxGap, hb)
 	}
 }

@@ -15,9 +15,25 @@ import (
 )
 
 // handlePublish serves POST /v1/publish: a hook (or any tool) hands the
-// node one push, which is validated and published to the bus.
+// node one push, which is validated and published to the bus. The
+// credential is checked before the body is looked at, except that a JWT's
+// publish claim needs the push's repo.
 func (s *Server) handlePublish(c echo.Context) error {
 	r := c.Request()
+	// Only the Authorization header counts: a cookie would let any site a
+	// logged-in browser visits forge publishes.
+	tok := bearerToken(r)
+	shared := s.opts.PublishToken != "" && tok != "" &&
+		subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.PublishToken)) == 1
+	switch {
+	case shared:
+	case s.opts.Auth == nil && s.opts.PublishToken == "":
+		return fmt.Errorf("%w: publishing is disabled on this node (no --publish-token and no auth configured)", ErrForbidden)
+	case tok == "":
+		return fmt.Errorf("%w: missing Authorization: Bearer token", ErrUnauthorized)
+	case s.opts.Auth == nil:
+		return fmt.Errorf("%w: wrong publish token", ErrUnauthorized)
+	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" && !hasPrefix(ct, "application/json;") {
 		return &apiError{status: http.StatusUnsupportedMediaType, msg: "Content-Type must be application/json"}
 	}
@@ -37,11 +53,16 @@ func (s *Server) handlePublish(c echo.Context) error {
 	if dec.More() {
 		return badRequest(errors.New("body has data after the push object"))
 	}
-	if err := p.Validate(); err != nil {
+	if err := bus.ValidateRepo(p.Repo); err != nil {
 		return badRequest(err)
 	}
-	if err := s.authorizePublish(r, p.Repo); err != nil {
-		return err
+	if !shared {
+		if err := s.opts.Auth.AuthorizePublish(tok, p.Repo); err != nil {
+			return err
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return badRequest(err)
 	}
 	evs, err := s.opts.Bus.Publish(r.Context(), &p)
 	if err != nil {
@@ -53,26 +74,6 @@ func (s *Server) handlePublish(c echo.Context) error {
 	}
 	s.metrics.published.Add(float64(len(evs)))
 	return c.JSON(http.StatusOK, map[string]any{"published": len(evs)})
-}
-
-// authorizePublish accepts the shared publish token, or a token the
-// Authorizer grants publishing to this repo.
-func (s *Server) authorizePublish(r *http.Request, repo string) error {
-	tok := bearerToken(r)
-	if s.opts.PublishToken != "" && tok != "" &&
-		subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.PublishToken)) == 1 {
-		return nil
-	}
-	if s.opts.Auth != nil {
-		return s.opts.Auth.AuthorizePublish(s.opts.TokenFromRequest(r), repo)
-	}
-	if s.opts.PublishToken == "" {
-		return fmt.Errorf("%w: publishing is disabled on this node (no --publish-token and no auth configured)", ErrForbidden)
-	}
-	if tok == "" {
-		return fmt.Errorf("%w: missing Authorization: Bearer token", ErrUnauthorized)
-	}
-	return fmt.Errorf("%w: wrong publish token", ErrUnauthorized)
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

@@ -48,7 +48,12 @@ func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos Cursor) (snaps
 			glob = true
 		}
 	}
+	var before bus.Heads // for a glob: heads before listing (see below)
 	if glob {
+		var err error
+		if before, err = s.opts.Bus.Heads(ctx); err != nil {
+			return snapshotResult{}, fmt.Errorf("read heads: %w", err)
+		}
 		all, err := s.opts.Bus.Repos(ctx)
 		if err != nil {
 			return snapshotResult{}, fmt.Errorf("list repos: %w", err)
@@ -88,6 +93,12 @@ func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos Cursor) (snaps
 		}
 	}
 	for p, seq := range low {
+		// A repo created after the listing is not in the snapshot: its
+		// events must stay after the cursor, so a glob's cursor never rises
+		// past the heads read before listing.
+		if before != nil && p < len(before) {
+			seq = min(seq, before[p].Last)
+		}
 		if p < len(res.cursor.Seqs) && seq > res.cursor.Seqs[p] {
 			res.cursor.Seqs[p] = seq
 		}
@@ -205,7 +216,7 @@ func (s *Server) handleRefs(c echo.Context) error {
 	// between is missed.
 	var waiter *subscriber
 	if wait > 0 {
-		waiter = &subscriber{hub: s.hub, filter: sq.filter, client: clientKey(r), idx: -1,
+		waiter = &subscriber{hub: s.hub, filter: sq.filter, client: clientKey(r), idx: -1, waiter: true,
 			wake: make(chan struct{}, 1), done: make(chan struct{})}
 		if _, _, err := s.hub.register(waiter); err != nil {
 			return err

@@ -131,7 +131,14 @@ func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscrib
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(time.Minute)
 	}
+	sub.mu.Lock()
 	sub.conn = conn
+	evicted := sub.closed // removed while we were hijacking
+	sub.mu.Unlock()
+	if evicted {
+		_ = conn.Close()
+		return nil
+	}
 	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	w := rw.Writer
 	fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n%s\r\n", s.corsHeaders(r))

@@ -37,7 +37,8 @@ type subscriber struct {
 	hub     *Hub
 	filter  bus.Filter
 	latest  bool          // mode=latest: coalesce by ref instead of evicting
-	conn    net.Conn      // hijacked HTTP/1.1 connection; nil on the handler path
+	conn    net.Conn      // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
+	waiter  bool          // a long-poll: no heartbeats
 	wake    chan struct{} // handler path only: doorbell, capacity 1
 	done    chan struct{} // handler path only: closed when removed
 	expires time.Time     // token expiry; zero means never
@@ -65,7 +66,8 @@ type subscriber struct {
 }
 
 // enqueue queues a frame. It never blocks; it reports false when the
-// subscriber must be evicted (its queue is full and it cannot coalesce).
+// subscriber must be evicted (its queue is full while its socket is
+// stalled, or past the hard bound, and it cannot coalesce).
 // Called by the hub with hub.mu held.
 func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
 	s.mu.Lock()
@@ -74,12 +76,18 @@ func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
 		return true
 	}
 	if len(s.queue) >= maxQueue {
-		if !s.latest || f.ev == nil || !s.coalesce(f, maxQueue) {
+		if s.latest && f.ev != nil {
+			ok := s.coalesce(f, maxQueue)
+			s.mu.Unlock()
+			return ok
+		}
+		// maxQueue is a soft bound: one large push can exceed it for a
+		// client that keeps up. Only a client whose socket has stalled, or
+		// whose queue reaches the hard bound, is evicted.
+		if !s.stalledAt.IsZero() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush {
 			s.mu.Unlock()
 			return false
 		}
-		s.mu.Unlock()
-		return true
 	}
 	s.queue = append(s.queue, f)
 	schedule := s.live && !s.scheduled
