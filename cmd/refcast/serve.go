@@ -113,9 +113,11 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	if hc, ok := b.(bus.HealthChecker); ok {
 		opts.Readiness = hc.Ping
 	}
-	if err := wireServeExtras(ctx, &c, &opts, log); err != nil {
+	release, err := wireServeExtras(ctx, &c, &opts, log)
+	if err != nil {
 		return err
 	}
+	defer release()
 	srv, err := server.New(opts)
 	if err != nil {
 		return err

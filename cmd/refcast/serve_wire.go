@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
+	"github.com/refcast/refcast/auth"
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/redis"
 	"github.com/refcast/refcast/server"
@@ -27,8 +30,54 @@ func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bu
 	return b, func() { _ = b.Close() }, nil
 }
 
-// wireServeExtras adds authorization, the dashboard and the spool drainer.
-func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, log *slog.Logger) error {
+// wireServeExtras adds authorization and the dashboard. The returned
+// function releases what it started.
+func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, log *slog.Logger) (func(), error) {
 	opts.Dashboard = web.Handler(web.Options{CommitURL: c.commitURL})
-	return nil
+	if c.authSecretFile == "" && c.authJWKS == "" {
+		if len(c.public) > 0 {
+			log.Warn("--public has no effect without --auth-secret-file or --auth-jwks: every repo is readable")
+		}
+		return func() {}, nil
+	}
+	a, err := auth.New(ctx, auth.Config{
+		SecretFile: c.authSecretFile,
+		JWKS:       c.authJWKS,
+		Public:     c.public,
+		Logger:     log.With("component", "auth"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("authorization: %w", err)
+	}
+	opts.Auth = authAdapter{a}
+	opts.TokenFromRequest = auth.TokenFromRequest
+	return func() { _ = a.Close() }, nil
+}
+
+// authAdapter maps auth's answers onto the server's error kinds.
+type authAdapter struct{ a *auth.Authorizer }
+
+func (w authAdapter) AuthorizeRead(token string, f *bus.Filter) (time.Time, error) {
+	g, err := w.a.AuthorizeRead(token, f)
+	return g.Expires, mapAuthErr(err)
+}
+
+func (w authAdapter) AuthorizePublish(token, repo string) error {
+	_, err := w.a.AuthorizePublish(token, repo)
+	return mapAuthErr(err)
+}
+
+func mapAuthErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	reason := "access denied"
+	var e *auth.Error
+	if errors.As(err, &e) {
+		reason = e.Reason
+	}
+	if errors.Is(err, auth.ErrForbidden) {
+		return fmt.Errorf("%w: %s", server.ErrForbidden, reason)
+	}
+	return fmt.Errorf("%w: %s", server.ErrUnauthorized, reason)
 }
