@@ -147,6 +147,7 @@ func (s *Server) start() error {
 		return err
 	}
 	cmd := exec.Command("redis-server", conf)
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
