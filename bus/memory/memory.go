@@ -61,6 +61,7 @@ type partition struct {
 	epoch  uint64                       // set at construction
 	first  uint64                       // Seq of events[0]; guarded by mu
 	events []bus.Event                  // guarded by mu
+	at     []time.Time                  // publish time of each event, for MaxAge; guarded by mu
 	refs   map[string]map[string]string // repo -> ref -> id; guarded by mu
 }
 
@@ -149,6 +150,10 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 		evs[i].Partition, evs[i].Seq = pi, next+uint64(i)
 	}
 	part.events = append(part.events, evs...)
+	now := b.opts.Now()
+	for range evs {
+		part.at = append(part.at, now)
+	}
 	part.applyState(p)
 	part.trim(b.opts.History, b.opts.MaxAge, b.opts.Now())
 	part.mu.Unlock()
@@ -201,13 +206,16 @@ func (part *partition) trim(maxLen int, maxAge time.Duration, now time.Time) {
 	drop := max(len(part.events)-maxLen, 0)
 	if maxAge > 0 {
 		cutoff := now.Add(-maxAge)
-		for drop < len(part.events) && part.events[drop].Time.Before(cutoff) {
+		// By publish time, not the push's own: a push spooled during an
+		// outage and published later must not be trimmed on arrival.
+		for drop < len(part.events) && part.at[drop].Before(cutoff) {
 			drop++
 		}
 	}
 	if drop > 0 {
 		clear(part.events[:drop]) // let the strings go
 		part.events = part.events[drop:]
+		part.at = part.at[drop:]
 		part.first += uint64(drop)
 	}
 }
