@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -114,6 +115,10 @@ func (s *Server) handleEvents(c echo.Context) error {
 	pos, _, err := s.hub.register(sub)
 	if err != nil {
 		return err
+	}
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.Debug("stream opened", "client", sub.client, "repos", len(sq.filter.Repos),
+			"resume", sq.cursor != nil, "hijacked", hijack, "latest", sq.latest)
 	}
 	if hijack {
 		return s.streamHijacked(r, hj, sub, sq, pos)

@@ -249,3 +249,104 @@ func TestServeDrainsSpool(t *testing.T) {
 		t.Fatalf("metrics lack refcast_hook_spool_depth 0:\n%s", b)
 	}
 }
+
+// TestEmbeddedRestartResumeAndLongPoll: on the embedded default, a node
+// restarted between pushes keeps its history and ref state: the snapshot's
+// ETag still answers 304, and a client resumes with Last-Event-ID and gets
+// exactly the missed events. A long-poll is released by a push through the
+// real hook.
+func TestEmbeddedRestartResumeAndLongPoll(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "restart-token"
+	data := t.TempDir()
+	addr := testnode.FreeAddr(t)
+	args := []string{"--data", data, "--publish-token", token, "--drain", "100ms"}
+	node := testnode.Start(t, bin, addr, args...)
+
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "app.git")
+	work := filepath.Join(dir, "work")
+	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
+	runBin(t, bin, "install-hook", bare, "--url", node.URL, "--repo", "acme/app")
+	testnode.Git(t, bare, nil, "config", "refcast.token", token)
+	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
+	push := func(msg string) string {
+		testnode.Git(t, work, nil, "commit", "-q", "--allow-empty", "-m", msg)
+		testnode.Git(t, work, nil, "push", "-q", "origin", "HEAD:main")
+		return testnode.Git(t, work, nil, "rev-parse", "HEAD")
+	}
+
+	s := testnode.Subscribe(t, node.URL+"/v1/events?repo=acme/app", nil)
+	s.Next(t, 5*time.Second, "hello")
+	first := push("first")
+	f1 := s.Next(t, 10*time.Second, "ref")
+	if decodeEvent(t, f1).New != first {
+		t.Fatalf("first event %s", f1.Data)
+	}
+	s.Close()
+
+	// Long-poll from the current cursor, released by the next push.
+	etag, code := refsETag(t, node.URL+"/v1/refs?repo=acme/app", "")
+	if code != http.StatusOK {
+		t.Fatalf("snapshot status %d", code)
+	}
+	type answer struct {
+		code int
+		body string
+		took time.Duration
+	}
+	done := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		res, err := http.Get(node.URL + "/v1/refs?repo=acme/app&wait=20s&since=" + strings.Trim(etag, `"`))
+		if err != nil {
+			done <- answer{code: -1, body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- answer{res.StatusCode, string(b), time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond) // let it register; a push before would answer at once, equally right
+	second := push("second")
+	a := <-done
+	if a.code != http.StatusOK || !strings.Contains(a.body, second) || a.took > 10*time.Second {
+		t.Fatalf("long-poll = %d after %v: %s, want 200 with %s", a.code, a.took, a.body, second)
+	}
+	etag2, _ := refsETag(t, node.URL+"/v1/refs?repo=acme/app", "")
+
+	node.Kill()
+	node = testnode.Start(t, bin, addr, args...)
+	if _, code := refsETag(t, node.URL+"/v1/refs?repo=acme/app", etag2); code != http.StatusNotModified {
+		t.Fatalf("after restart, If-None-Match with the old ETag = %d, want 304", code)
+	}
+	third := push("third")
+	fourth := push("fourth")
+	r := testnode.Subscribe(t, node.URL+"/v1/events?repo=acme/app", http.Header{"Last-Event-ID": {f1.ID}})
+	for _, want := range []string{second, third, fourth} {
+		f := r.Next(t, 10*time.Second, "ref", "reset")
+		if f.Event != "ref" || decodeEvent(t, f).New != want {
+			t.Fatalf("resumed frame %s %s, want ref to %s", f.Event, f.Data, want)
+		}
+	}
+	r.Next(t, 5*time.Second, "hello")
+	r.None(t, 300*time.Millisecond, "ref", "reset")
+}
+
+// refsETag GETs a snapshot URL, optionally with If-None-Match, and returns
+// the ETag and status.
+func refsETag(t *testing.T, url, inm string) (string, int) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if inm != "" {
+		req.Header.Set("If-None-Match", inm)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.Header.Get("ETag"), res.StatusCode
+}
