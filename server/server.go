@@ -249,6 +249,7 @@ func (s *Server) routes() *echo.Echo {
 	e.Use(s.cors)
 	e.GET("/v1/events", s.handleEvents)
 	e.GET("/v1/refs", s.handleRefs)
+	e.HEAD("/v1/refs", s.handleRefs)
 	e.POST("/v1/publish", s.handlePublish)
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
