@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -226,5 +227,48 @@ func TestParseCommitAndSignature(t *testing.T) {
 	}
 	if _, err := parseCommit([]byte("garbage")); err == nil {
 		t.Fatal("garbage parsed")
+	}
+}
+
+// TestEnrichLinearShortcut checks the fast-forward shortcut (a chain of
+// single-parent commits read through cat-file) against git itself, on both
+// sides of its walk limit and across a merge, where it must defer to git.
+func TestEnrichLinearShortcut(t *testing.T) {
+	t.Parallel()
+	bare, wc := newRepos(t)
+	r := openRepo(t, bare)
+	for _, tc := range []struct {
+		name string
+		make func() // adds commits to main in wc
+	}{
+		{"one commit", func() { commit(t, wc, "one") }},
+		{"at the walk limit", func() {
+			for i := range maxLinearWalk {
+				commit(t, wc, fmt.Sprintf("limit %d", i))
+			}
+		}},
+		{"past the walk limit", func() {
+			for i := range maxLinearWalk + 1 {
+				commit(t, wc, fmt.Sprintf("past %d", i))
+			}
+		}},
+		{"through a merge", func() {
+			git(t, wc, "checkout", "-q", "-b", "side")
+			commit(t, wc, "side")
+			git(t, wc, "checkout", "-q", "main")
+			commit(t, wc, "main")
+			git(t, wc, "merge", "-q", "--no-ff", "-m", "merge", "side")
+			commit(t, wc, "after merge")
+		}},
+	} {
+		old := git(t, wc, "rev-parse", "HEAD")
+		tc.make()
+		tip := git(t, wc, "rev-parse", "HEAD")
+		git(t, wc, "push", "-q", "origin", "main")
+		want, _ := strconv.Atoi(git(t, bare, "rev-list", "--count", old+".."+tip))
+		u := enrichOne(t, r, bus.RefUpdate{Ref: "refs/heads/main", Old: old, New: tip}, EnrichOptions{Budget: 5 * time.Second})
+		if u.Enriched != bus.EnrichFull || u.Forced == nil || *u.Forced || u.Commits == nil || *u.Commits != want {
+			t.Errorf("%s: forced %v commits %v, want false and %d (%+v)", tc.name, u.Forced, u.Commits, want, u)
+		}
 	}
 }
