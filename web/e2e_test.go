@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/refcast/refcast/internal/testnode"
 )
 
 // The end-to-end test drives the real binary, the real git and a headless
@@ -77,12 +78,13 @@ func TestDashboardEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bin := buildRefcast(t, tmp)
-	addr := freeAddr(t)
+	bin := testnode.Build(t)
+	addr := testnode.FreeAddr(t)
 	base := "http://" + addr
 	data := filepath.Join(tmp, "data")
+	serveArgs := []string{"--data", data, "--publish-token", publishToken, "--drain", "1s"}
 
-	n1 := startNode(t, bin, addr, data, filepath.Join(tmp, "node-1.log"))
+	n1 := testnode.Start(t, bin, addr, serveArgs...)
 	requireDashboard(t, base)
 
 	g := newGit(t, gitBin, tmp)
@@ -109,13 +111,13 @@ func TestDashboardEndToEnd(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#repos tr[data-ref="refs/heads/main"][data-sha="`+sha1+`"]`)))
 
 	// Kill the node: the page must notice and keep trying.
-	n1.kill(t)
+	n1.Kill()
 	do(t, ctx, "page shows reconnecting", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="reconnecting"]`)))
 
 	// Restart on the same port and data; push at once, likely before the
 	// page reconnects, so the update reaches it by replay from its cursor
 	// (or live, if it was quicker). Either way: exactly one new row.
-	startNode(t, bin, addr, data, filepath.Join(tmp, "node-2.log"))
+	testnode.Start(t, bin, addr, serveArgs...)
 	sha2 := g.commitAndPush(work, "Wave back", "Grace Hopper")
 	do(t, ctx, "second row or a reset",
 		chromedp.WaitVisible(chromedp.CSS(`#feed li.entry[data-new="`+sha2+`"], #feed li.notice-reset`)))
@@ -195,98 +197,6 @@ func requireDashboard(t *testing.T, base string) {
 		t.Fatalf("the node does not serve the dashboard at / (status %d, %s): "+
 			"refcast serve must set server.Options.Dashboard = web.Handler(...)", res.StatusCode, ct)
 	}
-}
-
-// buildRefcast builds ./cmd/refcast of this module into dir.
-func buildRefcast(t *testing.T, dir string) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	bin := filepath.Join(dir, "refcast")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/refcast")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/refcast: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// startNode runs `refcast serve` until the test ends and waits until it is
-// ready. Its output goes to logPath, shown when the test fails.
-func startNode(t *testing.T, bin, addr, data, logPath string) *node {
-	t.Helper()
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", data, "--publish-token", publishToken, "--drain", "1s")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start refcast serve: %v", err)
-	}
-	exited := make(chan struct{})
-	var once sync.Once
-	wait := func() { once.Do(func() { _ = cmd.Wait(); close(exited) }) }
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("%s:\n%s", filepath.Base(logPath), b)
-		}
-	})
-	go wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("refcast serve exited before it was ready:\n%s", b)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("refcast serve not ready on %s after 30s (last error %v):\n%s", addr, err, b)
-		}
-	}
-	return &node{cmd: cmd, exited: exited}
-}
-
-// node is a running `refcast serve`.
-type node struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process was waited for
-}
-
-// kill ends the node at once, as a crash would, and waits until it is gone.
-func (n *node) kill(t *testing.T) {
-	t.Helper()
-	if err := n.cmd.Process.Kill(); err != nil {
-		t.Fatalf("kill node: %v", err)
-	}
-	<-n.exited
 }
 
 // gitRunner runs git isolated from the user's configuration.
