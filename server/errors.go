@@ -29,9 +29,12 @@ func badRequest(err error) error {
 func statusOf(err error) *apiError {
 	var ae *apiError
 	var he *echo.HTTPError
+	var rl *rateLimitError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &rl):
+		return &apiError{status: http.StatusTooManyRequests, msg: rl.Error(), retry: rl.retry}
 	case errors.Is(err, bus.ErrInvalid), errors.Is(err, ErrBadCursor):
 		return &apiError{status: http.StatusBadRequest, msg: err.Error()}
 	case errors.Is(err, ErrUnauthorized):

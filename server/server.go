@@ -39,6 +39,13 @@ const (
 	DefaultDrain          = 10 * time.Second
 	DefaultMaxBody        = 4 << 20
 	DefaultMaxSnapshot    = 1000 // repos in one snapshot
+
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// Per client (IP address, or IPv6 /64): requests per second and burst.
+	DefaultPublishRate   = 50
+	DefaultPublishBurst  = 100
+	DefaultSnapshotRate  = 100
+	DefaultSnapshotBurst = 200
 )
 
 // Authorizer decides who may read and publish. The server maps its errors:
@@ -81,6 +88,21 @@ type Options struct {
 	MaxSnapshot    int           // repos one snapshot may cover
 	MaxBody        int64         // publish body bytes
 	Writers        int           // writer goroutines; 2×GOMAXPROCS when 0
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers (slowloris); the connection is closed without an
+	// answer after it.
+	ReadHeaderTimeout time.Duration
+	// PublishRate and PublishBurst limit POST /v1/publish, SnapshotRate and
+	// SnapshotBurst GET and HEAD /v1/refs (a long-poll counts once), per
+	// client address (IPv6: per /64): a token bucket of Burst requests
+	// refilled at Rate per second; beyond it 429 with Retry-After. 0 takes
+	// the default, a negative rate turns the limit off. Behind a reverse
+	// proxy every client has the proxy's address: raise or turn off the
+	// limits there.
+	PublishRate   float64
+	PublishBurst  int
+	SnapshotRate  float64
+	SnapshotBurst int
 	// DisableHijack serves every stream on the handler path (one goroutine
 	// per connection), for comparison and for environments that forbid it.
 	DisableHijack bool
@@ -105,6 +127,9 @@ type Server struct {
 	echo    *echo.Echo
 	reg     *prometheus.Registry
 
+	publishLimit  *rateLimiter // set at construction; nil when off
+	snapshotLimit *rateLimiter // set at construction; nil when off
+
 	mu      sync.Mutex
 	running bool
 }
@@ -127,6 +152,19 @@ func New(opts Options) (*Server, error) {
 	def(&opts.WriteTimeout, DefaultWriteTimeout)
 	def(&opts.StallTimeout, DefaultStallTimeout)
 	def(&opts.MaxWait, DefaultMaxWait)
+	def(&opts.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	if opts.PublishRate == 0 {
+		opts.PublishRate = DefaultPublishRate
+	}
+	if opts.PublishBurst <= 0 {
+		opts.PublishBurst = DefaultPublishBurst
+	}
+	if opts.SnapshotRate == 0 {
+		opts.SnapshotRate = DefaultSnapshotRate
+	}
+	if opts.SnapshotBurst <= 0 {
+		opts.SnapshotBurst = DefaultSnapshotBurst
+	}
 	if opts.SnapshotMaxAge < 0 {
 		opts.SnapshotMaxAge = 0
 	} else if opts.SnapshotMaxAge == 0 {
@@ -154,7 +192,9 @@ func New(opts Options) (*Server, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	m := newMetrics(opts.Registry)
-	s := &Server{opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry}
+	s := &Server{opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry,
+		publishLimit:  newRateLimiter(opts.PublishRate, opts.PublishBurst, rateLimitKeys, nil),
+		snapshotLimit: newRateLimiter(opts.SnapshotRate, opts.SnapshotBurst, rateLimitKeys, nil)}
 	s.hub = newHub(opts.Bus, opts, opts.Logger, m)
 	s.echo = s.routes()
 	return s, nil
@@ -196,7 +236,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration
 
 	srv := &http.Server{
 		Handler:           s.echo,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -248,9 +288,10 @@ func (s *Server) routes() *echo.Echo {
 	e.HTTPErrorHandler = s.httpError
 	e.Use(s.cors)
 	e.GET("/v1/events", s.handleEvents)
-	e.GET("/v1/refs", s.handleRefs)
-	e.HEAD("/v1/refs", s.handleRefs)
-	e.POST("/v1/publish", s.handlePublish)
+	snapshotLimit := s.rateLimit(s.snapshotLimit, "snapshot")
+	e.GET("/v1/refs", s.handleRefs, snapshotLimit)
+	e.HEAD("/v1/refs", s.handleRefs, snapshotLimit)
+	e.POST("/v1/publish", s.handlePublish, s.rateLimit(s.publishLimit, "publish"))
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -63,6 +63,10 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
 	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
 	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")
+	publishRate := fs.Float64("publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a proxy every client shares its IP)")
+	publishBurst := fs.Int("publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")
+	snapshotRate := fs.Float64("snapshot-rate", server.DefaultSnapshotRate, "GET /v1/refs requests per second per client IP (IPv6: /64), a long-poll counting once; negative: unlimited")
+	snapshotBurst := fs.Int("snapshot-burst", server.DefaultSnapshotBurst, "snapshot requests a client may make at once before --snapshot-rate applies")
 	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "heartbeat interval on idle streams")
 	fs.DurationVar(&c.retry, "retry", server.DefaultRetry, "base reconnect delay sent as retry: (jittered up to twice)")
 	fs.DurationVar(&c.drain, "drain", server.DefaultDrain, "on shutdown, spread closing streams over this window")
@@ -105,6 +109,10 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		PublishToken:   c.publishToken,
 		MaxConnections: c.maxConnections,
 		MaxPerClient:   c.maxPerClient,
+		PublishRate:    *publishRate,
+		PublishBurst:   *publishBurst,
+		SnapshotRate:   *snapshotRate,
+		SnapshotBurst:  *snapshotBurst,
 		Heartbeat:      c.heartbeat,
 		Retry:          c.retry,
 		MaxWait:        c.maxWait,
