@@ -1,4 +1,4 @@
-//go:build unix && hostile
+//go:build unix
 
 package server
 
@@ -36,12 +36,9 @@ import (
 // Everything runs in this process over loopback, so HeapInuse covers the
 // node and the attackers' client sockets alike (not kernel socket buffers).
 //
-// It is left out of the default run (build tag hostile) until stalled
-// streams stop holding per-stream copies of their unwritten frames and stop
-// delaying the writer pool: with the current subscriber.flushConn it fails
-// on both the heap bound and the good clients' latency. Run it with
-//
-//	go test -race -tags hostile -run TestHostileClients ./server/
+// It failed on both bounds (peak heap 615 MiB, good clients' p99 2.5 s)
+// while stalled streams copied their unwritten frames and shared the writer
+// pool with healthy ones.
 func TestHostileClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("hostile-client load test")

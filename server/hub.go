@@ -27,6 +27,7 @@ type Hub struct {
 	log     *slog.Logger     // set at construction
 	metrics *metrics         // set at construction
 	ready   chan *subscriber // subscribers with frames to write; capacity MaxConnections+1
+	retry   chan *subscriber // stalled subscribers to retry, on their own writers; capacity MaxConnections+1
 
 	mu       sync.RWMutex
 	started  bool                                // guarded by mu: pos and heads are valid
@@ -39,7 +40,7 @@ type Hub struct {
 	draining bool                                // guarded by mu
 
 	stallMu sync.Mutex
-	stalled map[*subscriber]struct{} // guarded by stallMu
+	stalled map[*subscriber]time.Time // guarded by stallMu: when to retry
 
 	hbNext int // housekeeper's round-robin position; owned by the housekeeper
 }
@@ -51,10 +52,11 @@ func newHub(b bus.Bus, opts Options, log *slog.Logger, m *metrics) *Hub {
 		log:     log,
 		metrics: m,
 		ready:   make(chan *subscriber, opts.MaxConnections+1),
+		retry:   make(chan *subscriber, opts.MaxConnections+1),
 		exact:   make(map[string]map[*subscriber]struct{}),
 		globs:   make(map[*subscriber]struct{}),
 		perKey:  make(map[string]int),
-		stalled: make(map[*subscriber]struct{}),
+		stalled: make(map[*subscriber]time.Time),
 	}
 }
 
@@ -65,7 +67,12 @@ func (h *Hub) run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	for range h.opts.Writers {
-		wg.Go(func() { h.writer(ctx) })
+		wg.Go(func() { h.writer(ctx, h.ready) })
+	}
+	// Retries of stalled sockets each wait StallTimeout; they have their
+	// own writers so a crowd of stuck clients cannot delay the others.
+	for range max(1, h.opts.Writers/2) {
+		wg.Go(func() { h.writer(ctx, h.retry) })
 	}
 	wg.Go(func() { h.housekeeper(ctx) })
 	err := h.read(ctx)
@@ -366,27 +373,31 @@ func (h *Hub) goLive(s *subscriber, floor []uint64) {
 	}
 }
 
-func (h *Hub) writer(ctx context.Context) {
+func (h *Hub) writer(ctx context.Context, ready chan *subscriber) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case s := <-h.ready:
+		case s := <-ready:
 			s.flushConn()
 		}
 	}
 }
 
 // stall parks a subscriber whose socket is full; the housekeeper retries it
-// and evicts it once it has been stuck for WriteTimeout.
+// with a growing interval (as long as it has been stuck, between one tick
+// and a second), so a crowd of stuck clients costs few retries, and evicts
+// it once it has been stuck for WriteTimeout.
 func (h *Hub) stall(s *subscriber) {
+	now := time.Now()
 	s.mu.Lock()
 	if s.stalledAt.IsZero() {
-		s.stalledAt = time.Now()
+		s.stalledAt = now
 	}
+	wait := min(max(now.Sub(s.stalledAt), housekeeperTick), time.Second)
 	s.mu.Unlock()
 	h.stallMu.Lock()
-	h.stalled[s] = struct{}{}
+	h.stalled[s] = now.Add(wait)
 	h.stallMu.Unlock()
 	h.metrics.stalls.Inc()
 }
@@ -417,14 +428,17 @@ func (h *Hub) retryStalled(now time.Time) {
 		return
 	}
 	var retry, evict []*subscriber
-	for s := range h.stalled {
+	for s, next := range h.stalled {
 		s.mu.Lock()
 		stuck := now.Sub(s.stalledAt)
 		s.mu.Unlock()
-		if stuck > h.opts.WriteTimeout {
+		switch {
+		case stuck > h.opts.WriteTimeout:
 			evict = append(evict, s)
-		} else {
+		case !now.Before(next):
 			retry = append(retry, s)
+		default:
+			continue
 		}
 		delete(h.stalled, s)
 	}
@@ -433,7 +447,7 @@ func (h *Hub) retryStalled(now time.Time) {
 		h.remove(s, "slow_client")
 	}
 	for _, s := range retry {
-		h.ready <- s // still holds scheduled, so it is in ready at most once
+		h.retry <- s // still holds scheduled, so it is in retry at most once
 	}
 }
 

@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refcast_evictions_total", Help: "Streams closed by the node, by reason (queue_full, slow_client, write_error)."}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "refcast_rejected_total", Help: "Connections refused by a limit."}, []string{"limit"}),
+			Name: "refcast_rejected_total", Help: "Connections and requests refused by a limit (node_limit, client_limit, publish_rate, snapshot_rate)."}, []string{"limit"}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "refcast_stream_stalls_total", Help: "Writes parked because a client's socket was full."}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{

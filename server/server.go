@@ -30,7 +30,7 @@ const (
 	DefaultHeartbeat      = 15 * time.Second
 	DefaultRetry          = 2 * time.Second
 	DefaultWriteTimeout   = 10 * time.Second
-	DefaultStallTimeout   = 2 * time.Millisecond
+	DefaultStallTimeout   = 200 * time.Microsecond
 	DefaultMaxQueue       = 256
 	DefaultMaxConnections = 50000
 	DefaultMaxPerClient   = 0 // unlimited

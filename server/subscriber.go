@@ -56,9 +56,11 @@ type subscriber struct {
 	stalledAt time.Time
 
 	// Owned by whoever holds scheduled (one writer at a time).
-	out     []*frame
-	bufs    net.Buffers
-	pending []byte // the unwritten tail of a write that timed out
+	out  []*frame
+	bufs net.Buffers
+	// pending is the unwritten tail of a write that timed out: slices of
+	// the shared, immutable frames, never a copy.
+	pending net.Buffers
 	// pendingLast: pending ends with a closing frame.
 	pendingLast bool
 
@@ -225,9 +227,7 @@ func (s *subscriber) flushConn() {
 			return
 		}
 		s.bufs = s.bufs[:0]
-		if len(s.pending) > 0 {
-			s.bufs = append(s.bufs, s.pending)
-		}
+		s.bufs = append(s.bufs, s.pending...)
 		last := s.pendingLast
 		for i, f := range s.out {
 			s.bufs = append(s.bufs, f.data)
@@ -241,13 +241,14 @@ func (s *subscriber) flushConn() {
 		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
 		n, err := s.bufs.WriteTo(s.conn)
-		s.pending = nil
+		clear(s.pending)
+		s.pending = s.pending[:0]
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if n < want {
-					// keep what is left, one copy, only on this slow path
+					// keep what is left: slices of the shared frames, no copy
 					for _, b := range s.bufs {
-						s.pending = append(s.pending, b...)
+						s.pending = append(s.pending, b)
 					}
 					s.pendingLast = last // close once pending is out
 				}
