@@ -159,7 +159,7 @@ func (s *Server) rateLimit(l *rateLimiter, what string) echo.MiddlewareFunc {
 			return next
 		}
 		return func(c echo.Context) error {
-			ok, wait := l.allow(rateKey(c.Request()))
+			ok, wait := l.allow(s.rateKey(c.Request()))
 			if ok {
 				return next(c)
 			}
@@ -175,8 +175,8 @@ func (s *Server) rateLimit(l *rateLimiter, what string) echo.MiddlewareFunc {
 // /64, which one host or customer typically holds whole (keying by address
 // would give it 2^64 buckets). A node behind a reverse proxy sees the
 // proxy's address for everyone, so the limits apply to the proxy as a whole.
-func rateKey(r *http.Request) string {
-	host := clientKey(r)
+func (s *Server) rateKey(r *http.Request) string {
+	host := s.clientKey(r)
 	a, err := netip.ParseAddr(host)
 	if err != nil {
 		return host

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -187,8 +188,37 @@ func TestRateKey(t *testing.T) {
 		{"not-an-address", "not-an-address"},
 	} {
 		t.Run(tc.remote, func(t *testing.T) {
-			if got := rateKey(&http.Request{RemoteAddr: tc.remote}); got != tc.want {
+			if got := (&Server{}).rateKey(&http.Request{RemoteAddr: tc.remote}); got != tc.want {
 				t.Fatalf("rateKey(%q) = %q, want %q", tc.remote, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClientKeyTrustedProxies(t *testing.T) {
+	t.Parallel()
+	s := &Server{opts: Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}}}
+	for _, tc := range []struct {
+		name, remote string
+		xff          []string
+		want         string
+	}{
+		{"untrusted peer ignores the header", "192.0.2.9:1", []string{"198.51.100.1"}, "192.0.2.9"},
+		{"trusted peer, one hop", "127.0.0.1:1", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"right-most untrusted wins over a spoofed left", "127.0.0.1:1", []string{"6.6.6.6, 198.51.100.1"}, "198.51.100.1"},
+		{"skips trusted hops", "127.0.0.1:1", []string{"198.51.100.1, 10.1.2.3"}, "198.51.100.1"},
+		{"several header lines", "127.0.0.1:1", []string{"6.6.6.6", "198.51.100.7"}, "198.51.100.7"},
+		{"no header", "127.0.0.1:1", nil, "127.0.0.1"},
+		{"malformed chain", "127.0.0.1:1", []string{"nonsense"}, "127.0.0.1"},
+		{"all trusted", "127.0.0.1:1", []string{"10.0.0.1"}, "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &http.Request{RemoteAddr: tc.remote, Header: http.Header{}}
+			for _, v := range tc.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := s.clientKey(r); got != tc.want {
+				t.Fatalf("clientKey = %q, want %q", got, tc.want)
 			}
 		})
 	}

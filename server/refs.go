@@ -216,7 +216,7 @@ func (s *Server) handleRefs(c echo.Context) error {
 	// between is missed.
 	var waiter *subscriber
 	if wait > 0 {
-		waiter = &subscriber{hub: s.hub, filter: sq.filter, client: clientKey(r), idx: -1, waiter: true,
+		waiter = &subscriber{hub: s.hub, filter: sq.filter, client: s.clientKey(r), idx: -1, waiter: true,
 			wake: make(chan struct{}, 1), done: make(chan struct{})}
 		if _, _, err := s.hub.register(waiter); err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"time"
@@ -106,6 +107,9 @@ type Options struct {
 	// DisableHijack serves every stream on the handler path (one goroutine
 	// per connection), for comparison and for environments that forbid it.
 	DisableHijack bool
+	// TrustedProxies are the load balancers whose X-Forwarded-For is
+	// believed when keying per-client limits. Empty: the peer address.
+	TrustedProxies []netip.Prefix
 	// CORSOrigins lists origins allowed to read from a browser; "*" allows
 	// any. Empty disables CORS headers.
 	CORSOrigins []string

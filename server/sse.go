@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -105,7 +107,7 @@ func (s *Server) handleEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sub := &subscriber{hub: s.hub, filter: sq.filter, latest: sq.latest, expires: sq.expires, client: clientKey(r), idx: -1}
+	sub := &subscriber{hub: s.hub, filter: sq.filter, latest: sq.latest, expires: sq.expires, client: s.clientKey(r), idx: -1}
 	hj, canHijack := c.Response().Writer.(http.Hijacker)
 	hijack := canHijack && !s.opts.DisableHijack && r.ProtoMajor == 1
 	if !hijack {
@@ -308,11 +310,44 @@ func (s *Server) epochOf(p int) uint64 {
 	return s.hub.heads[p].Epoch
 }
 
-// clientKey identifies a client for per-client limits: its IP.
-func clientKey(r *http.Request) string {
+// clientKey identifies a client for per-client limits: its IP. Behind a
+// trusted proxy (Options.TrustedProxies) it is the right-most address in
+// X-Forwarded-For that is not itself a trusted proxy; otherwise every
+// client of a load balancer would share one key.
+func (s *Server) clientKey(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if len(s.opts.TrustedProxies) == 0 || !s.trusted(host) {
+		return host
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		parts := strings.Split(xff[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return host // a malformed chain: do not guess
+			}
+			if !s.trusted(a.String()) {
+				return a.Unmap().String()
+			}
+		}
 	}
 	return host
+}
+
+func (s *Server) trusted(host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,7 @@ type serveConfig struct {
 	drain          time.Duration
 	maxWait        time.Duration
 	corsOrigins    listFlag
+	trustedProxies listFlag
 	commitURL      string
 	logLevel       string
 	logFormat      string
@@ -63,7 +65,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
 	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
 	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")
-	publishRate := fs.Float64("publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a proxy every client shares its IP)")
+	publishRate := fs.Float64("publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a load balancer, set --trusted-proxy)")
 	publishBurst := fs.Int("publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")
 	snapshotRate := fs.Float64("snapshot-rate", server.DefaultSnapshotRate, "GET /v1/refs requests per second per client IP (IPv6: /64), a long-poll counting once; negative: unlimited")
 	snapshotBurst := fs.Int("snapshot-burst", server.DefaultSnapshotBurst, "snapshot requests a client may make at once before --snapshot-rate applies")
@@ -71,6 +73,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.DurationVar(&c.retry, "retry", server.DefaultRetry, "base reconnect delay sent as retry: (jittered up to twice)")
 	fs.DurationVar(&c.drain, "drain", server.DefaultDrain, "on shutdown, spread closing streams over this window")
 	fs.DurationVar(&c.maxWait, "max-wait", server.DefaultMaxWait, "longest wait= a long-poll may ask for")
+	fs.Var(&c.trustedProxies, "trusted-proxy", "CIDR of a load balancer whose X-Forwarded-For names the client for per-client limits (repeatable)")
 	fs.Var(&c.corsOrigins, "cors-origin", "origin allowed to read from a browser, or * (repeatable)")
 	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -87,6 +90,18 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	log, err := newLogger(c.logLevel, c.logFormat, env)
 	if err != nil {
 		return err
+	}
+	var trusted []netip.Prefix
+	for _, cidr := range c.trustedProxies {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(cidr); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				return usageError{msg: fmt.Sprintf("--trusted-proxy: %q is not an address or CIDR", cidr)}
+			}
+		}
+		trusted = append(trusted, p.Masked())
 	}
 	if c.publishTokFile != "" {
 		b, err := os.ReadFile(c.publishTokFile)
@@ -117,6 +132,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		Retry:          c.retry,
 		MaxWait:        c.maxWait,
 		CORSOrigins:    c.corsOrigins,
+		TrustedProxies: trusted,
 	}
 	if hc, ok := b.(bus.HealthChecker); ok {
 		opts.Readiness = hc.Ping
