@@ -44,16 +44,8 @@ func (s *Server) handlePublish(c echo.Context) error {
 	if int64(len(body)) > s.opts.MaxBody {
 		return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes", s.opts.MaxBody)}
 	}
-	var p bus.Push
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return badRequest(fmt.Errorf("body is not a valid push: %s", jsonErr(err)))
-	}
-	if dec.More() {
-		return badRequest(errors.New("body has data after the push object"))
-	}
-	if err := bus.ValidateRepo(p.Repo); err != nil {
+	p, err := decodePush(body)
+	if err != nil {
 		return badRequest(err)
 	}
 	if !shared {
@@ -64,7 +56,7 @@ func (s *Server) handlePublish(c echo.Context) error {
 	if err := p.Validate(); err != nil {
 		return badRequest(err)
 	}
-	evs, err := s.opts.Bus.Publish(r.Context(), &p)
+	evs, err := s.opts.Bus.Publish(r.Context(), p)
 	if err != nil {
 		if errors.Is(err, bus.ErrInvalid) {
 			return badRequest(err)
@@ -74,6 +66,25 @@ func (s *Server) handlePublish(c echo.Context) error {
 	}
 	s.metrics.published.Add(float64(len(evs)))
 	return c.JSON(http.StatusOK, map[string]any{"published": len(evs)})
+}
+
+// decodePush parses a publish body strictly: one JSON object of the push
+// schema, no unknown fields, nothing after it, and a valid repo name (what
+// authorization needs). The rest is checked by Push.Validate.
+func decodePush(body []byte) (*bus.Push, error) {
+	var p bus.Push
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("body is not a valid push: %s", jsonErr(err))
+	}
+	if dec.More() {
+		return nil, errors.New("body has data after the push object")
+	}
+	if err := bus.ValidateRepo(p.Repo); err != nil {
+		return nil, err
+	}
+	return &p, nil
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
