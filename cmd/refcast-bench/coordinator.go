@@ -315,7 +315,7 @@ func (b *bench) connect(ctx context.Context, res *result, conns, repos int) (*se
 				res.IdleCPUPerS = float64(s2.cpu-s1.cpu) / float64(time.Millisecond)
 			}
 		}
-		b.logf("  memory: server RSS %.1f MiB -> %.1f MiB over %d idle streams: %.0f B/conn (PSS %.0f B/conn; 0: not the server's first streams); idle CPU %.0f ms/s",
+		b.logf("  memory: server RSS %.1f MiB -> %.1f MiB over %d idle streams: %.0f B/conn (PSS %.0f B/conn; per-connection figures are 0 unless these are the server's first streams); idle CPU %.0f ms/s",
 			float64(s.s0.rssKB)/1024, float64(s1.rssKB)/1024, open, res.RSSPerConn, res.PSSPerConn, res.IdleCPUPerS)
 	}
 	if c.pprof != "" {
@@ -545,7 +545,7 @@ func (b *bench) spread(ctx context.Context) (*result, error) {
 	}
 	c0, ok := b.sample()
 	start := time.Now()
-	var failed []bool = make([]bool, c.spreadN)
+	failed := make([]bool, c.spreadN)
 	for seq := 0; seq < c.spreadN && ctx.Err() == nil; seq++ {
 		if err := b.publish(ctx, seq%repos, run, seq); err != nil {
 			res.PublishErrs++
@@ -571,13 +571,19 @@ func (b *bench) spread(ctx context.Context) (*result, error) {
 		return res, err
 	}
 	res.Dropped = dropped
+	kept := lat[:0]
 	for i, n := range counts {
 		res.Delivered += n
+		if failed[i] {
+			continue // not published: neither expected nor late
+		}
 		if n < subsOf(i%repos) && s.open == c.conns {
 			res.Incomplete++
 			lat[i] = -1
 		}
+		kept = append(kept, lat[i])
 	}
+	lat = kept
 	fillLatency(res, lat)
 	if ok && ok1 && res.Delivered > 0 {
 		res.CPUSec = (c1.cpu - c0.cpu).Seconds()

@@ -50,7 +50,10 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	defer b.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(server.Options{Bus: b, Logger: log, PublishToken: *token, MaxConnections: *maxConns, Heartbeat: *heartbeat})
+	// PublishRate -1: no per-client publish limit, as the benchmark
+	// publishes from one address (refcast serve --publish-rate -1).
+	srv, err := server.New(server.Options{Bus: b, Logger: log, PublishToken: *token, PublishRate: -1,
+		MaxConnections: *maxConns, Heartbeat: *heartbeat})
 	if err != nil {
 		return err
 	}

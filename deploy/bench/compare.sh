@@ -89,7 +89,7 @@ start_server() {
 	refcast)
 		rm -rf "$OUT/refcast-data"
 		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
-			--max-connections 30000 --drain 1s --log-level warn --data "$OUT/refcast-data" \
+			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --data "$OUT/refcast-data" \
 			>>"$OUT/refcast.log" 2>&1 &
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
