@@ -29,6 +29,9 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
+cluster: ## Redis, 3 nodes and HAProxy on loopback: drain one, kill one, nothing lost
+	$(GO) test -race -count=1 -v -timeout 3m ./cluster/
+
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet ./...

@@ -519,9 +519,12 @@ func (h *Hub) drain(ctx context.Context, window time.Duration) {
 	if total == 0 {
 		return
 	}
-	steps := max(1, int(window/housekeeperTick))
+	// Close per streams every interval: one at a time spread over the
+	// whole window when there are few, in batches every tick when many.
+	interval := max(housekeeperTick, window/time.Duration(total))
+	steps := max(1, int(window/interval))
 	per := max(1, (total+steps-1)/steps)
-	t := time.NewTicker(housekeeperTick)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		h.mu.RLock()
