@@ -167,10 +167,17 @@ func New(client goredis.UniversalClient, opts Options) (*Bus, error) {
 //
 // user may be empty or an ACL user. With Sentinel, user:pass authenticate to
 // the master and replicas; the query parameters sentinel_user and
-// sentinel_password to the Sentinels.
+// sentinel_password to the Sentinels. TLS always verifies the servers'
+// certificates, against the system roots or, with the query parameter
+// tls_ca_file=/path/ca.pem, against the CAs in that PEM file (read by Open;
+// a missing or empty file is bus.ErrInvalid). In a seed list the first
+// URL's tls_ca_file applies to all.
 func Open(ctx context.Context, url string, opts Options) (*Bus, error) {
 	cfg, err := parseURL(url)
 	if err != nil {
+		return nil, err
+	}
+	if err := cfg.loadCA(); err != nil {
 		return nil, err
 	}
 	if opts.Partitions == 0 {

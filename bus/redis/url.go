@@ -2,9 +2,12 @@ package redis
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -28,6 +31,36 @@ type config struct {
 	Options  goredis.UniversalOptions
 	// Redacted is the URL with its password replaced, for errors and logs.
 	Redacted string
+	// CAFile is the tls_ca_file query parameter: a PEM file of the CAs
+	// that verify the servers' certificates instead of the system roots.
+	// Read by loadCA, not by the parser.
+	CAFile string
+}
+
+// maxCAFile bounds what loadCA reads: a CA bundle is a few kilobytes.
+const maxCAFile = 1 << 20
+
+// loadCA reads CAFile, when set, into the TLS configuration's roots.
+// Certificates are always verified: there is no option to skip it.
+func (c *config) loadCA() error {
+	if c.CAFile == "" {
+		return nil
+	}
+	f, err := os.Open(c.CAFile)
+	if err != nil {
+		return fmt.Errorf("redis bus: %w: tls_ca_file: %w", bus.ErrInvalid, err)
+	}
+	defer f.Close()
+	pem, err := io.ReadAll(io.LimitReader(f, maxCAFile))
+	if err != nil {
+		return fmt.Errorf("redis bus: %w: tls_ca_file: read %s: %w", bus.ErrInvalid, c.CAFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("redis bus: %w: tls_ca_file: no PEM certificate in %s", bus.ErrInvalid, c.CAFile)
+	}
+	c.Options.TLSConfig.RootCAs = pool
+	return nil
 }
 
 func (c *config) client() goredis.UniversalClient {
@@ -50,7 +83,9 @@ func (c *config) client() goredis.UniversalClient {
 //
 // user:pass authenticate to the data nodes (user may be empty, or an ACL
 // user); sentinel_user and sentinel_password query parameters authenticate
-// to Sentinels. Errors never contain the password.
+// to Sentinels. With TLS, the query parameter tls_ca_file names a PEM file
+// of CAs to verify the servers with instead of the system roots. Errors
+// never contain the password.
 func parseURL(raw string) (*config, error) {
 	redacted := redact(raw)
 	cfg, err := parseURLRaw(raw)
@@ -137,6 +172,14 @@ func parseOne(raw string) (*config, error) {
 			o.SentinelUsername = v
 		case k == "sentinel_password" && cfg.Topology == sentinel:
 			o.SentinelPassword = v
+		case k == "tls_ca_file":
+			if !tlsOn {
+				return nil, urlError("tls_ca_file needs a TLS scheme (rediss://, rediss-sentinel://, rediss-cluster://)")
+			}
+			if v == "" {
+				return nil, urlError("tls_ca_file is empty")
+			}
+			cfg.CAFile = v
 		default:
 			return nil, urlError(fmt.Sprintf("unknown query parameter %q", truncate(k, 32)))
 		}
@@ -178,6 +221,7 @@ func parseSeedList(raw string) (*config, error) {
 		}
 		if i == 0 {
 			o.Username, o.Password, o.TLSConfig = c.Options.Username, c.Options.Password, c.Options.TLSConfig
+			cfg.CAFile = c.CAFile
 		} else if (c.Options.TLSConfig != nil) != (o.TLSConfig != nil) {
 			return nil, urlError("seeds mix redis:// and rediss://")
 		}
