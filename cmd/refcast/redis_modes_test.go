@@ -58,9 +58,7 @@ func (r *hookRepo) push(t *testing.T, msg string) (string, string) {
 // ensureEpoch deletes when a partition starts a new epoch (so on a fresh
 // Redis a node user without it cannot even read the heads). Applied only
 // while the document lacks them; remove once it has them.
-var docACLFixes = []struct{ user, old, new string }{
-	{"refcast-node", "~refcast:*:seq +set +del)", "~refcast:*:seq ~refcast:*:tip +set +del)"},
-}
+var docACLFixes = []struct{ user, old, new string }{}
 
 // clusterACLRules are what docs/security.md ("Cluster") adds to each user
 // on a Cluster, plus +command: go-redis's cluster client asks COMMAND for

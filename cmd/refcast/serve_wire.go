@@ -14,9 +14,9 @@ import (
 	"github.com/refcast/refcast/web"
 )
 
-// openRedisBus opens the Redis bus. A node starts even if Redis is down
-// (it reports not ready and keeps retrying); only a malformed URL or
-// option is fatal.
+// openRedisBus opens the Redis bus. Redis must answer at start (a
+// supervisor restarts the node until it does); once running, a node rides
+// out Redis outages by itself, reporting not ready meanwhile.
 func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) {
 	b, err := redis.Open(ctx, c.redis, redis.Options{
 		Partitions: c.partitions,
