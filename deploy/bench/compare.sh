@@ -14,7 +14,7 @@
 #   RATE          1: run the throughput search each round [1]
 #   RATE_CONNS    subscribers for the throughput search [1000]
 #   RATE_DURATION length of a throughput trial [10s]
-#   ROUNDS        rounds [3]
+#   ROUNDS        rounds [3]; FIRST_ROUND numbers them from [1]
 #   TARGETS       servers to measure ["refcast refcast-mem nchan:1 nchan:2"]:
 #                 refcast is `refcast serve` as shipped (embedded bus on disk,
 #                 one fsync'd transaction per publish); refcast-mem is the same
@@ -24,11 +24,13 @@
 #                 differs by load, so both are measured)
 #   EVENTS, INTERVAL  fanout events and spacing [20, 750ms: longer than a fan-out to 18,000 takes, so events do not overlap]
 #   OUT           output directory [a new one under /tmp]
+#   NOBUILD       1: reuse $OUT/bin (another round with the same binaries)
 #   BENCH_FLAGS   extra refcast-bench flags
 #
 # Needs Go, and for nchan: apt-get install -y libnginx-mod-nchan (any
 # Debian nginx flavour loads it; nginx-light does). Every server this script
-# starts is stopped by its own pid when it exits. Loopback only.
+# starts is stopped by its own pid when it exits. Loopback only. Do not
+# edit this file while it runs: bash reads it as it goes.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -58,9 +60,13 @@ OUT=${OUT:-$(mktemp -d /tmp/refcast-bench.XXXXXX)}
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
 mkdir -p "$OUT/bin"
-echo "building into $OUT/bin"
-go build -o "$OUT/bin/refcast" ./cmd/refcast
-go build -o "$OUT/bin/refcast-bench" ./cmd/refcast-bench
+if [[ "${NOBUILD:-0}" == 1 && -x "$OUT/bin/refcast" && -x "$OUT/bin/refcast-bench" ]]; then
+	echo "reusing the binaries in $OUT/bin"
+else
+	echo "building into $OUT/bin"
+	go build -o "$OUT/bin/refcast" ./cmd/refcast
+	go build -o "$OUT/bin/refcast-bench" ./cmd/refcast-bench
+fi
 
 if [[ " $TARGETS " == *" nchan"* ]] && { ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]]; }; then
 	echo "nchan is not installed (apt-get install -y libnginx-mod-nchan): measuring refcast only" >&2
@@ -139,7 +145,8 @@ measure() {
 	stop_server
 }
 
-for round in $(seq "$ROUNDS"); do
+FIRST_ROUND=${FIRST_ROUND:-1}
+for round in $(seq "$FIRST_ROUND" $((FIRST_ROUND + ROUNDS - 1))); do
 	for n in $SIZES; do
 		scen=fanout
 		[[ " $SPREAD_SIZES " == *" $n "* ]] && scen=fanout,spread
