@@ -81,9 +81,12 @@ type Bus struct {
 	db   *bolt.DB
 	path string // the bbolt file; set at construction
 
-	// wmu serialises publishes, so a partition's head in heads moves in
+	// wmu serialises commits, so a partition's head in heads moves in
 	// commit order.
 	wmu sync.Mutex
+
+	pmu     sync.Mutex // guards pending
+	pending []*pubReq  // publishes waiting for the next commit
 
 	mu sync.Mutex // guards heads, notify, closed
 	// heads are the partitions' heads as of the last acknowledged commit:
