@@ -91,8 +91,9 @@ func globMatch(parts []string, s string, noSlash bool) bool {
 // ("acme/*" matches "acme/app", not "acme/tools/app" nor "acme-evil/app");
 // "**" as a whole segment matches any number of segments ("acme/**").
 type RepoPattern struct {
-	raw  string
-	segs [][]string // per segment: literal parts between stars; nil means "**"
+	raw   string
+	exact bool       // no wildcard: set at parse, asked on every event
+	segs  [][]string // per segment: literal parts between stars; nil means "**"
 }
 
 // ParseRepoPattern validates a repo name or glob.
@@ -103,7 +104,7 @@ func ParseRepoPattern(s string) (RepoPattern, error) {
 	if len(s) > MaxRepoLen {
 		return RepoPattern{}, fmt.Errorf("%w: repo pattern is %d bytes, at most %d allowed", ErrInvalid, len(s), MaxRepoLen)
 	}
-	p := RepoPattern{raw: s}
+	p := RepoPattern{raw: s, exact: !strings.Contains(s, "*")}
 	for seg := range strings.SplitSeq(s, "/") {
 		if seg == "**" {
 			p.segs = append(p.segs, nil)
@@ -124,7 +125,7 @@ func ParseRepoPattern(s string) (RepoPattern, error) {
 func (p RepoPattern) String() string { return p.raw }
 
 // Exact reports whether the pattern is a plain repo name with no wildcard.
-func (p RepoPattern) Exact() bool { return !strings.Contains(p.raw, "*") }
+func (p RepoPattern) Exact() bool { return p.exact }
 
 // Match reports whether repo matches. It does not allocate: the hub calls
 // it for every glob subscriber on every event.
@@ -251,8 +252,11 @@ func (f *Filter) MatchRef(ref string) bool {
 // Match reports whether the event passes the filter. A KindSync event has
 // no ref and passes whenever its repo does.
 func (f *Filter) Match(e *Event) bool {
-	if !f.MatchRepo(e.Repo) {
-		return false
-	}
+	return f.MatchRepo(e.Repo) && f.MatchEventRef(e)
+}
+
+// MatchEventRef is Match for a caller that already knows the repo
+// matches (an index by repo name).
+func (f *Filter) MatchEventRef(e *Event) bool {
 	return e.Kind == KindSync || f.MatchRef(e.Ref)
 }

@@ -176,8 +176,8 @@ func (h *Hub) dispatch(ev *bus.Event) {
 	f := &frame{ev: ev, pos: pos, epoch: h.pos.Epoch}
 	f.data = encodeEventFrame(make([]byte, 0, 512), eventName(ev), Cursor{Epoch: h.pos.Epoch, Seqs: pos}, ev)
 	n := 0
-	deliver := func(s *subscriber) {
-		if !s.filter.Match(ev) {
+	deliver := func(s *subscriber, repoMatched bool) {
+		if repoMatched && !s.filter.MatchEventRef(ev) || !repoMatched && !s.filter.Match(ev) {
 			return
 		}
 		n++
@@ -186,10 +186,10 @@ func (h *Hub) dispatch(ev *bus.Event) {
 		}
 	}
 	for s := range h.exact[ev.Repo] {
-		deliver(s)
+		deliver(s, true) // the index matched the repo
 	}
 	for s := range h.globs {
-		deliver(s)
+		deliver(s, false)
 	}
 	h.mu.Unlock()
 	h.metrics.deliveries.Add(float64(n))
