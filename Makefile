@@ -20,8 +20,9 @@ build: ## build ./refcast with the version stamped in
 test: ## run every test with the race detector (real git, redis-server, chromium)
 	$(GO) test -race -count=1 -timeout 12m ./...
 
-bench: ## small load run and the Go micro-benchmarks (figures printed)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./server/ ./bus/...
+bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmarks; full set: docs/performance.md
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./server/ ./bus/memory/ ./bus/bolt/
+	SMALL=1 deploy/bench/compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -191,6 +191,8 @@ type Filter struct {
 // every ref.
 func ParseFilter(repos, refs []string) (Filter, error) {
 	var f Filter
+	// The strings often point into a request's query; copies let the
+	// request go while a long-lived subscription keeps its filter.
 	if len(repos) == 0 {
 		return f, fmt.Errorf("%w: at least one repo is required", ErrInvalid)
 	}
@@ -201,14 +203,14 @@ func ParseFilter(repos, refs []string) (Filter, error) {
 		return f, fmt.Errorf("%w: %d ref patterns, at most %d per subscription", ErrInvalid, len(refs), MaxPatternsPerFilter)
 	}
 	for _, r := range repos {
-		p, err := ParseRepoPattern(r)
+		p, err := ParseRepoPattern(strings.Clone(r))
 		if err != nil {
 			return Filter{}, err
 		}
 		f.Repos = append(f.Repos, p)
 	}
 	for _, r := range refs {
-		p, err := ParseRefPattern(r)
+		p, err := ParseRefPattern(strings.Clone(r))
 		if err != nil {
 			return Filter{}, err
 		}

@@ -240,24 +240,29 @@ func (s *subscriber) flushConn() {
 			want += int64(len(b))
 		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
-		n, err := s.bufs.WriteTo(s.conn)
+		// WriteTo consumes the slice it is called on: give it a copy of
+		// the header so s.bufs keeps its array for the next flush.
+		rest := s.bufs
+		n, err := rest.WriteTo(s.conn)
 		clear(s.pending)
 		s.pending = s.pending[:0]
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if n < want {
 					// keep what is left: slices of the shared frames, no copy
-					for _, b := range s.bufs {
+					for _, b := range rest {
 						s.pending = append(s.pending, b)
 					}
 					s.pendingLast = last // close once pending is out
 				}
+				clear(s.bufs) // drop references to written frames
 				h.stall(s)
 				return
 			}
 			h.remove(s, "write_error")
 			return
 		}
+		clear(s.bufs) // drop references to written frames
 		s.lastWrite.Store(time.Now().UnixNano())
 		h.metrics.writes.Inc()
 		if last {
