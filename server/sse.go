@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -138,8 +139,12 @@ func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscrib
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(time.Minute)
 	}
+	var raw syscall.RawConn
+	if sc, ok := conn.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
 	sub.mu.Lock()
-	sub.conn = conn
+	sub.conn, sub.raw = conn, raw
 	evicted := sub.closed // removed while we were hijacking
 	sub.mu.Unlock()
 	if evicted {
@@ -158,6 +163,7 @@ func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscrib
 		s.log.Debug("stream setup failed", "err", err)
 		return nil // the connection is ours now: nothing more to answer
 	}
+	_ = conn.SetWriteDeadline(time.Time{}) // writers arm their own when a socket is full
 	sub.lastWrite.Store(time.Now().UnixNano())
 	s.hub.goLive(sub, floor)
 	return nil

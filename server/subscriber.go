@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/refcast/refcast/bus"
@@ -36,13 +37,14 @@ type subscriber struct {
 	// Set at construction, read-only after.
 	hub     *Hub
 	filter  bus.Filter
-	latest  bool          // mode=latest: coalesce by ref instead of evicting
-	conn    net.Conn      // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
-	waiter  bool          // a long-poll: no heartbeats
-	wake    chan struct{} // handler path only: doorbell, capacity 1
-	done    chan struct{} // handler path only: closed when removed
-	expires time.Time     // token expiry; zero means never
-	client  string        // per-client limit key
+	latest  bool            // mode=latest: coalesce by ref instead of evicting
+	conn    net.Conn        // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
+	waiter  bool            // a long-poll: no heartbeats
+	raw     syscall.RawConn // conn's descriptor for non-blocking writev; set with conn
+	wake    chan struct{}   // handler path only: doorbell, capacity 1
+	done    chan struct{}   // handler path only: closed when removed
+	expires time.Time       // token expiry; zero means never
+	client  string          // per-client limit key
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last successful write
 
@@ -214,9 +216,10 @@ func (s *subscriber) release() (again bool) {
 }
 
 // flushConn writes queued frames to a hijacked connection. Called by a
-// writer goroutine holding scheduled. Every write has a short deadline: a
-// client whose socket is full is parked (stalled) and retried by the
-// housekeeper, so one slow client never holds a writer.
+// writer goroutine holding scheduled. Writes never wait (one non-blocking
+// writev; StallTimeout where the descriptor is not reachable): a client
+// whose socket is full is parked (stalled) and retried by the housekeeper,
+// so one slow client never holds a writer.
 func (s *subscriber) flushConn() {
 	h := s.hub
 	for {
@@ -239,15 +242,32 @@ func (s *subscriber) flushConn() {
 		for _, b := range s.bufs {
 			want += int64(len(b))
 		}
-		_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
-		// WriteTo consumes the slice it is called on: give it a copy of
-		// the header so s.bufs keeps its array for the next flush.
+		// Both writes consume the slice they are given: give them a copy
+		// of the header so s.bufs keeps its array for the next flush.
 		rest := s.bufs
-		n, err := rest.WriteTo(s.conn)
+		var n int64
+		var err error
+		if s.raw != nil {
+			// The common case: the socket takes everything at once, with
+			// no deadline timer armed.
+			n, err = writeNow(s.raw, &rest)
+		}
+		if s.raw == nil || errors.Is(err, errWouldBlock) {
+			// A full socket: give a busy but healthy reader StallTimeout
+			// to make room before parking it.
+			_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
+			var m int64
+			m, err = rest.WriteTo(s.conn)
+			n += m
+			if s.raw != nil {
+				// writeNow honours deadlines too: disarm it again.
+				_ = s.conn.SetWriteDeadline(time.Time{})
+			}
+		}
 		clear(s.pending)
 		s.pending = s.pending[:0]
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, errWouldBlock) || errors.Is(err, os.ErrDeadlineExceeded) {
 				if n < want {
 					// keep what is left: slices of the shared frames, no copy
 					for _, b := range rest {
