@@ -17,7 +17,7 @@
 #   ROUNDS        rounds [3]; FIRST_ROUND numbers them from [1]
 #   TARGETS       servers to measure ["refcast refcast-mem nchan:1 nchan:2"]:
 #                 refcast is `refcast serve` as shipped (embedded bus on disk,
-#                 one fsync'd transaction per publish); refcast-mem is the same
+#                 concurrent publishes share an fsync'd commit); refcast-mem is the same
 #                 server package on the in-memory bus (`refcast-bench serve`),
 #                 which also exposes pprof so goroutines are counted; nchan:N is
 #                 nginx+nchan with N worker processes (nchan's faster setting
