@@ -270,9 +270,7 @@ func (s *subscriber) flushConn() {
 			if errors.Is(err, errWouldBlock) || errors.Is(err, os.ErrDeadlineExceeded) {
 				if n < want {
 					// keep what is left: slices of the shared frames, no copy
-					for _, b := range rest {
-						s.pending = append(s.pending, b)
-					}
+					s.pending = append(s.pending, rest...)
 					s.pendingLast = last // close once pending is out
 				}
 				clear(s.bufs) // drop references to written frames
