@@ -197,7 +197,7 @@ func parseOne(raw string) (*config, error) {
 func parseSeedList(raw string) (*config, error) {
 	var parts []string
 	for p := range strings.SplitSeq(raw, ",") {
-		if len(parts) > 0 && !strings.Contains(p, "://") { // a comma inside a password
+		if len(parts) > 0 && !startsURL(p) { // a comma inside a password
 			parts[len(parts)-1] += "," + p
 			continue
 		}
@@ -285,16 +285,32 @@ func hostPort(h, defPort string) (string, error) {
 		return "", urlError("empty host")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", urlError(fmt.Sprintf("bad port %q", truncate(port, 16)))
+		return "", urlError("bad port: want a number from 1 to 65535") // never quoted: a mis-split url can put a password there
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// startsURL reports whether s begins with a scheme and "://": only such a
+// piece after a comma starts another URL of a seed list.
+func startsURL(s string) bool {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return false
+	}
+	for j := 0; j < i; j++ {
+		c := s[j]
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (j == 0 || (c < '0' || c > '9') && c != '+' && c != '-' && c != '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // redact replaces the password of every URL in raw with "xxxxx".
 func redact(raw string) string {
 	var parts, out []string
 	for p := range strings.SplitSeq(raw, ",") {
-		if len(parts) > 0 && !strings.Contains(p, "://") { // a host list, or a comma in a password
+		if len(parts) > 0 && !startsURL(p) { // a host list, or a comma in a password
 			parts[len(parts)-1] += "," + p
 			continue
 		}
