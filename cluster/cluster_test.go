@@ -3,7 +3,6 @@ package cluster
 import (
 	"bufio"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -320,30 +319,7 @@ func startHAProxy(t *testing.T, nodes []*node) *balancer {
 
 // status reads each refcast_nodes server's status (UP, DOWN, ...) from the
 // stats page's CSV; nil when it cannot.
-func (b *balancer) status() map[string]string {
-	res, err := http.Get(b.stats + "/stats;csv")
-	if err != nil {
-		return nil
-	}
-	defer res.Body.Close()
-	cr := csv.NewReader(res.Body)
-	cr.FieldsPerRecord = -1
-	recs, err := cr.ReadAll()
-	if err != nil || len(recs) == 0 {
-		return nil
-	}
-	col := map[string]int{}
-	for i, h := range recs[0] {
-		col[strings.TrimPrefix(strings.TrimSpace(h), "# ")] = i
-	}
-	out := map[string]string{}
-	for _, rec := range recs[1:] {
-		if len(rec) > col["status"] && rec[col["pxname"]] == "refcast_nodes" && strings.HasPrefix(rec[col["svname"]], "refcast") {
-			out[rec[col["svname"]]] = rec[col["status"]]
-		}
-	}
-	return out
-}
+func (b *balancer) status() map[string]string { return testnode.HAProxyStatus(b.stats) }
 
 // metric reads an unlabelled gauge or counter from a node's /metrics; -1
 // when the node does not answer.

@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/csv"
 	"fmt"
+	"github.com/refcast/refcast/internal/testnode"
 	"io"
 	"net"
 	"net/http"
@@ -297,30 +297,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // haproxyStatus reads the status (UP, DOWN, ...) of each server of the
 // refcast_nodes backend from the stats page's CSV.
-func haproxyStatus(statsBase string) map[string]string {
-	resp, err := http.Get(statsBase + "/stats;csv")
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	r := csv.NewReader(resp.Body)
-	r.FieldsPerRecord = -1
-	recs, err := r.ReadAll()
-	if err != nil || len(recs) == 0 {
-		return nil
-	}
-	col := map[string]int{}
-	for i, h := range recs[0] {
-		col[strings.TrimPrefix(strings.TrimSpace(h), "# ")] = i
-	}
-	out := map[string]string{}
-	for _, rec := range recs[1:] {
-		if rec[col["pxname"]] == "refcast_nodes" && strings.HasPrefix(rec[col["svname"]], "refcast") {
-			out[rec[col["svname"]]] = rec[col["status"]]
-		}
-	}
-	return out
-}
+func haproxyStatus(statsBase string) map[string]string { return testnode.HAProxyStatus(statsBase) }
 
 func allStatus(st map[string]string, n int, want string) bool {
 	if len(st) != n {
