@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/refcast/refcast/internal/testnode"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/refcast/refcast/internal/testnode"
 )
 
 // haproxyServers returns the server lines of deploy/haproxy.cfg: name to
