@@ -616,3 +616,64 @@ func TestServeEndsWhenBusCloses(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainingNodeBouncesNewStreams: a stream that reaches a node after it
+// began draining gets 200 and a retry: hint, then the end of the stream —
+// not a 503, on which an EventSource would give up for good.
+func TestDrainingNodeBouncesNewStreams(t *testing.T) {
+	t.Parallel()
+	b, err := memory.New(memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Bus: b, Retry: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, 2*time.Second) }()
+	base := "http://" + ln.Addr().String()
+	waitReady := time.Now().Add(5 * time.Second)
+	for srv.Ready(context.Background()) != nil {
+		if time.Now().After(waitReady) {
+			t.Fatal("node not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Open streams keep the drain (closing one every 2s/4) going while we
+	// knock.
+	for range 4 {
+		hold, err := http.Get(base + "/v1/events?repo=acme/app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Body.Close()
+	}
+	cancel()
+	client := &http.Client{Timeout: 3 * time.Second}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := client.Get(base + "/v1/events?repo=acme/app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if strings.Contains(string(body), "retry: ") && !strings.Contains(string(body), "event: hello") {
+			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+				t.Fatalf("bounce = %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never bounced; last answer %d %q", res.StatusCode, body)
+		}
+	}
+	b.Close()
+	<-done
+}

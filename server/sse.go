@@ -116,6 +116,9 @@ func (s *Server) handleEvents(c echo.Context) error {
 		sub.done = make(chan struct{})
 	}
 	pos, _, err := s.hub.register(sub)
+	if errors.Is(err, errDraining) {
+		return s.bounce(c)
+	}
 	if err != nil {
 		return err
 	}
@@ -127,6 +130,19 @@ func (s *Server) handleEvents(c echo.Context) error {
 		return s.streamHijacked(r, hj, sub, sq, pos)
 	}
 	return s.streamHTTP(c, sub, sq, pos)
+}
+
+// bounce answers a stream request reaching a draining node with an empty
+// stream that only says when to come back: a balancer that has not yet
+// noticed the drain sends the reconnect elsewhere, and an EventSource,
+// which gives up for good on a non-200 answer, keeps trying.
+func (s *Server) bounce(c echo.Context) error {
+	h := c.Response().Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	c.Response().WriteHeader(http.StatusOK)
+	_, err := c.Response().Write(retryFrame(s.hub.jitteredRetry()))
+	return err
 }
 
 func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscriber, sq *streamQuery, pos Cursor) error {
