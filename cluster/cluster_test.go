@@ -588,6 +588,7 @@ func (c *client) stream(ctx context.Context) {
 	var hasID bool
 	var retries int        // retry: lines in this stream
 	var hint time.Duration // the last one after the opening one
+	var frames int         // frames with a field, dispatched in this stream
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
@@ -595,13 +596,20 @@ func (c *client) stream(ctx context.Context) {
 			c.mu.Lock()
 			c.streaming = false
 			if ctx.Err() == nil {
-				c.ends = append(c.ends, streamEnd{at: time.Now(), stream: conn, hint: hint, err: err})
+				// Only the opening retry: and no frame: a draining node
+				// bounced the request (it answers 200 and ends instead of
+				// 503, on which an EventSource would give up).
+				bounced := retries == 1 && frames == 0
+				c.ends = append(c.ends, streamEnd{at: time.Now(), stream: conn, hint: hint, bounced: bounced, err: err})
 			}
 			c.mu.Unlock()
 			return
 		}
 		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 		if line == "" {
+			if name != "" || data != "" || hasID {
+				frames++
+			}
 			c.dispatch(conn, name, data, id, hasID)
 			id, name, data, hasID = "", "", "", false
 			continue
@@ -664,14 +672,18 @@ func (c *client) dispatch(conn int, name, data, id string, hasID bool) {
 
 // streamEnd is how one of a client's streams ended.
 type streamEnd struct {
-	at     time.Time
-	stream int
-	hint   time.Duration // the retry: sent just before the end (a drain); 0 if none
-	err    error         // io.EOF for a clean end
+	at      time.Time
+	stream  int
+	hint    time.Duration // the retry: sent just before the end (a drain); 0 if none
+	bounced bool          // a draining node answered with only a retry: hint
+	err     error         // io.EOF for a clean end
 }
 
 func (e streamEnd) String() string {
 	how := "abruptly"
+	if e.bounced {
+		how = "bounced by a draining node"
+	}
 	if e.hint > 0 {
 		how = fmt.Sprintf("after retry: %v", e.hint)
 	}
@@ -703,7 +715,7 @@ func endsSince(clients []*client, from time.Time) (drained, abrupt []streamEnd) 
 		c.mu.Lock()
 		for _, e := range c.ends {
 			switch {
-			case e.at.Before(from):
+			case e.at.Before(from), e.bounced:
 			case e.hint > 0:
 				drained = append(drained, e)
 			default:
