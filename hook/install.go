@@ -295,23 +295,7 @@ func (r *Repo) hooksDir(ctx context.Context) (string, error) {
 
 // localConfig reads refcast.* from the repository's own config file only.
 func (r *Repo) localConfig(ctx context.Context) (Config, error) {
-	out, err := r.run(ctx, nil, "config", "--local", "-z", "--get-regexp", `^refcast\.`)
-	if err != nil {
-		if exitCode(err) == 1 {
-			return Config{}, nil
-		}
-		return nil, fmt.Errorf("read git config: %w", err)
-	}
-	c := Config{}
-	for entry := range strings.SplitSeq(string(out), "\x00") {
-		if entry == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(entry, "\n")
-		k = strings.TrimPrefix(strings.ToLower(k), "refcast.")
-		c[k] = append(c[k], v)
-	}
-	return c, nil
+	return r.readConfig(ctx, "--local")
 }
 
 func (r *Repo) installStatePath() string { return filepath.Join(r.CommonDir, installStateName) }

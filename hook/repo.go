@@ -124,7 +124,14 @@ func (c Config) Get(key string) string {
 
 // Config reads the refcast.* git configuration with one git call.
 func (r *Repo) Config(ctx context.Context) (Config, error) {
-	out, err := r.run(ctx, nil, "config", "-z", "--get-regexp", `^refcast\.`)
+	return r.readConfig(ctx)
+}
+
+// readConfig reads refcast.* with `git config -z --get-regexp`, limited to
+// one file by scope ("--local") when given.
+func (r *Repo) readConfig(ctx context.Context, scope ...string) (Config, error) {
+	args := append([]string{"config"}, scope...)
+	out, err := r.run(ctx, nil, append(args, "-z", "--get-regexp", `^refcast\.`)...)
 	if err != nil {
 		if exitCode(err) == 1 { // no such keys
 			return Config{}, nil
