@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -267,7 +268,7 @@ func (s *Server) answerRefs(c echo.Context, sq *streamQuery, base *Cursor, inmRa
 	}
 	if base != nil {
 		// The cheap "no": the client is exactly where the node is.
-		if base.Epoch == pos.Epoch && equalSeqs(base.Seqs, pos.Seqs) {
+		if base.Epoch == pos.Epoch && slices.Equal(base.Seqs, pos.Seqs) {
 			if holding {
 				return false, nil
 			}
@@ -359,16 +360,4 @@ func parseWait(v string, maxWait time.Duration) (time.Duration, error) {
 		return 0, badRequest(fmt.Errorf("wait must be positive, got %q", truncateParam(v)))
 	}
 	return min(d, maxWait), nil
-}
-
-func equalSeqs(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

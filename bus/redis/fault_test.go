@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +71,25 @@ func (r *receiver) waitFor(t *testing.T, n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t.Fatalf("received %d of %d events within %v", len(r.events), n, bustest.Wait)
+}
+
+// waitReset waits for the first Reset, failing with msg if none comes
+// within bustest.Wait.
+func (r *receiver) waitReset(t *testing.T, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(bustest.Wait)
+	for {
+		r.mu.Lock()
+		n := len(r.resets)
+		r.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // exactlyOnce checks the received events are dense from 1 per partition,
@@ -147,21 +167,9 @@ func TestKillRestartWithAOF(t *testing.T) {
 	if err != nil || evs[0].Seq != 1 {
 		t.Errorf("republish p0 = %v, %v; want its original seq 1", evs, err)
 	}
-	if after, _ := b.Heads(ctx); !equalHeads(after, heads) {
+	if after, _ := b.Heads(ctx); !slices.Equal(after, heads) {
 		t.Errorf("republish appended: heads %v -> %v", heads, after)
 	}
-}
-
-func equalHeads(a, b bus.Heads) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestRestartWithoutPersistenceResets: a restart that loses the data gives
@@ -197,19 +205,7 @@ func TestRestartWithoutPersistenceResets(t *testing.T) {
 	if heads[0].Epoch == from[0].Epoch {
 		t.Fatal("epoch unchanged after losing the data")
 	}
-	deadline := time.Now().Add(bustest.Wait)
-	for {
-		r.mu.Lock()
-		n := len(r.resets)
-		r.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no reset after the history was lost")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	r.waitReset(t, "no reset after the history was lost")
 	sub.Close()
 	<-r.done
 	// Before the reset: exactly the old events; after it: only events past
@@ -365,19 +361,7 @@ func TestLostTailResets(t *testing.T) {
 	for i := 3; i < 7; i++ {
 		publishRetrying(ctx, t, b, bustest.Push(fmt.Sprintf("q%d", i), "acme/app", "refs/heads/main", bustest.ID(i+50)))
 	}
-	deadline := time.Now().Add(bustest.Wait)
-	for {
-		r.mu.Lock()
-		n := len(r.resets)
-		r.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no reset after the tail of the history was lost")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	r.waitReset(t, "no reset after the tail of the history was lost")
 	sub.Close()
 	<-r.done
 	for _, e := range r.events[:5] {
