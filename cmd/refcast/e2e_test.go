@@ -26,11 +26,7 @@ func TestEndToEndPush(t *testing.T) {
 	const token = "e2e-token"
 	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms")
 
-	dir := t.TempDir()
-	bare := filepath.Join(dir, "app.git")
-	work := filepath.Join(dir, "work")
-	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
-	runBin(t, bin, "install-hook", bare, "--url", node.URL, "--repo", "acme/app")
+	bare, work := hookedRepo(t, bin, "--url", node.URL, "--repo", "acme/app")
 	testnode.Git(t, bare, nil, "config", "refcast.token", token)
 
 	heads := testnode.Subscribe(t, node.URL+"/v1/events?repo=acme/app&ref=refs/heads/*", nil)
@@ -39,7 +35,6 @@ func TestEndToEndPush(t *testing.T) {
 	tags.Next(t, 5*time.Second, "hello")
 
 	g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
-	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
 	g("commit", "-q", "--allow-empty", "-m", "first")
 	first := g("rev-parse", "HEAD")
 	g("push", "-q", "origin", "HEAD:main")
@@ -123,6 +118,19 @@ func decodeEvent(t *testing.T, f testnode.Frame) bus.Event {
 		t.Fatalf("frame without id or schema version: %+v", f)
 	}
 	return ev
+}
+
+// hookedRepo creates a bare repository on branch main with the hook
+// installed by `refcast install-hook BARE installArgs...`, and a clone of it.
+func hookedRepo(t *testing.T, bin string, installArgs ...string) (bare, work string) {
+	t.Helper()
+	dir := t.TempDir()
+	bare = filepath.Join(dir, "app.git")
+	work = filepath.Join(dir, "work")
+	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
+	runBin(t, bin, append([]string{"install-hook", bare}, installArgs...)...)
+	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
+	return bare, work
 }
 
 // runBin runs the built binary and fails the test on a non-zero exit.
@@ -265,18 +273,9 @@ func TestEmbeddedRestartResumeAndLongPoll(t *testing.T) {
 	args := []string{"--data", data, "--publish-token", token, "--drain", "100ms"}
 	node := testnode.Start(t, bin, addr, args...)
 
-	dir := t.TempDir()
-	bare := filepath.Join(dir, "app.git")
-	work := filepath.Join(dir, "work")
-	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
-	runBin(t, bin, "install-hook", bare, "--url", node.URL, "--repo", "acme/app")
+	bare, work := hookedRepo(t, bin, "--url", node.URL, "--repo", "acme/app")
 	testnode.Git(t, bare, nil, "config", "refcast.token", token)
-	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
-	push := func(msg string) string {
-		testnode.Git(t, work, nil, "commit", "-q", "--allow-empty", "-m", msg)
-		testnode.Git(t, work, nil, "push", "-q", "origin", "HEAD:main")
-		return testnode.Git(t, work, nil, "rev-parse", "HEAD")
-	}
+	push := func(msg string) string { return pushCommit(t, work, msg) }
 
 	s := testnode.Subscribe(t, node.URL+"/v1/events?repo=acme/app", nil)
 	s.Next(t, 5*time.Second, "hello")

@@ -2,8 +2,6 @@ package main
 
 import (
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,14 +22,7 @@ func redisTier(t *testing.T, n int, opts redistest.Options) (*redistest.Server, 
 	for range n {
 		nodes = append(nodes, testnode.Start(t, bin, "", "--redis", rs.URL(), "--drain", "100ms", "--heartbeat", "500ms"))
 	}
-	dir := t.TempDir()
-	bare := filepath.Join(dir, "app.git")
-	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
-	if out, err := exec.Command(bin, "install-hook", bare, "--redis", rs.URL(), "--repo", "acme/app").CombinedOutput(); err != nil {
-		t.Fatalf("install-hook: %v\n%s", err, out)
-	}
-	work := filepath.Join(dir, "work")
-	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
+	bare, work := hookedRepo(t, bin, "--redis", rs.URL(), "--repo", "acme/app")
 	return rs, nodes, bare, work
 }
 
