@@ -114,12 +114,9 @@ var errNeedsReset = errors.New("cursor needs a reset")
 // cursor after them.
 func (s *Server) delta(ctx context.Context, f *bus.Filter, c Cursor, pos Cursor) ([]change, Cursor, error) {
 	rel := relevantPartitions(f, len(pos.Seqs))
-	if ok, _ := s.cursorFits(ctx, c, pos, rel); !ok {
+	heads, ok, _ := s.cursorFits(ctx, c, pos, rel)
+	if !ok {
 		return nil, Cursor{}, errNeedsReset
-	}
-	heads, err := s.opts.Bus.Heads(ctx)
-	if err != nil {
-		return nil, Cursor{}, err
 	}
 	next := pos.clone()
 	next.merge(c.Seqs)

@@ -235,7 +235,7 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 	var floor []uint64
 	if sq.cursor != nil {
 		rel := relevantPartitions(&sq.filter, len(pos.Seqs))
-		ok, reason := s.cursorFits(ctx, *sq.cursor, pos, rel)
+		_, ok, reason := s.cursorFits(ctx, *sq.cursor, pos, rel)
 		if ok {
 			s.hub.metrics.replays.Inc()
 			at := sq.cursor.clone()
@@ -275,18 +275,21 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 
 // cursorFits checks a client cursor against the hub's epochs and the bus's
 // retained history for the partitions the filter reads.
-func (s *Server) cursorFits(ctx context.Context, c Cursor, pos Cursor, rel []bool) (bool, string) {
+// It returns the heads it read (nil when it did not get that far), for a
+// caller that goes on to read the history.
+func (s *Server) cursorFits(ctx context.Context, c Cursor, pos Cursor, rel []bool) (bus.Heads, bool, string) {
 	if len(c.Seqs) != len(pos.Seqs) {
-		return false, fmt.Sprintf("cursor is for %d partitions, this deployment has %d", len(c.Seqs), len(pos.Seqs))
+		return nil, false, fmt.Sprintf("cursor is for %d partitions, this deployment has %d", len(c.Seqs), len(pos.Seqs))
 	}
 	if c.Epoch != pos.Epoch {
-		return false, "the history the cursor points into was lost (new epoch)"
+		return nil, false, "the history the cursor points into was lost (new epoch)"
 	}
 	heads, err := s.opts.Bus.Heads(ctx)
 	if err != nil {
-		return false, "the history could not be read"
+		return nil, false, "the history could not be read"
 	}
-	return c.Fits(heads, rel)
+	ok, reason := c.Fits(heads, rel)
+	return heads, ok, reason
 }
 
 // replayHistory writes the filter's events in (at, pos] for each relevant
