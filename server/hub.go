@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"time"
 
@@ -43,6 +44,14 @@ type Hub struct {
 	stalled map[*subscriber]time.Time // guarded by stallMu: when to retry
 
 	hbNext int // housekeeper's round-robin position; owned by the housekeeper
+	// toSchedule are subscribers with frames queued by the bus reader and
+	// not yet handed to a writer; owned by the bus reader.
+	toSchedule []*subscriber
+
+	laterMu sync.Mutex
+	later   []*subscriber // guarded by laterMu: busy subscribers waiting for BatchDelay
+	// laterBell wakes the batcher when later stops being empty; capacity 1.
+	laterBell chan struct{}
 }
 
 func newHub(b bus.Bus, opts Options, log *slog.Logger, m *metrics) *Hub {
@@ -57,6 +66,8 @@ func newHub(b bus.Bus, opts Options, log *slog.Logger, m *metrics) *Hub {
 		globs:   make(map[*subscriber]struct{}),
 		perKey:  make(map[string]int),
 		stalled: make(map[*subscriber]time.Time),
+
+		laterBell: make(chan struct{}, 1),
 	}
 }
 
@@ -75,6 +86,9 @@ func (h *Hub) run(ctx context.Context) error {
 		wg.Go(func() { h.writer(ctx, h.retry) })
 	}
 	wg.Go(func() { h.housekeeper(ctx) })
+	if h.opts.BatchDelay > 0 {
+		wg.Go(func() { h.batcher(ctx) })
+	}
 	err := h.read(ctx)
 	cancel() // read returns early only when the bus is closed: stop the rest too
 	wg.Wait()
@@ -150,20 +164,128 @@ func (h *Hub) follow(ctx context.Context, sub bus.Subscription) {
 			if !ok {
 				return
 			}
-			if msg.Reset {
-				h.reset(msg)
-				continue
+			// Queue this message's events and those of any messages
+			// already waiting before a writer sees any of them: a
+			// subscriber that several of them match gets them in one
+			// write, so under load a connection costs one syscall per
+			// batch rather than one per event. An event that arrives
+			// alone still goes out at once.
+			n := h.handle(msg)
+			for more := true; more && n < maxDispatchBatch; {
+				select {
+				case msg, ok = <-sub.C():
+					if !ok {
+						h.flushScheduled()
+						return
+					}
+					n += h.handle(msg)
+				default:
+					more = false
+				}
 			}
-			for i := range msg.Events {
-				h.dispatch(&msg.Events[i])
+			h.flushScheduled()
+		}
+	}
+}
+
+// maxDispatchBatch bounds the events queued before the subscribers they
+// concern are handed to writers, which bounds the latency batching adds.
+const maxDispatchBatch = 256
+
+// handle queues a bus message's events, or carries out a reset. It returns
+// the number of events.
+func (h *Hub) handle(msg bus.Message) int {
+	if msg.Reset {
+		h.flushScheduled()
+		h.reset(msg)
+		return 0
+	}
+	for i := range msg.Events {
+		h.queueEvent(&msg.Events[i])
+	}
+	return len(msg.Events)
+}
+
+// flushScheduled hands the subscribers queued to by queueEvent to the
+// writers: at once if the connection has not been written for BatchDelay,
+// else (a busy connection) through the batcher, so its events share a
+// write. Called by the bus reader only.
+func (h *Hub) flushScheduled() {
+	var busy []*subscriber
+	if h.opts.BatchDelay > 0 && len(h.toSchedule) > 0 {
+		recent := time.Now().Add(-h.opts.BatchDelay).UnixNano()
+		kept := h.toSchedule[:0]
+		for _, s := range h.toSchedule {
+			if s.conn != nil && s.lastWrite.Load() > recent {
+				busy = append(busy, s)
+			} else {
+				kept = append(kept, s)
+			}
+		}
+		clear(h.toSchedule[len(kept):])
+		h.toSchedule = kept
+	}
+	for i, s := range h.toSchedule {
+		h.schedule(s)
+		h.toSchedule[i] = nil
+	}
+	h.toSchedule = h.toSchedule[:0]
+	if cap(h.toSchedule) > 4096 && h.count() < cap(h.toSchedule)/4 {
+		h.toSchedule = nil // do not keep a large array after the crowd left
+	}
+	if len(busy) > 0 {
+		h.laterMu.Lock()
+		ring := len(h.later) == 0
+		h.later = append(h.later, busy...)
+		h.laterMu.Unlock()
+		if ring {
+			select {
+			case h.laterBell <- struct{}{}:
+			default:
 			}
 		}
 	}
 }
 
-// dispatch encodes an event once and queues it for every matching
-// subscriber.
+// batcher hands busy subscribers to the writers BatchDelay after the first
+// of them was set aside, with every event that arrived for them meanwhile.
+// It has no timer while nothing waits.
+func (h *Hub) batcher(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.laterBell:
+		}
+		t.Reset(h.opts.BatchDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		h.laterMu.Lock()
+		subs := h.later
+		h.later = nil
+		h.laterMu.Unlock()
+		for _, s := range subs {
+			h.schedule(s)
+		}
+	}
+}
+
+// dispatch queues one event and hands its subscribers to writers at once.
 func (h *Hub) dispatch(ev *bus.Event) {
+	h.queueEvent(ev)
+	h.flushScheduled()
+}
+
+// queueEvent encodes an event once and queues it for every matching
+// subscriber; the subscribers that need a writer are collected in
+// toSchedule for flushScheduled. Called by the bus reader only.
+func (h *Hub) queueEvent(ev *bus.Event) {
 	h.metrics.eventsIn.Inc()
 	var evict []*subscriber
 	h.mu.Lock()
@@ -181,8 +303,12 @@ func (h *Hub) dispatch(ev *bus.Event) {
 			return
 		}
 		n++
-		if !s.enqueue(f, h.opts.MaxQueue) {
+		ok, schedule := s.add(f, h.opts.MaxQueue)
+		if !ok {
 			evict = append(evict, s)
+		}
+		if schedule {
+			h.toSchedule = append(h.toSchedule, s)
 		}
 	}
 	for s := range h.exact[ev.Repo] {
@@ -374,15 +500,25 @@ func (h *Hub) goLive(s *subscriber, floor []uint64) {
 }
 
 func (h *Hub) writer(ctx context.Context, ready chan *subscriber) {
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case s := <-ready:
 			s.flushConn()
 		}
+		// Under load ready never empties and a writer would keep its
+		// processor for a whole scheduler time slice (10 ms), while the
+		// goroutines that publish, read the bus and accept streams wait
+		// behind it. Yield now and then so they run within microseconds.
+		if n%writerYieldEvery == 0 {
+			runtime.Gosched()
+		}
 	}
 }
+
+// writerYieldEvery is how many connections a writer flushes between yields.
+const writerYieldEvery = 4
 
 // stall parks a subscriber whose socket is full; the housekeeper retries it
 // with a growing interval (as long as it has been stuck, between one tick

@@ -39,6 +39,7 @@ const (
 	DefaultSnapshotMaxAge = 1 * time.Second
 	DefaultDrain          = 10 * time.Second
 	DefaultMaxBody        = 4 << 20
+	DefaultBatchDelay     = 10 * time.Millisecond
 	DefaultMaxSnapshot    = 1000 // repos in one snapshot
 
 	DefaultReadHeaderTimeout = 10 * time.Second
@@ -89,6 +90,13 @@ type Options struct {
 	MaxSnapshot    int           // repos one snapshot may cover
 	MaxBody        int64         // publish body bytes
 	Writers        int           // writer goroutines; 2×GOMAXPROCS when 0
+	// BatchDelay spaces the writes to a busy connection: one written less
+	// than BatchDelay ago gets its next events when BatchDelay has passed,
+	// together, so under a high event rate a connection costs one syscall
+	// per batch instead of one per event. A connection not written for
+	// BatchDelay is written at once, so an event arriving alone is not
+	// delayed. DefaultBatchDelay when 0; negative turns batching off.
+	BatchDelay time.Duration
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers (slowloris); the connection is closed without an
 	// answer after it.
@@ -188,6 +196,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Writers <= 0 {
 		opts.Writers = 2 * runtime.GOMAXPROCS(0)
+	}
+	if opts.BatchDelay == 0 {
+		opts.BatchDelay = DefaultBatchDelay
 	}
 	if opts.TokenFromRequest == nil {
 		opts.TokenFromRequest = bearerToken

@@ -74,35 +74,41 @@ type subscriber struct {
 // stalled, or past the hard bound, and it cannot coalesce).
 // Called by the hub with hub.mu held.
 func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
+	ok, schedule := s.add(f, maxQueue)
+	if schedule {
+		s.hub.schedule(s)
+	}
+	return ok
+}
+
+// add queues a frame like enqueue but leaves handing the subscriber to a
+// writer to the caller: schedule is true when the caller must (the
+// subscriber is then marked scheduled and waits until it does). The hub
+// uses it to queue a whole batch of events before any writer starts, so a
+// busy connection gets the batch in one write.
+func (s *subscriber) add(f *frame, maxQueue int) (ok, schedule bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
-		return true
+		return true, false
 	}
 	if len(s.queue) >= maxQueue {
 		if s.latest && f.ev != nil {
-			ok := s.coalesce(f, maxQueue)
-			s.mu.Unlock()
-			return ok
+			return s.coalesce(f, maxQueue), false
 		}
 		// maxQueue is a soft bound: one large push can exceed it for a
 		// client that keeps up. Only a client whose socket has stalled, or
 		// whose queue reaches the hard bound, is evicted.
 		if !s.stalledAt.IsZero() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush {
-			s.mu.Unlock()
-			return false
+			return false, false
 		}
 	}
 	s.queue = append(s.queue, f)
-	schedule := s.live && !s.scheduled
+	schedule = s.live && !s.scheduled
 	if schedule {
 		s.scheduled = true
 	}
-	s.mu.Unlock()
-	if schedule {
-		s.hub.schedule(s)
-	}
-	return true
+	return true, schedule
 }
 
 // coalesce folds the queue by ref for a mode=latest subscriber: for each

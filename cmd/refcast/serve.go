@@ -38,6 +38,7 @@ type serveConfig struct {
 	maxConnections int
 	maxPerClient   int
 	heartbeat      time.Duration
+	batchDelay     time.Duration
 	retry          time.Duration
 	drain          time.Duration
 	maxWait        time.Duration
@@ -70,6 +71,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	snapshotRate := fs.Float64("snapshot-rate", server.DefaultSnapshotRate, "GET /v1/refs requests per second per client IP (IPv6: /64), a long-poll counting once; negative: unlimited")
 	snapshotBurst := fs.Int("snapshot-burst", server.DefaultSnapshotBurst, "snapshot requests a client may make at once before --snapshot-rate applies")
 	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "heartbeat interval on idle streams")
+	fs.DurationVar(&c.batchDelay, "batch-delay", server.DefaultBatchDelay, "a stream written less than this ago gets its next events together when it has passed (fewer writes under a high event rate; a stream that was quiet is written at once); 0: write every event at once")
 	fs.DurationVar(&c.retry, "retry", server.DefaultRetry, "base reconnect delay sent as retry: (jittered up to twice)")
 	fs.DurationVar(&c.drain, "drain", server.DefaultDrain, "on shutdown, spread closing streams over this window")
 	fs.DurationVar(&c.maxWait, "max-wait", server.DefaultMaxWait, "longest wait= a long-poll may ask for")
@@ -129,6 +131,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		SnapshotRate:   *snapshotRate,
 		SnapshotBurst:  *snapshotBurst,
 		Heartbeat:      c.heartbeat,
+		BatchDelay:     batchDelayOption(c.batchDelay),
 		Retry:          c.retry,
 		MaxWait:        c.maxWait,
 		CORSOrigins:    c.corsOrigins,
@@ -233,4 +236,13 @@ func spoolDepth(dir string) prometheus.Collector {
 		}
 		return float64(len(files))
 	})
+}
+
+// batchDelayOption maps --batch-delay to server.Options.BatchDelay, where 0
+// means the default: 0 on the command line turns batching off.
+func batchDelayOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
