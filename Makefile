@@ -17,8 +17,9 @@ run: ## run a node on the embedded bus at localhost:8080
 build: ## build ./refcast with the version stamped in
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o refcast ./cmd/refcast
 
-test: ## run every test with the race detector (real git, redis-server, chromium)
+test: ## run every test with the race detector (real git, redis-server, chromium), then the allocation tests without it
 	$(GO) test -race -count=1 -timeout 12m ./...
+	$(GO) test -count=1 -run 'Allocat' ./...
 
 bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmarks; full set: docs/performance.md
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./server/ ./bus/memory/ ./bus/bolt/

@@ -297,3 +297,45 @@ func TestHeartbeatSpread(t *testing.T) {
 		t.Errorf("a stream was silent for %v with Heartbeat %v", maxGap, hb)
 	}
 }
+
+// TestDispatchAllocations: queueing an event costs the same allocations
+// whether 10 or 1,000 subscribers match it: nothing per subscriber.
+func TestDispatchAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	perEvent := func(subs int) float64 {
+		h := testHub(t, bus.DefaultPartitions, nil)
+		var all []*subscriber
+		for range subs {
+			all = append(all, handlerSub(t, h, false, []string{"acme/platform/api"}, "refs/heads/*", "^refs/heads/wip/*"))
+		}
+		ev := benchEvent()
+		ev.Partition = bus.PartitionOf(ev.Repo, bus.DefaultPartitions)
+		empty := func() { // what a writer does, without its allocations
+			for _, s := range all {
+				s.mu.Lock()
+				clear(s.queue)
+				s.queue = s.queue[:0]
+				s.scheduled = false
+				s.mu.Unlock()
+				select {
+				case <-s.wake:
+				default:
+				}
+			}
+		}
+		dispatch := func() {
+			ev.Seq++
+			h.dispatch(ev)
+			empty()
+		}
+		dispatch() // queues and toSchedule grow once
+		return testing.AllocsPerRun(50, dispatch)
+	}
+	few, many := perEvent(10), perEvent(1000)
+	t.Logf("allocations per event: %v with 10 subscribers, %v with 1,000", few, many)
+	if many != few {
+		t.Errorf("allocations per event grow with subscribers: %v with 10, %v with 1,000", few, many)
+	}
+}

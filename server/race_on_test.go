@@ -1,0 +1,7 @@
+//go:build race
+
+package server
+
+// raceEnabled: the race detector makes sync.Pool drop items at random, so
+// allocation counts are not meaningful.
+const raceEnabled = true
