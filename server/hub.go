@@ -156,6 +156,7 @@ func (h *Hub) startPosition(ctx context.Context) (bus.Heads, error) {
 }
 
 func (h *Hub) follow(ctx context.Context, sub bus.Subscription) {
+	var msgs []bus.Message
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,26 +165,34 @@ func (h *Hub) follow(ctx context.Context, sub bus.Subscription) {
 			if !ok {
 				return
 			}
-			// Queue this message's events and those of any messages
-			// already waiting before a writer sees any of them: a
-			// subscriber that several of them match gets them in one
-			// write, so under load a connection costs one syscall per
-			// batch rather than one per event. An event that arrives
-			// alone still goes out at once.
-			n := h.handle(msg)
-			for more := true; more && n < maxDispatchBatch; {
+			// Take the messages already waiting too, and queue all their
+			// events before a writer sees any: a subscriber that several
+			// of them match gets them in one write, so under load a
+			// connection costs one syscall per batch rather than one per
+			// event. The last event's subscribers are handed to writers
+			// as they are found, so an event that arrives alone starts
+			// going out at once.
+			msgs = append(msgs[:0], msg)
+			n, open := len(msg.Events), true
+			for more := true; more && open && n < maxDispatchBatch; {
 				select {
-				case msg, ok = <-sub.C():
-					if !ok {
-						h.flushScheduled()
-						return
+				case msg, open = <-sub.C():
+					if open {
+						msgs = append(msgs, msg)
+						n += len(msg.Events)
 					}
-					n += h.handle(msg)
 				default:
 					more = false
 				}
 			}
+			for i := range msgs {
+				h.handle(msgs[i], i == len(msgs)-1)
+			}
+			clear(msgs)
 			h.flushScheduled()
+			if !open {
+				return
+			}
 		}
 	}
 }
@@ -192,25 +201,37 @@ func (h *Hub) follow(ctx context.Context, sub bus.Subscription) {
 // concern are handed to writers, which bounds the latency batching adds.
 const maxDispatchBatch = 256
 
-// handle queues a bus message's events, or carries out a reset. It returns
-// the number of events.
-func (h *Hub) handle(msg bus.Message) int {
+// handOffChunk is how many subscribers of the last event of a batch are
+// collected before they are handed to writers.
+const handOffChunk = 256
+
+// handle queues a bus message's events, or carries out a reset. last: the
+// message ends the batch.
+func (h *Hub) handle(msg bus.Message, last bool) {
 	if msg.Reset {
 		h.flushScheduled()
 		h.reset(msg)
-		return 0
+		return
 	}
 	for i := range msg.Events {
-		h.queueEvent(&msg.Events[i])
+		h.queueEvent(&msg.Events[i], last && i == len(msg.Events)-1)
 	}
-	return len(msg.Events)
 }
 
 // flushScheduled hands the subscribers queued to by queueEvent to the
-// writers: at once if the connection has not been written for BatchDelay,
-// else (a busy connection) through the batcher, so its events share a
-// write. Called by the bus reader only.
+// writers (handOff). Called by the bus reader only, without h.mu.
 func (h *Hub) flushScheduled() {
+	h.handOff()
+	if cap(h.toSchedule) > 4096 && h.count() < cap(h.toSchedule)/4 {
+		h.toSchedule = nil // do not keep a large array after the crowd left
+	}
+}
+
+// handOff hands the subscribers in toSchedule to the writers: at once if
+// the connection has not been written for BatchDelay, else (a busy
+// connection) through the batcher, so its events share a write. Called by
+// the bus reader only; it never blocks, so it may hold h.mu.
+func (h *Hub) handOff() {
 	var busy []*subscriber
 	if h.opts.BatchDelay > 0 && len(h.toSchedule) > 0 {
 		recent := time.Now().Add(-h.opts.BatchDelay).UnixNano()
@@ -230,9 +251,6 @@ func (h *Hub) flushScheduled() {
 		h.toSchedule[i] = nil
 	}
 	h.toSchedule = h.toSchedule[:0]
-	if cap(h.toSchedule) > 4096 && h.count() < cap(h.toSchedule)/4 {
-		h.toSchedule = nil // do not keep a large array after the crowd left
-	}
 	if len(busy) > 0 {
 		h.laterMu.Lock()
 		ring := len(h.later) == 0
@@ -278,14 +296,15 @@ func (h *Hub) batcher(ctx context.Context) {
 
 // dispatch queues one event and hands its subscribers to writers at once.
 func (h *Hub) dispatch(ev *bus.Event) {
-	h.queueEvent(ev)
+	h.queueEvent(ev, true)
 	h.flushScheduled()
 }
 
 // queueEvent encodes an event once and queues it for every matching
 // subscriber; the subscribers that need a writer are collected in
-// toSchedule for flushScheduled. Called by the bus reader only.
-func (h *Hub) queueEvent(ev *bus.Event) {
+// toSchedule for flushScheduled, or handed off every handOffChunk when
+// last (no event follows in this batch). Called by the bus reader only.
+func (h *Hub) queueEvent(ev *bus.Event, last bool) {
 	h.metrics.eventsIn.Inc()
 	var evict []*subscriber
 	h.mu.Lock()
@@ -309,6 +328,9 @@ func (h *Hub) queueEvent(ev *bus.Event) {
 		}
 		if schedule {
 			h.toSchedule = append(h.toSchedule, s)
+			if last && len(h.toSchedule) >= handOffChunk {
+				h.handOff()
+			}
 		}
 	}
 	for s := range h.exact[ev.Repo] {
