@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type Hub struct {
 	exact    map[string]map[*subscriber]struct{} // guarded by mu: repo -> subscribers naming it exactly
 	globs    map[*subscriber]struct{}            // guarded by mu: subscribers with a repo glob
 	all      []*subscriber                       // guarded by mu: every subscriber, for the housekeeper
+	filters  map[string]*sharedFilter            // guarded by mu: interned filters by canonical form
 	perKey   map[string]int                      // guarded by mu: connections per client key
 	draining bool                                // guarded by mu
 
@@ -64,6 +66,7 @@ func newHub(b bus.Bus, opts Options, log *slog.Logger, m *metrics) *Hub {
 		retry:   make(chan *subscriber, opts.MaxConnections+1),
 		exact:   make(map[string]map[*subscriber]struct{}),
 		globs:   make(map[*subscriber]struct{}),
+		filters: make(map[string]*sharedFilter),
 		perKey:  make(map[string]int),
 		stalled: make(map[*subscriber]time.Time),
 
@@ -317,8 +320,19 @@ func (h *Hub) queueEvent(ev *bus.Event, last bool) {
 	f := &frame{ev: ev, pos: pos, epoch: h.pos.Epoch}
 	f.data = encodeEventFrame(make([]byte, 0, 512), eventName(ev), Cursor{Epoch: h.pos.Epoch, Seqs: pos}, ev)
 	n := 0
+	// Subscribers with the same filter share one interned filter: the ref
+	// match is computed once for a run of them.
+	var lastFilter *sharedFilter
+	lastMatch := false
 	deliver := func(s *subscriber, repoMatched bool) {
-		if repoMatched && !s.filter.MatchEventRef(ev) || !repoMatched && !s.filter.Match(ev) {
+		if repoMatched {
+			if s.shared != lastFilter || lastFilter == nil {
+				lastFilter, lastMatch = s.shared, s.filter.MatchEventRef(ev)
+			}
+			if !lastMatch {
+				return
+			}
+		} else if !s.filter.Match(ev) {
 			return
 		}
 		n++
@@ -403,6 +417,7 @@ func (h *Hub) register(s *subscriber) (Cursor, bus.Heads, error) {
 		h.metrics.rejected.WithLabelValues("client_limit").Inc()
 		return Cursor{}, nil, errTooManyForClient
 	}
+	h.intern(s)
 	glob := false
 	for _, p := range s.filter.Repos {
 		if !p.Exact() {
@@ -446,6 +461,7 @@ func (h *Hub) remove(s *subscriber, reason string) {
 	h.all[last] = nil
 	h.all = h.all[:last]
 	s.idx = -1
+	h.release(s)
 	delete(h.globs, s)
 	for _, p := range s.filter.Repos {
 		if m := h.exact[p.String()]; m != nil {
@@ -735,4 +751,58 @@ func (h *Hub) count() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.all)
+}
+
+// sharedFilter is one filter used by every subscriber asking for the same
+// repos and refs: thousands of dashboards on one repo keep one parsed copy
+// (memory per idle stream), and the hub matches a ref once for a run of
+// them.
+type sharedFilter struct {
+	f    bus.Filter
+	key  string
+	subs int // guarded by hub.mu
+}
+
+// filterKey is a filter's canonical form. Pattern strings cannot contain
+// NUL or newline (they are validated ref and repo names).
+func filterKey(f *bus.Filter) string {
+	var b strings.Builder
+	for _, p := range f.Repos {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	b.WriteByte(0)
+	for _, p := range f.Include {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	b.WriteByte(0)
+	for _, p := range f.Exclude {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// intern makes s use the shared copy of its filter. Called with h.mu held.
+func (h *Hub) intern(s *subscriber) {
+	key := filterKey(&s.filter)
+	sf := h.filters[key]
+	if sf == nil {
+		sf = &sharedFilter{f: s.filter, key: key}
+		h.filters[key] = sf
+	}
+	sf.subs++
+	s.filter, s.shared = sf.f, sf
+}
+
+// release drops s's use of its shared filter. Called with h.mu held.
+func (h *Hub) release(s *subscriber) {
+	sf := s.shared
+	if sf == nil {
+		return
+	}
+	if sf.subs--; sf.subs == 0 {
+		delete(h.filters, sf.key)
+	}
 }

@@ -339,3 +339,44 @@ func TestDispatchAllocations(t *testing.T) {
 		t.Errorf("allocations per event grow with subscribers: %v with 10, %v with 1,000", few, many)
 	}
 }
+
+// TestFiltersInterned: subscribers asking for the same repos and refs share
+// one filter, which goes when the last of them does; a different filter
+// is not mixed up with it.
+func TestFiltersInterned(t *testing.T) {
+	t.Parallel()
+	h := testHub(t, bus.DefaultPartitions, nil)
+	a := handlerSub(t, h, false, []string{"acme/app"}, "refs/heads/*", "^refs/heads/wip/*")
+	b := handlerSub(t, h, false, []string{"acme/app"}, "refs/heads/*", "^refs/heads/wip/*")
+	c := handlerSub(t, h, false, []string{"acme/app"}, "refs/heads/*")
+	if a.shared == nil || a.shared != b.shared || a.shared == c.shared {
+		t.Fatalf("shared filters: a %p, b %p, c %p", a.shared, b.shared, c.shared)
+	}
+	if len(h.filters) != 2 {
+		t.Fatalf("%d interned filters, want 2", len(h.filters))
+	}
+	// The shared match must not leak between filters: wip goes to c only.
+	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: bus.PartitionOf("acme/app", bus.DefaultPartitions), Seq: 1})
+	for _, tc := range []struct {
+		name string
+		s    *subscriber
+		want int
+	}{{"a", a, 0}, {"b", b, 0}, {"c", c, 1}} {
+		tc.s.mu.Lock()
+		got := len(tc.s.queue)
+		tc.s.mu.Unlock()
+		if got != tc.want {
+			t.Errorf("%s: %d frames queued, want %d", tc.name, got, tc.want)
+		}
+	}
+	h.remove(a, "closed")
+	if len(h.filters) != 2 || b.shared.subs != 1 {
+		t.Fatalf("after one of two left: %d filters, %d users", len(h.filters), b.shared.subs)
+	}
+	h.remove(b, "closed")
+	h.remove(c, "closed")
+	h.remove(c, "closed") // twice is harmless
+	if len(h.filters) != 0 {
+		t.Fatalf("%d interned filters left after every subscriber left", len(h.filters))
+	}
+}

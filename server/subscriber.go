@@ -37,6 +37,7 @@ type subscriber struct {
 	// Set at construction, read-only after.
 	hub     *Hub
 	filter  bus.Filter
+	shared  *sharedFilter   // the interned filter; set by register under hub.mu
 	latest  bool            // mode=latest: coalesce by ref instead of evicting
 	conn    net.Conn        // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
 	waiter  bool            // a long-poll: no heartbeats
