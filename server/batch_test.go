@@ -7,6 +7,16 @@ import (
 	"github.com/refcast/refcast/bus/memory"
 )
 
+// writesSettled waits for the writes counter to reach at least want (it
+// moves just after the write, so a client can read first), lets it settle
+// and returns it.
+func writesSettled(t *testing.T, n *testNode, want float64) float64 {
+	t.Helper()
+	eventually(t, 5*time.Second, "the writes counter", func() bool { return n.metric(t, "refcast_stream_writes_total") >= want })
+	time.Sleep(50 * time.Millisecond)
+	return n.metric(t, "refcast_stream_writes_total")
+}
+
 // TestBusMessageIsOneWrite: the events of one bus message (here one push
 // of five refs) are all queued before a writer sees the subscriber, so an
 // idle stream gets them in one write even with batching off.
@@ -16,62 +26,64 @@ func TestBusMessageIsOneWrite(t *testing.T) {
 	s := n.subscribe(t, query("repo", "acme/app"), nil)
 	s.opening()
 	before := n.metric(t, "refcast_stream_writes_total")
-	var ups = make([]string, 5)
 	p := newPush("acme/app")
-	for i := range ups {
-		ups[i] = "refs/heads/b" + string(rune('a'+i))
-		p.Updates = append(p.Updates, upd(ups[i], z, oid(i+1)))
+	for i := range 5 {
+		p.Updates = append(p.Updates, upd("refs/heads/b"+string(rune('a'+i)), z, oid(i+1)))
 	}
 	n.publish(t, p)
 	evs, _ := s.events(5, 5*time.Second)
 	if got := refsOf(evs); len(got) != 5 {
 		t.Fatalf("got %v", got)
 	}
-	if got := n.metric(t, "refcast_stream_writes_total") - before; got != 1 {
+	if got := writesSettled(t, n, before+1) - before; got != 1 {
 		t.Fatalf("five events of one push took %v writes, want 1", got)
 	}
 }
 
 // TestBatchDelay: a stream that was written recently gets the events that
-// follow together, once BatchDelay has passed, in one write; a stream that
-// has been quiet for BatchDelay gets an event at once.
+// follow together, once BatchDelay has passed since that write, in one
+// write; a stream that has been quiet for BatchDelay gets an event at once.
 func TestBatchDelay(t *testing.T) {
 	t.Parallel()
-	const delay = 300 * time.Millisecond
+	const delay = time.Second
 	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) { o.BatchDelay = delay })
 	s := n.subscribe(t, query("repo", "acme/app"), nil)
 	s.opening()
-	time.Sleep(delay + 50*time.Millisecond) // the opening frames were a write
+	time.Sleep(delay + 100*time.Millisecond) // the opening frames were a write
 
 	// Quiet stream: at once.
-	start := time.Now()
+	quiet := time.Now()
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", z, oid(1))))
 	s.events(1, 5*time.Second)
-	if took := time.Since(start); took >= delay/2 {
+	if took := time.Since(quiet); took >= delay/2 {
 		t.Fatalf("an event to a quiet stream took %v; batching must not delay it (BatchDelay %v)", took, delay)
 	}
 
-	// Busy stream: the next events wait for the rest of the window and
-	// share one write.
+	// Busy stream: the next events wait until BatchDelay has passed since
+	// the write above (which came after `quiet`) and share one write.
 	before := n.metric(t, "refcast_stream_writes_total")
-	start = time.Now()
+	start := time.Now()
 	for i := 2; i <= 5; i++ {
 		n.publish(t, newPush("acme/app", upd("refs/heads/main", oid(i-1), oid(i))))
 	}
+	publishing := time.Since(start)
 	evs, _ := s.events(4, 5*time.Second)
-	took := time.Since(start)
 	if len(evs) != 4 || evs[3].New != oid(5) {
 		t.Fatalf("got %+v", evs)
 	}
-	if took < delay-50*time.Millisecond {
-		t.Errorf("events to a busy stream arrived after %v, before the batch delay %v", took, delay)
+	if took := time.Since(quiet); took < delay {
+		t.Errorf("events to a busy stream arrived %v after the previous event was published, before the batch delay %v", took, delay)
 	}
-	if got := n.metric(t, "refcast_stream_writes_total") - before; got != 1 {
-		t.Errorf("four events within the batch delay took %v writes, want 1", got)
+	writes := writesSettled(t, n, before+1) - before
+	switch {
+	case publishing > delay/2:
+		t.Logf("publishing took %v, too long to expect one write (got %v)", publishing, writes)
+	case writes != 1:
+		t.Errorf("four events within the batch delay took %v writes, want 1", writes)
 	}
 
 	// Quiet again: at once.
-	time.Sleep(delay + 50*time.Millisecond)
+	time.Sleep(delay + 100*time.Millisecond)
 	start = time.Now()
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", oid(5), oid(6))))
 	s.events(1, 5*time.Second)

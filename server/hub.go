@@ -31,16 +31,19 @@ type Hub struct {
 	ready   chan *subscriber // subscribers with frames to write; capacity MaxConnections+1
 	retry   chan *subscriber // stalled subscribers to retry, on their own writers; capacity MaxConnections+1
 
-	mu       sync.RWMutex
-	started  bool                                // guarded by mu: pos and heads are valid
-	pos      Cursor                              // guarded by mu: position after the last dispatched event
-	heads    bus.Heads                           // guarded by mu: epochs per partition
-	exact    map[string]map[*subscriber]struct{} // guarded by mu: repo -> subscribers naming it exactly
-	globs    map[*subscriber]struct{}            // guarded by mu: subscribers with a repo glob
-	all      []*subscriber                       // guarded by mu: every subscriber, for the housekeeper
-	filters  map[string]*sharedFilter            // guarded by mu: interned filters by canonical form
-	perKey   map[string]int                      // guarded by mu: connections per client key
-	draining bool                                // guarded by mu
+	mu      sync.RWMutex
+	started bool                                // guarded by mu: pos and heads are valid
+	pos     Cursor                              // guarded by mu: position after the last dispatched event
+	heads   bus.Heads                           // guarded by mu: epochs per partition
+	exact   map[string]map[*subscriber]struct{} // guarded by mu: repo -> subscribers naming it exactly
+	globs   map[*subscriber]struct{}            // guarded by mu: subscribers with a repo glob
+	all     []*subscriber                       // guarded by mu: every subscriber, for the housekeeper
+	filters map[string]*sharedFilter            // guarded by mu: interned filters by canonical form
+	// matchStamp numbers events for sharedFilter's remembered match;
+	// guarded by mu.
+	matchStamp uint64
+	perKey     map[string]int // guarded by mu: connections per client key
+	draining   bool           // guarded by mu
 
 	stallMu sync.Mutex
 	stalled map[*subscriber]time.Time // guarded by stallMu: when to retry
@@ -52,6 +55,9 @@ type Hub struct {
 
 	laterMu sync.Mutex
 	later   []*subscriber // guarded by laterMu: busy subscribers waiting for BatchDelay
+	// laterSpare is later's previous array, reused so batching allocates
+	// nothing in steady state; guarded by laterMu.
+	laterSpare []*subscriber
 	// laterBell wakes the batcher when later stops being empty; capacity 1.
 	laterBell chan struct{}
 }
@@ -201,7 +207,7 @@ func (h *Hub) follow(ctx context.Context, sub bus.Subscription) {
 }
 
 // maxDispatchBatch bounds the events queued before the subscribers they
-// concern are handed to writers, which bounds the latency batching adds.
+// concern are handed to writers, within one message as across messages.
 const maxDispatchBatch = 256
 
 // handOffChunk is how many subscribers of the last event of a batch are
@@ -218,6 +224,12 @@ func (h *Hub) handle(msg bus.Message, last bool) {
 	}
 	for i := range msg.Events {
 		h.queueEvent(&msg.Events[i], last && i == len(msg.Events)-1)
+		if (i+1)%maxDispatchBatch == 0 && i+1 < len(msg.Events) {
+			// A large push is written while it is still being queued, so
+			// queues stay near their bound and mode=latest streams do
+			// not fold (or get evicted) for lack of a writer.
+			h.flushScheduled()
+		}
 	}
 }
 
@@ -235,30 +247,22 @@ func (h *Hub) flushScheduled() {
 // connection) through the batcher, so its events share a write. Called by
 // the bus reader only; it never blocks, so it may hold h.mu.
 func (h *Hub) handOff() {
-	var busy []*subscriber
 	if h.opts.BatchDelay > 0 && len(h.toSchedule) > 0 {
 		recent := time.Now().Add(-h.opts.BatchDelay).UnixNano()
 		kept := h.toSchedule[:0]
+		ring := false
+		h.laterMu.Lock()
 		for _, s := range h.toSchedule {
-			if s.conn != nil && s.lastWrite.Load() > recent {
-				busy = append(busy, s)
+			if s.conn != nil && s.lastWrite.Load() > recent && !s.queueHalfFull(h.opts.MaxQueue) {
+				ring = ring || len(h.later) == 0
+				h.later = append(h.later, s)
 			} else {
 				kept = append(kept, s)
 			}
 		}
+		h.laterMu.Unlock()
 		clear(h.toSchedule[len(kept):])
 		h.toSchedule = kept
-	}
-	for i, s := range h.toSchedule {
-		h.schedule(s)
-		h.toSchedule[i] = nil
-	}
-	h.toSchedule = h.toSchedule[:0]
-	if len(busy) > 0 {
-		h.laterMu.Lock()
-		ring := len(h.later) == 0
-		h.later = append(h.later, busy...)
-		h.laterMu.Unlock()
 		if ring {
 			select {
 			case h.laterBell <- struct{}{}:
@@ -266,6 +270,11 @@ func (h *Hub) handOff() {
 			}
 		}
 	}
+	for i, s := range h.toSchedule {
+		h.schedule(s)
+		h.toSchedule[i] = nil
+	}
+	h.toSchedule = h.toSchedule[:0]
 }
 
 // batcher hands busy subscribers to the writers BatchDelay after the first
@@ -280,7 +289,16 @@ func (h *Hub) batcher(ctx context.Context) {
 			return
 		case <-h.laterBell:
 		}
-		t.Reset(h.opts.BatchDelay)
+		// Wait until BatchDelay has passed since the first waiting
+		// stream's last write; the others set aside meanwhile go along.
+		wait := h.opts.BatchDelay
+		h.laterMu.Lock()
+		if len(h.later) > 0 {
+			last := time.Unix(0, h.later[0].lastWrite.Load())
+			wait = min(max(time.Until(last.Add(h.opts.BatchDelay)), 0), h.opts.BatchDelay)
+		}
+		h.laterMu.Unlock()
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -289,11 +307,18 @@ func (h *Hub) batcher(ctx context.Context) {
 		}
 		h.laterMu.Lock()
 		subs := h.later
-		h.later = nil
+		h.later = h.laterSpare[:0]
 		h.laterMu.Unlock()
 		for _, s := range subs {
 			h.schedule(s)
 		}
+		clear(subs)
+		h.laterMu.Lock()
+		h.laterSpare = subs[:0]
+		if cap(h.laterSpare) > 4096 && cap(h.laterSpare) > 4*len(h.later) {
+			h.laterSpare = nil // do not keep a large array after the crowd left
+		}
+		h.laterMu.Unlock()
 	}
 }
 
@@ -320,16 +345,17 @@ func (h *Hub) queueEvent(ev *bus.Event, last bool) {
 	f := &frame{ev: ev, pos: pos, epoch: h.pos.Epoch}
 	f.data = encodeEventFrame(make([]byte, 0, 512), eventName(ev), Cursor{Epoch: h.pos.Epoch, Seqs: pos}, ev)
 	n := 0
-	// Subscribers with the same filter share one interned filter: the ref
-	// match is computed once for a run of them.
-	var lastFilter *sharedFilter
-	lastMatch := false
+	// Subscribers with the same filter share one interned filter: its ref
+	// match is computed once per event and remembered in it (stamp).
+	h.matchStamp++
+	stamp := h.matchStamp
 	deliver := func(s *subscriber, repoMatched bool) {
 		if repoMatched {
-			if s.shared != lastFilter || lastFilter == nil {
-				lastFilter, lastMatch = s.shared, s.filter.MatchEventRef(ev)
+			sf := s.shared
+			if sf.stamp != stamp {
+				sf.stamp, sf.match = stamp, s.filter.MatchEventRef(ev)
 			}
-			if !lastMatch {
+			if !sf.match {
 				return
 			}
 		} else if !s.filter.Match(ev) {
@@ -761,6 +787,10 @@ type sharedFilter struct {
 	f    bus.Filter
 	key  string
 	subs int // guarded by hub.mu
+	// stamp is the hub's matchStamp of the event match is for; both are
+	// guarded by hub.mu.
+	stamp uint64
+	match bool
 }
 
 // filterKey is a filter's canonical form. Pattern strings cannot contain

@@ -36,7 +36,7 @@ var heartbeatFrame = &frame{data: []byte(": hb\n\n")}
 type subscriber struct {
 	// Set at construction, read-only after.
 	hub     *Hub
-	filter  bus.Filter
+	filter  bus.Filter      // replaced by the interned copy in register, under hub.mu
 	shared  *sharedFilter   // the interned filter; set by register under hub.mu
 	latest  bool            // mode=latest: coalesce by ref instead of evicting
 	conn    net.Conn        // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
@@ -55,6 +55,7 @@ type subscriber struct {
 	scheduled bool     // owned by a writer or waiting in ready; guarded by mu
 	closed    bool     // guarded by mu
 	closing   bool     // a last frame is queued; guarded by mu
+	foldAt    int      // mode=latest: queue length of the next fold; guarded by mu
 	floor     []uint64 // drop events at or below these Seqs; guarded by mu
 	stalledAt time.Time
 
@@ -94,13 +95,20 @@ func (s *subscriber) add(f *frame, maxQueue int) (ok, schedule bool) {
 		return true, false
 	}
 	if len(s.queue) >= maxQueue {
-		if s.latest && f.ev != nil {
-			return s.coalesce(f, maxQueue), false
-		}
-		// maxQueue is a soft bound: one large push can exceed it for a
-		// client that keeps up. Only a client whose socket has stalled, or
-		// whose queue reaches the hard bound, is evicted.
-		if !s.stalledAt.IsZero() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush {
+		switch {
+		case s.latest && f.ev != nil && len(s.queue) >= s.foldAt:
+			// Fold, then not again until the queue has doubled: a push of
+			// thousands of distinct refs costs linear work, not a fold
+			// per event.
+			ok := s.coalesce(f, maxQueue)
+			s.foldAt = max(maxQueue, 2*len(s.queue))
+			return ok, false
+		case s.latest && f.ev != nil:
+			// between folds: queue it (bounded by 2 × the folded bound)
+		case !s.stalledAt.IsZero() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush:
+			// maxQueue is a soft bound: one large push can exceed it for
+			// a client that keeps up. Only a client whose socket has
+			// stalled, or whose queue reaches the hard bound, is evicted.
 			return false, false
 		}
 	}
@@ -116,7 +124,8 @@ func (s *subscriber) add(f *frame, maxQueue int) (ok, schedule bool) {
 // (repo, ref) one event remains, old from the first queued, new and the
 // rest from the newest. The folded frames are this subscriber's own.
 // Reports false if even the folded queue exceeds the bound of distinct refs
-// (4 × maxQueue). Called with s.mu held.
+// (4 × maxQueue + the refs of one push, so one large push never evicts a
+// client). Called with s.mu held.
 func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 	type key struct{ repo, ref string }
 	at := make(map[key]int, len(s.queue))
@@ -155,7 +164,7 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		s.hub.metrics.coalesced.Inc()
 	}
 	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
-	if len(out) > 4*maxQueue {
+	if len(out) > 4*maxQueue+bus.MaxUpdatesPerPush {
 		return false
 	}
 	s.queue = out
@@ -175,6 +184,7 @@ func (s *subscriber) takeQueue() (closed bool) {
 		return true
 	}
 	s.out, s.queue = s.queue, s.out[:0]
+	s.foldAt = 0
 	if s.floor != nil {
 		kept := s.out[:0]
 		for _, f := range s.out {
@@ -195,6 +205,15 @@ func (s *subscriber) takeQueue() (closed bool) {
 		s.out = kept
 	}
 	return false
+}
+
+// queueHalfFull reports whether half the queue bound is used: such a
+// stream is written at once rather than batched, so a large push cannot
+// fill it while it waits.
+func (s *subscriber) queueHalfFull(maxQueue int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) >= maxQueue/2
 }
 
 func (s *subscriber) isClosed() bool {

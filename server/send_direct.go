@@ -1,3 +1,8 @@
+//go:build linux && !386 && !s390x
+
+// send and sendmsg are called directly; on 386 and s390x Linux before 4.3
+// they exist only through socketcall, so those use writev (send_other.go).
+
 package server
 
 import (
