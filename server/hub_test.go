@@ -45,6 +45,21 @@ func handlerSub(tb testing.TB, h *Hub, latest bool, repos []string, refs ...stri
 	return s
 }
 
+// emptyQueue does to a handler-path subscriber what its writer would,
+// without the writing: drops its queue and clears scheduled and the
+// doorbell.
+func emptyQueue(s *subscriber) {
+	s.mu.Lock()
+	clear(s.queue)
+	s.queue = s.queue[:0]
+	s.scheduled = false
+	s.mu.Unlock()
+	select {
+	case <-s.wake:
+	default:
+	}
+}
+
 // TestCoalesceKeepsCursorOrder: when a mode=latest queue folds, the ids of
 // the frames left must still rise. A client that reads a merged frame and
 // disconnects resumes from its id: if that id is newer than frames queued
@@ -197,31 +212,12 @@ func BenchmarkDispatch(b *testing.B) {
 				evs[r].Partition = bus.PartitionOf(names[r], bus.DefaultPartitions)
 			}
 			seq := make([]uint64, bus.DefaultPartitions)
-			empty := func(s *subscriber) {
-				s.mu.Lock()
-				clear(s.queue)
-				s.queue = s.queue[:0]
-				s.scheduled = false
-				s.mu.Unlock()
-				select {
-				case <-s.wake:
-				default:
-				}
-			}
 			drain := func(repo string) {
 				for s := range h.globs {
-					empty(s)
+					emptyQueue(s)
 				}
 				for s := range h.exact[repo] {
-					s.mu.Lock()
-					clear(s.queue)
-					s.queue = s.queue[:0]
-					s.scheduled = false
-					s.mu.Unlock()
-					select {
-					case <-s.wake:
-					default:
-					}
+					emptyQueue(s)
 				}
 			}
 			// Warm up: every subscriber's queue has grown once.
@@ -312,23 +308,12 @@ func TestDispatchAllocations(t *testing.T) {
 		}
 		ev := benchEvent()
 		ev.Partition = bus.PartitionOf(ev.Repo, bus.DefaultPartitions)
-		empty := func() { // what a writer does, without its allocations
-			for _, s := range all {
-				s.mu.Lock()
-				clear(s.queue)
-				s.queue = s.queue[:0]
-				s.scheduled = false
-				s.mu.Unlock()
-				select {
-				case <-s.wake:
-				default:
-				}
-			}
-		}
 		dispatch := func() {
 			ev.Seq++
 			h.dispatch(ev)
-			empty()
+			for _, s := range all {
+				emptyQueue(s)
+			}
 		}
 		dispatch() // queues and toSchedule grow once
 		return testing.AllocsPerRun(50, dispatch)

@@ -71,30 +71,10 @@ func commonPrefix(a, b []byte) int {
 // to each of 1,000 loopback streams (a fan-out): send/sendmsg against
 // writev, side by side. ns/op is per frame written.
 func BenchmarkSendCall(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
 	const conns = 1000
 	var raws []syscall.RawConn
 	for range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		peer, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer peer.Close()
-		go func() { _, _ = io.Copy(io.Discard, c) }() // the client reads everything
-		raw, err := peer.(syscall.Conn).SyscallConn()
-		if err != nil {
-			b.Fatal(err)
-		}
-		raws = append(raws, raw)
+		raws = append(raws, readStream(b))
 	}
 	frame := bytes.Repeat([]byte("x"), 290)
 	for _, tc := range []struct {
@@ -121,26 +101,7 @@ func TestWriteNowAllocates(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items at random)")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() { _, _ = io.Copy(io.Discard, c) }()
-	raw, err := peer.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readStream(t)
 	frame := bytes.Repeat([]byte("x"), 290)
 	bufs := make(net.Buffers, 0, 4)
 	for _, n := range []int{1, 3} { // send and sendmsg
@@ -158,4 +119,31 @@ func TestWriteNowAllocates(t *testing.T) {
 			t.Errorf("writeNow of %d buffers: %v allocations per write, want 0", n, allocs)
 		}
 	}
+}
+
+// readStream returns the server side of a loopback TCP connection whose
+// client reads and discards everything; both ends close with the test.
+func readStream(tb testing.TB) syscall.RawConn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	peer, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = peer.Close() })
+	go func() { _, _ = io.Copy(io.Discard, c) }() // ends when c is closed
+	raw, err := peer.(syscall.Conn).SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
 }
