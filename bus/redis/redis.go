@@ -117,9 +117,11 @@ func (o *Options) setDefaults() error {
 type Bus struct {
 	rdb   goredis.UniversalClient // set at construction
 	owned bool                    // Close closes rdb; set at construction
-	opts  Options                 // set at construction, defaults applied
-	parts []partKeys              // set at construction
-	log   *slog.Logger            // set at construction
+	// redacted is the url without its password, for errors; set by Dial.
+	redacted string
+	opts     Options      // set at construction, defaults applied
+	parts    []partKeys   // set at construction
+	log      *slog.Logger // set at construction
 
 	ctx    context.Context // cancelled by Close; parent of subscriptions
 	cancel context.CancelFunc
@@ -157,7 +159,22 @@ func New(client goredis.UniversalClient, opts Options) (*Bus, error) {
 // Open connects to the Redis that url names, checks it answers, and returns
 // a Bus that owns the connection. A Redis that cannot be reached gives an
 // error wrapping bus.ErrUnavailable; a malformed url, bus.ErrInvalid.
-// Errors never contain the password. The forms are:
+// Errors never contain the password. The url forms are those of Dial.
+func Open(ctx context.Context, url string, opts Options) (*Bus, error) {
+	b, err := Dial(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Ping(ctx); err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("redis bus: open %s: %w", b.redacted, err)
+	}
+	return b, nil
+}
+
+// Dial is Open without the check that Redis answers: the Bus connects on
+// first use, so a node can start before Redis does and report itself not
+// ready until then. Errors never contain the password. The forms are:
 //
 //	redis://[user:pass@]host[:port][/db]                    standalone
 //	rediss://[user:pass@]host[:port][/db]                   standalone over TLS
@@ -169,10 +186,10 @@ func New(client goredis.UniversalClient, opts Options) (*Bus, error) {
 // the master and replicas; the query parameters sentinel_user and
 // sentinel_password to the Sentinels. TLS always verifies the servers'
 // certificates, against the system roots or, with the query parameter
-// tls_ca_file=/path/ca.pem, against the CAs in that PEM file (read by Open;
+// tls_ca_file=/path/ca.pem, against the CAs in that PEM file (read by Dial;
 // a missing or empty file is bus.ErrInvalid). In a seed list the first
 // URL's tls_ca_file applies to all.
-func Open(ctx context.Context, url string, opts Options) (*Bus, error) {
+func Dial(url string, opts Options) (*Bus, error) {
 	cfg, err := parseURL(url)
 	if err != nil {
 		return nil, err
@@ -194,15 +211,16 @@ func Open(ctx context.Context, url string, opts Options) (*Bus, error) {
 		return nil, err
 	}
 	b.owned = true
-	if err := b.Ping(ctx); err != nil {
-		client.Close()
-		return nil, fmt.Errorf("redis bus: open %s: %w", cfg.Redacted, err)
-	}
+	b.redacted = cfg.Redacted
 	return b, nil
 }
 
 // Partitions implements bus.Bus.
 func (b *Bus) Partitions() int { return len(b.parts) }
+
+// Redacted is the url the Bus was dialled with, without its password;
+// empty for a Bus made by New.
+func (b *Bus) Redacted() string { return b.redacted }
 
 // Ping implements bus.HealthChecker: one round trip to Redis.
 func (b *Bus) Ping(ctx context.Context) error {

@@ -18,7 +18,7 @@ import (
 // supervisor restarts the node until it does); once running, a node rides
 // out Redis outages by itself, reporting not ready meanwhile.
 func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) {
-	b, err := redis.Open(ctx, c.redis, redis.Options{
+	b, err := redis.Dial(c.redis, redis.Options{
 		Partitions: c.partitions,
 		History:    c.history,
 		MaxAge:     c.historyAge,
@@ -26,6 +26,17 @@ func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bu
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis: %w", err)
+	}
+	// A Redis that is not up yet (a deployment starting, a failover) is
+	// waited for: the node serves /healthz, answers /readyz and new
+	// streams 503 until it connects. Anything else (a refused password,
+	// a server that is not Redis) is a configuration error: stop now.
+	if err := b.Ping(ctx); err != nil {
+		if !errors.Is(err, bus.ErrUnavailable) {
+			_ = b.Close()
+			return nil, nil, fmt.Errorf("--redis %s: %w", b.Redacted(), err)
+		}
+		log.Warn("Redis is not reachable yet: this node reports not ready until it is", "redis", b.Redacted(), "err", err)
 	}
 	return b, func() { _ = b.Close() }, nil
 }
