@@ -136,6 +136,20 @@ func (c Cursor) Fits(h bus.Heads, relevant []bool) (bool, string) {
 }
 
 // clone returns a copy that does not share Seqs.
+// current reports whether c is exactly at pos (same epoch) on every
+// relevant partition: nothing lies between them to replay.
+func (c Cursor) current(pos Cursor, relevant []bool) bool {
+	if c.Epoch != pos.Epoch || len(c.Seqs) != len(pos.Seqs) || len(relevant) != len(c.Seqs) {
+		return false
+	}
+	for p, want := range relevant {
+		if want && c.Seqs[p] != pos.Seqs[p] {
+			return false
+		}
+	}
+	return true
+}
+
 func (c Cursor) clone() Cursor {
 	return Cursor{Epoch: c.Epoch, Seqs: append([]uint64(nil), c.Seqs...)}
 }

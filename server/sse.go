@@ -235,21 +235,26 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 	var floor []uint64
 	if sq.cursor != nil {
 		rel := relevantPartitions(&sq.filter, len(pos.Seqs))
-		_, ok, reason := s.cursorFits(ctx, *sq.cursor, pos, rel)
+		// A client that is up to date (the common reconnect, and a whole
+		// fleet moving off a draining node) has nothing to replay: it
+		// costs the bus no read at all.
+		ok, reason := sq.cursor.current(pos, rel), ""
+		if !ok {
+			_, ok, reason = s.cursorFits(ctx, *sq.cursor, pos, rel)
+			if ok {
+				err := s.replayHistory(ctx, w, &sq.filter, sq.cursor.clone(), pos, rel)
+				if errors.Is(err, bus.ErrTruncated) {
+					ok, reason = false, "the history was trimmed while replaying"
+				} else if err != nil {
+					return nil, err
+				}
+			}
+		}
 		if ok {
 			s.hub.metrics.replays.Inc()
-			at := sq.cursor.clone()
-			err := s.replayHistory(ctx, w, &sq.filter, at, pos, rel)
-			if errors.Is(err, bus.ErrTruncated) {
-				ok, reason = false, "the history was trimmed while replaying"
-			} else if err != nil {
-				return nil, err
-			}
-			if ok {
-				out.merge(sq.cursor.Seqs)
-				if !atLeast(pos.Seqs, sq.cursor.Seqs) {
-					floor = out.Seqs
-				}
+			out.merge(sq.cursor.Seqs)
+			if !atLeast(pos.Seqs, sq.cursor.Seqs) {
+				floor = out.Seqs
 			}
 		}
 		if !ok {
