@@ -13,11 +13,14 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/bus/redis"
 	"github.com/refcast/refcast/server"
 )
 
-// runServe runs a refcast node in this process, on the memory bus, with
+// runServe runs a refcast node in this process, on the memory bus (or
+// Redis with -redis), with
 // a pprof listener beside it: the same server package `refcast serve`
 // runs, made observable (goroutine counts, CPU and heap profiles) without
 // adding anything to the server itself.
@@ -28,6 +31,7 @@ func runServe(ctx context.Context, args []string) error {
 	token := fs.String("token", os.Getenv("REFCAST_PUBLISH_TOKEN"), "publish token")
 	maxConns := fs.Int("max-connections", 30000, "streams per node")
 	heartbeat := fs.Duration("heartbeat", server.DefaultHeartbeat, "heartbeat interval")
+	redisURL := fs.String("redis", "", "run on the Redis bus at this URL instead of the memory bus")
 	memRate := fs.Int("memprofilerate", 0, "runtime.MemProfileRate (1: record every allocation, for exact per-connection heap figures; 0: Go's default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -44,7 +48,13 @@ func runServe(ctx context.Context, args []string) error {
 		runtime.MemProfileRate = *memRate
 	}
 	raiseNoFile()
-	b, err := memory.New(memory.Options{})
+	var err error
+	var b bus.Bus
+	if *redisURL != "" {
+		b, err = redis.Open(ctx, *redisURL, redis.Options{})
+	} else {
+		b, err = memory.New(memory.Options{})
+	}
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,10 @@
 #                 refcast is `refcast serve` as shipped (embedded bus on disk,
 #                 concurrent publishes share an fsync'd commit); refcast-mem is the same
 #                 server package on the in-memory bus (`refcast-bench serve`),
-#                 which also exposes pprof so goroutines are counted; nchan:N is
+#                 which also exposes pprof so goroutines are counted; refcast-redis
+#                 is `refcast serve --redis` on a redis-server of its own (AOF,
+#                 appendfsync everysec, as docs/operations.md recommends; the
+#                 node's CPU is measured, not Redis's); nchan:N is
 #                 nginx+nchan with N worker processes (nchan's faster setting
 #                 differs by load, so both are measured)
 #   EVENTS, INTERVAL  fanout events and spacing [20, 750ms: longer than a fan-out to 18,000 takes, so events do not overlap]
@@ -55,6 +58,7 @@ BENCH_FLAGS=${BENCH_FLAGS:-}
 REFCAST_PORT=${REFCAST_PORT:-28380}
 NCHAN_PORT=${NCHAN_PORT:-28381}
 PPROF_PORT=${PPROF_PORT:-28382}
+REDIS_PORT=${REDIS_PORT:-28383}
 TOKEN=bench-token
 OUT=${OUT:-$(mktemp -d /tmp/refcast-bench.XXXXXX)}
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -74,17 +78,30 @@ if [[ " $TARGETS " == *" nchan"* ]] && { ! command -v nginx >/dev/null || [[ ! -
 	TARGETS=${TARGETS//nchan:2/}
 fi
 
+if [[ " $TARGETS " == *" refcast-redis "* ]] && ! command -v redis-server >/dev/null; then
+	echo "redis-server is not installed (apt-get install -y redis-server): skipping refcast-redis" >&2
+	TARGETS=${TARGETS//refcast-redis/}
+fi
+
 SERVER_PID=""
+REDIS_PID=""
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
 stop_server() {
 	if [[ -n "$SERVER_PID" ]]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null || true
-		for _ in $(seq 50); do
-			kill -0 "$SERVER_PID" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
+		stop_pid "$SERVER_PID"
 		SERVER_PID=""
+	fi
+	if [[ -n "$REDIS_PID" ]]; then
+		stop_pid "$REDIS_PID"
+		REDIS_PID=""
 	fi
 }
 trap stop_server EXIT
@@ -97,6 +114,21 @@ start_server() {
 		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
 			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --data "$OUT/refcast-data" \
 			>>"$OUT/refcast.log" 2>&1 &
+		SERVER_PID=$!
+		URL="http://127.0.0.1:$REFCAST_PORT"
+		;;
+	refcast-redis)
+		rm -rf "$OUT/redis" && mkdir -p "$OUT/redis"
+		redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$OUT/redis" --save '' \
+			--appendonly yes --appendfsync everysec >>"$OUT/redis.log" 2>&1 &
+		REDIS_PID=$!
+		for _ in $(seq 50); do
+			redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
+			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --redis "redis://127.0.0.1:$REDIS_PORT" \
+			>>"$OUT/refcast-redis.log" 2>&1 &
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
 		;;
@@ -118,6 +150,9 @@ start_server() {
 		;;
 	esac
 	for _ in $(seq 50); do
+		if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+			break # exited (port taken?): do not measure whoever answers there
+		fi
 		if curl -s -o /dev/null "$URL/" 2>/dev/null; then
 			return 0
 		fi
@@ -136,6 +171,7 @@ measure() {
 	case "$target" in
 	nchan:*) label="$label ${target#nchan:}w" ;;
 	refcast-mem) label="$label mem" extra=(-pprof "http://127.0.0.1:$PPROF_PORT") ;;
+	refcast-redis) label="$label redis" ;;
 	esac
 	local cmd=("$OUT/bin/refcast-bench" -target "$kind" "${extra[@]}" -url "$URL" -pid "$SERVER_PID" -label "$label" -settle "$SETTLE" "$@")
 	# shellcheck disable=SC2086
