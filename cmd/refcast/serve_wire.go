@@ -14,9 +14,8 @@ import (
 	"github.com/refcast/refcast/web"
 )
 
-// openRedisBus opens the Redis bus. Redis must answer at start (a
-// supervisor restarts the node until it does); once running, a node rides
-// out Redis outages by itself, reporting not ready meanwhile.
+// openRedisBus opens the Redis bus. Redis need not answer yet: at start as
+// during an outage, the node runs and reports not ready until it does.
 func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) {
 	b, err := redis.Dial(c.redis, redis.Options{
 		Partitions: c.partitions,
