@@ -40,6 +40,21 @@ type receiver struct {
 	done   chan struct{}
 }
 
+// followFromNow subscribes to b from its current heads, which it returns,
+// and receives in the background.
+func followFromNow(ctx context.Context, t *testing.T, b bus.Bus) (bus.Heads, bus.Subscription, *receiver) {
+	t.Helper()
+	from, err := b.Heads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return from, sub, receive(sub)
+}
+
 func receive(sub bus.Subscription) *receiver {
 	r := &receiver{done: make(chan struct{})}
 	go func() {
@@ -128,15 +143,7 @@ func TestKillRestartWithAOF(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AOF: true})
 	b := open(t, srv.URL(), redis.Options{Partitions: 4, Timeout: 500 * time.Millisecond})
 	ctx := t.Context()
-	from, err := b.Heads(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(ctx, from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := receive(sub)
+	_, sub, r := followFromNow(ctx, t, b)
 
 	const pushes = 150
 	published := make(chan int, pushes)
@@ -180,15 +187,7 @@ func TestRestartWithoutPersistenceResets(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AOF: false})
 	b := open(t, srv.URL(), redis.Options{Partitions: 1, Timeout: 500 * time.Millisecond})
 	ctx := t.Context()
-	from, err := b.Heads(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(ctx, from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := receive(sub)
+	from, sub, r := followFromNow(ctx, t, b)
 	for i := range 5 {
 		publishRetrying(ctx, t, b, bustest.Push(fmt.Sprintf("old%d", i), "acme/app", "refs/heads/main", bustest.ID(i+1)))
 	}
@@ -259,15 +258,7 @@ func TestClientKillMidStream(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	b := open(t, srv.URL(), redis.Options{Partitions: 4, Timeout: 500 * time.Millisecond})
 	ctx := t.Context()
-	from, err := b.Heads(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(ctx, from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := receive(sub)
+	_, sub, r := followFromNow(ctx, t, b)
 	admin := srv.Client()
 	const pushes = 200
 	stop := make(chan struct{})
