@@ -17,12 +17,16 @@ run: ## run a node on the embedded bus at localhost:8080
 build: ## build ./refcast with the version stamped in
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o refcast ./cmd/refcast
 
-test: ## run every test with the race detector (real git, redis-server, chromium), then the allocation tests without it
-	$(GO) test -race -count=1 -timeout 12m ./...
-	$(GO) test -count=1 -run 'Allocat' ./...
+test: ## run every test with the race detector (real git, redis-server, chromium), then the allocation tests without it; every step runs, failing at the end
+	@rc=0; \
+	$(GO) test -race -count=1 -timeout 20m ./... || rc=1; \
+	$(GO) test -count=1 -run 'Allocat' ./... || rc=1; \
+	if [ $$rc -ne 0 ]; then echo 'make test: FAILED (see above)'; fi; exit $$rc
 
 bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmarks; full set: docs/performance.md
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./server/ ./bus/memory/ ./bus/bolt/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x -skip 'Hostile' ./server/ ./bus/memory/ ./bus/bolt/
+	$(GO) test -run '^$$' -bench 'HostileClients' -benchtime 1x ./server/
+	$(GO) test -run '^$$' -bench 'EnrichThousandTags' -benchtime 5x ./hook/
 	SMALL=1 deploy/bench/compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each

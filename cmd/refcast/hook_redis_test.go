@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,11 +40,12 @@ func TestHookRedisOutageSpoolFlush(t *testing.T) {
 	rs := redistest.Start(t, redistest.Options{AOF: true, Args: []string{"enable-debug-command local"}})
 	node := testnode.Start(t, bin, "", "--redis", rs.URL(), "--drain", "100ms", "--heartbeat", "500ms")
 
+	// The hook's timeout is what bounds a push while Redis hangs. The test
+	// proves it by what happened, not by how long it took: Redis hangs for
+	// redisHang, far longer than the hook waits, and the push must have
+	// returned while Redis was still hung.
 	const hookTimeout = 500 * time.Millisecond
-	// Margin for process start-up, enrichment and git itself on a shared
-	// 2-core machine; a hook without a working timeout would take the TCP
-	// or Redis client's own (much longer) timeouts.
-	const pushBound = hookTimeout + 2*time.Second
+	const redisHang = 120 // seconds of DEBUG SLEEP; cut short by a kill
 	dir := t.TempDir()
 	bare := filepath.Join(dir, "app.git")
 	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
@@ -73,9 +75,7 @@ func TestHookRedisOutageSpoolFlush(t *testing.T) {
 	hung := make(chan error, 1)
 	sleeper := rs.Client()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		hung <- sleeper.Do(ctx, "DEBUG", "SLEEP", "3").Err()
+		hung <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", strconv.Itoa(redisHang)).Err()
 	}()
 	waitRedisHung(t, rs)
 	sha := commitFile(t, work, "while redis hangs")
@@ -83,28 +83,26 @@ func TestHookRedisOutageSpoolFlush(t *testing.T) {
 	if err != nil {
 		t.Fatalf("push while Redis hangs failed: %v\n%s", err, stderr)
 	}
-	assertOneWarning(t, stderr)
-	if took > pushBound {
-		t.Errorf("push while Redis hangs took %v, want < %v (hook timeout %v)", took, pushBound, hookTimeout)
+	select {
+	case err := <-hung:
+		t.Fatalf("the push returned only after Redis answered again (DEBUG SLEEP: %v): the hook timeout did not bound it", err)
+	default: // Redis is still hung: the hook's timeout ended the wait
 	}
+	assertOneWarning(t, stderr)
 	t.Logf("push while Redis hangs: %v (hook timeout %v)", took, hookTimeout)
 	assertSpooled(t, spool, 1)
 	want = append(want, pushed{"refs/heads/main", sha})
-	if err := <-hung; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
 
-	// Redis stopped: the push succeeds at once, spooled behind the first.
-	rs.Stop()
+	// Redis killed while hung (appendfsync always: nothing acknowledged is
+	// lost): the push succeeds, spooled behind the first.
+	rs.Kill()
+	<-hung // the sleeper's connection broke
 	sha = commitFile(t, work, "while redis is down")
 	took, stderr, err = gitPush(work, "HEAD:main")
 	if err != nil {
 		t.Fatalf("push while Redis is down failed: %v\n%s", err, stderr)
 	}
 	assertOneWarning(t, stderr)
-	if took > pushBound {
-		t.Errorf("push while Redis is down took %v, want < %v", took, pushBound)
-	}
 	t.Logf("push while Redis is down: %v", took)
 	assertSpooled(t, spool, 2)
 	want = append(want, pushed{"refs/heads/main", sha})
@@ -128,13 +126,9 @@ func TestHookRedisOutageSpoolFlush(t *testing.T) {
 				sha, err := tryCommitFile(w, fmt.Sprintf("clone %d push %d", c, i))
 				if err == nil {
 					var stderr string
-					var took time.Duration
-					took, stderr, err = gitPush(w, "HEAD:"+ref)
+					_, stderr, err = gitPush(w, "HEAD:"+ref)
 					if err == nil && strings.Count(stderr, "refcast hook:") != 1 {
 						err = fmt.Errorf("want one warning line, stderr:\n%s", stderr)
-					}
-					if err == nil && took > pushBound {
-						err = fmt.Errorf("push took %v, want < %v", took, pushBound)
 					}
 				}
 				mu.Lock()
