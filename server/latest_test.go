@@ -15,7 +15,7 @@ func TestLatestModeLargePush(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) {
 		o.MaxQueue = 16
-		o.WriteTimeout = 20 * time.Second
+		o.WriteTimeout = time.Hour // about queues, never evicted for slowness (publishing can take 20 s under load)
 		o.MaxBody = 16 << 20
 	})
 	q := query("repo", "acme/app", "mode", "latest")
@@ -32,7 +32,7 @@ func TestLatestModeLargePush(t *testing.T) {
 	s := startSSEOnConn(t, conn, q)
 	s.opening()
 	got := map[string]string{}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(patience)
 	for len(got) < refs {
 		if time.Now().After(deadline) {
 			t.Fatalf("the client holds %d of %d refs", len(got), refs)
