@@ -3,9 +3,13 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/refcast/refcast/bus/memory"
 	"github.com/refcast/refcast/wire"
 )
 
@@ -46,4 +50,36 @@ func FuzzPublishBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPublishAuthorizationScheme: publishing reads the Authorization
+// header with the protocol's one parser, so the scheme is
+// case-insensitive as it is for reads (RFC 7235); other schemes and
+// malformed values are refused.
+func TestPublishAuthorizationScheme(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
+	cases := []struct {
+		name, header string
+		want         int
+	}{
+		{"canonical", "Bearer " + testToken, http.StatusOK},
+		{"lower case", "bearer " + testToken, http.StatusOK},
+		{"upper case", "BEARER " + testToken, http.StatusOK},
+		{"two spaces", "Bearer  " + testToken, http.StatusOK},
+		{"basic", "Basic " + testToken, http.StatusUnauthorized},
+		{"no space", "Bearer" + testToken, http.StatusUnauthorized},
+		{"wrong token", "Bearer nope", http.StatusUnauthorized},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body, _ := json.Marshal(newPush("acme/app", upd(fmt.Sprintf("refs/heads/b%d", i), z, oid(i+1))))
+			req, _ := http.NewRequest(http.MethodPost, n.url+wire.PathPublish, bytes.NewReader(body))
+			req.Header.Set(wire.HeaderAuthorization, tc.header)
+			req.Header.Set("Content-Type", "application/json")
+			if st, _, resp := do(t, req); st != tc.want {
+				t.Fatalf("Authorization %q: %d %s, want %d", tc.header, st, resp, tc.want)
+			}
+		})
+	}
 }

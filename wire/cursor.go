@@ -72,18 +72,28 @@ func (c Cursor) Encode() string {
 	return string(c.AppendEncode(buf))
 }
 
-// AppendEncode appends the wire form to dst.
+// AppendEncode appends the wire form to dst. It allocates nothing beyond
+// growing dst: the body is encoded 3 bytes at a time (base64 of a
+// concatenation of 3-byte groups is the concatenation of their base64) from
+// a small buffer on the stack, because a node encodes a cursor into every
+// frame it sends.
 func (c Cursor) AppendEncode(dst []byte) []byte {
-	var raw [binary.MaxVarintLen64]byte
-	body := make([]byte, 0, 4+binary.MaxVarintLen64*(len(c.Seqs)+1))
-	body = binary.AppendUvarint(body, uint64(len(c.Seqs)))
-	body = binary.BigEndian.AppendUint32(body, c.Epoch)
-	for _, s := range c.Seqs {
-		n := binary.PutUvarint(raw[:], s)
-		body = append(body, raw[:n]...)
-	}
 	dst = append(dst, CursorPrefix...)
-	return base64.RawURLEncoding.AppendEncode(dst, body)
+	// Flushed at 48 bytes or more, it then holds at most 2, and a Seq adds
+	// at most binary.MaxVarintLen64 (10): 64 bytes always suffice.
+	var buf [64]byte
+	n := binary.PutUvarint(buf[:], uint64(len(c.Seqs)))
+	binary.BigEndian.PutUint32(buf[n:], c.Epoch)
+	n += 4
+	for _, s := range c.Seqs {
+		if n >= 48 {
+			k := n - n%3
+			dst = base64.RawURLEncoding.AppendEncode(dst, buf[:k])
+			n = copy(buf[:], buf[k:n])
+		}
+		n += binary.PutUvarint(buf[n:], s)
+	}
+	return base64.RawURLEncoding.AppendEncode(dst, buf[:n])
 }
 
 // DecodeCursor parses the wire form. It fails, with an error wrapping

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/refcast/refcast/bus"
@@ -177,3 +178,66 @@ func FuzzDecodeCursor(f *testing.F) {
 	})
 }
 
+// TestMaxCursorLen: the limit is the length of the longest cursor the
+// protocol allows (every partition there is, every Seq at its widest), so
+// nothing a node sends is refused by a client and nothing longer is
+// decoded.
+func TestMaxCursorLen(t *testing.T) {
+	t.Parallel()
+	if n := len(binary.AppendUvarint(nil, bus.MaxPartitions)); n != maxCountLen {
+		t.Fatalf("uvarint(%d) is %d bytes, maxCountLen is %d", bus.MaxPartitions, n, maxCountLen)
+	}
+	widest := Cursor{Epoch: math.MaxUint32, Seqs: make([]uint64, bus.MaxPartitions)}
+	for i := range widest.Seqs {
+		widest.Seqs[i] = math.MaxUint64
+	}
+	s := widest.Encode()
+	if len(s) != MaxCursorLen {
+		t.Fatalf("the widest cursor is %d bytes, MaxCursorLen is %d", len(s), MaxCursorLen)
+	}
+	if _, err := DecodeCursor(s); err != nil {
+		t.Fatalf("the widest cursor does not decode: %v", err)
+	}
+	if err := ValidateCursor(s); err != nil {
+		t.Fatalf("the widest cursor does not validate: %v", err)
+	}
+	if err := ValidateCursor(s + "A"); err == nil {
+		t.Fatal("a cursor longer than MaxCursorLen validates")
+	}
+	// The case that broke watch's old 1,024-character bound: 256
+	// partitions with Seqs near a million.
+	mid := Cursor{Seqs: make([]uint64, 256)}
+	for i := range mid.Seqs {
+		mid.Seqs[i] = 1_000_000
+	}
+	if s := mid.Encode(); len(s) <= 1024 || ValidateCursor(s) != nil {
+		t.Fatalf("256 partitions at seq 1e6: %d bytes, ValidateCursor %v", len(s), ValidateCursor(s))
+	}
+}
+
+func TestValidateCursor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range cursorCases {
+		if err := ValidateCursor(tc.c.Encode()); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	for _, bad := range []string{"", "c1 x", "c1\nx", "c1+/", "c1=", "c1%41", "c1?a=b", "c1&", "c1:"} {
+		if ValidateCursor(bad) == nil {
+			t.Errorf("ValidateCursor(%q) accepted", bad)
+		}
+	}
+}
+
+// FuzzValidateCursor: what validates is safe in a URL, a header and a
+// file, and within the limit.
+func FuzzValidateCursor(f *testing.F) {
+	f.Add("c1AQAAAAAA")
+	f.Add("c1\r\nevent: x")
+	f.Add("a b")
+	f.Fuzz(func(t *testing.T, s string) {
+		if ValidateCursor(s) == nil && (strings.ContainsAny(s, "\r\n:&?=/ %+") || len(s) > MaxCursorLen || s == "") {
+			t.Fatalf("ValidateCursor(%q) accepted", s)
+		}
+	})
+}
