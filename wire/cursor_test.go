@@ -31,6 +31,9 @@ func TestCursorRoundTrip(t *testing.T) {
 			if !urlSafeCursor(s) {
 				t.Fatalf("encoded %q is not [A-Za-z0-9_-] with prefix c1", s)
 			}
+			if want := referenceEncode(tc.c); s != want {
+				t.Fatalf("Encode = %q, want %q", s, want)
+			}
 			if got := string(tc.c.AppendEncode([]byte("x"))); got != "x"+s {
 				t.Fatalf("AppendEncode = %q, want %q", got, "x"+s)
 			}
@@ -43,6 +46,18 @@ func TestCursorRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// referenceEncode is the wire form built the plain way, the whole body
+// then base64: AppendEncode, which encodes in pieces to avoid allocating,
+// must write exactly these bytes.
+func referenceEncode(c Cursor) string {
+	body := binary.AppendUvarint(nil, uint64(len(c.Seqs)))
+	body = binary.BigEndian.AppendUint32(body, c.Epoch)
+	for _, s := range c.Seqs {
+		body = binary.AppendUvarint(body, s)
+	}
+	return CursorPrefix + base64.RawURLEncoding.EncodeToString(body)
 }
 
 func urlSafeCursor(s string) bool {
@@ -170,6 +185,9 @@ func FuzzDecodeCursor(f *testing.F) {
 		enc := c.Encode()
 		if !urlSafeCursor(enc) {
 			t.Fatalf("encoded %q is not URL-safe", enc)
+		}
+		if want := referenceEncode(c); enc != want {
+			t.Fatalf("Encode(%+v) = %q, want %q", c, enc, want)
 		}
 		got, err := DecodeCursor(enc)
 		if err != nil || got.Epoch != c.Epoch || !slices.Equal(got.Seqs, c.Seqs) {
