@@ -11,9 +11,9 @@
 // this package is its source of truth.
 //
 // wire is not a client or a server: it does no I/O, holds no state and
-// knows nothing of echo, Redis or SSE libraries. It imports bus only for
-// the domain types a payload carries (bus.Event, bus.Kind, bus.Heads) and
-// the partition bound.
+// knows nothing of echo, Redis or SSE libraries. Besides the standard
+// library it imports only bus, for the domain types a payload carries
+// (bus.Event, bus.Kind, bus.Heads) and the partition bound.
 package wire
 
 // Endpoint paths of a node.
