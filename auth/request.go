@@ -2,7 +2,8 @@ package auth
 
 import (
 	"net/http"
-	"strings"
+
+	"github.com/refcast/refcast/wire"
 )
 
 // Where a token travels, besides the Authorization header.
@@ -12,7 +13,7 @@ const (
 	// QueryParam carries a token for clients that cannot set headers
 	// (a browser's EventSource). URLs end up in access logs: see
 	// docs/security.md.
-	QueryParam = "access_token"
+	QueryParam = wire.ParamAccessToken
 )
 
 // TokenFromRequest returns the request's token: the Authorization Bearer
@@ -30,11 +31,6 @@ func TokenFromRequest(r *http.Request) string {
 }
 
 // BearerToken returns the token of an "Authorization: Bearer <token>"
-// header (the scheme is case-insensitive), or "".
-func BearerToken(r *http.Request) string {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
-}
+// header, or "": the protocol's one parser, wire.BearerToken, which the
+// node's publish endpoint uses too.
+func BearerToken(r *http.Request) string { return wire.BearerToken(r) }

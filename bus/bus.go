@@ -25,6 +25,13 @@ var (
 // use the same number.
 const DefaultPartitions = 16
 
+// MaxPartitions bounds the partitions of a deployment. Every bus
+// implementation refuses more; a cursor carries one Seq per partition, so
+// this number also bounds the length of a cursor (wire.MaxCursorLen).
+// 1,024 is far beyond what one bus needs (a partition is one ordered
+// stream; 16 serve thousands of repos) and keeps a cursor under 14 KiB.
+const MaxPartitions = 1024
+
 // PartitionOf maps a repo to its partition: FNV-1a of the name, modulo n.
 // All events of one repo share a partition, which is what orders them.
 func PartitionOf(repo string, n int) int {

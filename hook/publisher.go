@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // Publisher takes a push somewhere: a node over HTTP, a bus directly.
@@ -67,7 +68,7 @@ func (h *HTTPPublisher) Publish(ctx context.Context, p *bus.Push) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if h.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+h.Token)
+		req.Header.Set(wire.HeaderAuthorization, wire.Bearer(h.Token))
 	}
 	c := h.Client
 	if c == nil {
@@ -103,7 +104,7 @@ func publishURL(base string) (*url.URL, error) {
 		// the push must be kept until it is fixed.
 		return nil, errors.New("node URL must be http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]")
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/publish"
+	u.Path = strings.TrimSuffix(u.Path, "/") + wire.PathPublish
 	u.RawPath = ""
 	return u, nil
 }
@@ -116,9 +117,7 @@ func errorMessage(resp *http.Response) string {
 	if resp.StatusCode < 300 {
 		return ""
 	}
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e wire.Error
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
 		return clip(strings.ToValidUTF8(e.Error, "?"))
 	}

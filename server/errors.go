@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // apiError is an error with the status and message a client should see.
@@ -35,7 +36,7 @@ func statusOf(err error) *apiError {
 		return ae
 	case errors.As(err, &rl):
 		return &apiError{status: http.StatusTooManyRequests, msg: rl.Error(), retry: rl.retry}
-	case errors.Is(err, bus.ErrInvalid), errors.Is(err, ErrBadCursor):
+	case errors.Is(err, bus.ErrInvalid), errors.Is(err, wire.ErrBadCursor):
 		return &apiError{status: http.StatusBadRequest, msg: err.Error()}
 	case errors.Is(err, ErrUnauthorized):
 		return &apiError{status: http.StatusUnauthorized, msg: err.Error()}
@@ -68,5 +69,5 @@ func (s *Server) httpError(err error, c echo.Context) {
 	if ae.retry > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(ae.retry))
 	}
-	_ = c.JSON(ae.status, map[string]any{"error": ae.msg, "status": ae.status})
+	_ = c.JSON(ae.status, wire.Error{Error: ae.msg, Status: ae.status})
 }

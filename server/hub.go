@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // Hub is a node's fan-out engine. One goroutine reads the bus feed and, for
@@ -33,7 +34,7 @@ type Hub struct {
 
 	mu      sync.RWMutex
 	started bool                                // guarded by mu: pos and heads are valid
-	pos     Cursor                              // guarded by mu: position after the last dispatched event
+	pos     wire.Cursor                         // guarded by mu: position after the last dispatched event
 	heads   bus.Heads                           // guarded by mu: epochs per partition
 	exact   map[string]map[*subscriber]struct{} // guarded by mu: repo -> subscribers naming it exactly
 	globs   map[*subscriber]struct{}            // guarded by mu: subscribers with a repo glob
@@ -156,7 +157,7 @@ func (h *Hub) startPosition(ctx context.Context) (bus.Heads, error) {
 		return nil, err
 	}
 	h.heads = heads
-	h.pos = Cursor{Epoch: EpochFingerprint(heads), Seqs: make([]uint64, len(heads))}
+	h.pos = wire.Cursor{Epoch: wire.EpochFingerprint(heads), Seqs: make([]uint64, len(heads))}
 	for p, hd := range heads {
 		h.pos.Seqs[p] = hd.Last
 	}
@@ -343,7 +344,7 @@ func (h *Hub) queueEvent(ev *bus.Event, last bool) {
 	h.pos.Seqs[ev.Partition] = ev.Seq
 	pos := append([]uint64(nil), h.pos.Seqs...)
 	f := &frame{ev: ev, pos: pos, epoch: h.pos.Epoch}
-	f.data = encodeEventFrame(make([]byte, 0, 512), eventName(ev), Cursor{Epoch: h.pos.Epoch, Seqs: pos}, ev)
+	f.data = wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: h.pos.Epoch, Seqs: pos}, ev)
 	n := 0
 	// Subscribers with the same filter share one interned filter: its ref
 	// match is computed once per event and remembered in it (stamp).
@@ -399,7 +400,7 @@ func (h *Hub) reset(msg bus.Message) {
 	h.mu.Lock()
 	h.heads[msg.Partition] = msg.Head
 	h.pos.Seqs[msg.Partition] = msg.Head.Last
-	h.pos.Epoch = EpochFingerprint(h.heads)
+	h.pos.Epoch = wire.EpochFingerprint(h.heads)
 	subs := append([]*subscriber(nil), h.all...)
 	h.mu.Unlock()
 	for _, s := range subs {
@@ -409,13 +410,13 @@ func (h *Hub) reset(msg bus.Message) {
 
 // position returns a copy of the hub's position and heads, for a client
 // that registers now. ok is false until the hub has read the bus once.
-func (h *Hub) position() (Cursor, bus.Heads, bool) {
+func (h *Hub) position() (wire.Cursor, bus.Heads, bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if !h.started {
-		return Cursor{}, nil, false
+		return wire.Cursor{}, nil, false
 	}
-	return h.pos.clone(), append(bus.Heads(nil), h.heads...), true
+	return h.pos.Clone(), append(bus.Heads(nil), h.heads...), true
 }
 
 // Errors from register, mapped to 503 by the handlers.
@@ -428,20 +429,20 @@ var (
 
 // register adds a subscriber and returns the position from which it will
 // receive live frames: every event after it is queued to s, none before.
-func (h *Hub) register(s *subscriber) (Cursor, bus.Heads, error) {
+func (h *Hub) register(s *subscriber) (wire.Cursor, bus.Heads, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
 	case !h.started:
-		return Cursor{}, nil, errNotReady
+		return wire.Cursor{}, nil, errNotReady
 	case h.draining:
-		return Cursor{}, nil, errDraining
+		return wire.Cursor{}, nil, errDraining
 	case len(h.all) >= h.opts.MaxConnections:
 		h.metrics.rejected.WithLabelValues("node_limit").Inc()
-		return Cursor{}, nil, errTooManyConnections
+		return wire.Cursor{}, nil, errTooManyConnections
 	case s.client != "" && h.opts.MaxPerClient > 0 && h.perKey[s.client] >= h.opts.MaxPerClient:
 		h.metrics.rejected.WithLabelValues("client_limit").Inc()
-		return Cursor{}, nil, errTooManyForClient
+		return wire.Cursor{}, nil, errTooManyForClient
 	}
 	h.intern(s)
 	glob := false
@@ -469,7 +470,7 @@ func (h *Hub) register(s *subscriber) (Cursor, bus.Heads, error) {
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
 	h.metrics.connections.Set(float64(len(h.all)))
-	return h.pos.clone(), append(bus.Heads(nil), h.heads...), nil
+	return h.pos.Clone(), append(bus.Heads(nil), h.heads...), nil
 }
 
 // remove unregisters and closes a subscriber. Safe to call more than once

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // testHub is a hub that is not running: dispatch is called directly, as
@@ -24,7 +25,7 @@ func testHub(tb testing.TB, partitions int, mod func(*Options)) *Hub {
 	for i := range h.heads {
 		h.heads[i] = bus.PartitionHead{Epoch: uint64(i + 1), First: 1}
 	}
-	h.pos = Cursor{Epoch: EpochFingerprint(h.heads), Seqs: make([]uint64, partitions)}
+	h.pos = wire.Cursor{Epoch: wire.EpochFingerprint(h.heads), Seqs: make([]uint64, partitions)}
 	h.started = true
 	return h
 }
@@ -150,14 +151,14 @@ func benchEvent() *bus.Event {
 
 func BenchmarkEncodeEventFrame(b *testing.B) {
 	ev := benchEvent()
-	c := Cursor{Epoch: 0xdeadbeef, Seqs: make([]uint64, bus.DefaultPartitions)}
+	c := wire.Cursor{Epoch: 0xdeadbeef, Seqs: make([]uint64, bus.DefaultPartitions)}
 	for i := range c.Seqs {
 		c.Seqs[i] = uint64(1000000 + i*7919)
 	}
 	buf := make([]byte, 0, 1024)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = encodeEventFrame(buf[:0], "ref", c, ev)
+		buf = wire.AppendEventFrame(buf[:0], "ref", c, ev)
 	}
 	b.SetBytes(int64(len(buf)))
 }

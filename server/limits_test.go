@@ -17,6 +17,7 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/wire"
 )
 
 func TestMaxConnections(t *testing.T) {
@@ -213,7 +214,7 @@ func TestLatestModeCoalesces(t *testing.T) {
 	s := startSSEOnConn(t, conn, q)
 	s.opening()
 	latest := map[string]string{}
-	var lastCursor Cursor
+	var lastCursor wire.Cursor
 	deadline := time.Now().Add(patience)
 	frames := 0
 	for len(latest) < refs || !allFinal(latest, rounds) {
@@ -227,7 +228,7 @@ func TestLatestModeCoalesces(t *testing.T) {
 			t.Fatalf("event for %s has old %s, client holds %s (a lost update)", ev.Ref, ev.Old[36:], prev[36:])
 		}
 		latest[ev.Ref] = ev.New
-		c, _ := DecodeCursor(f.ID)
+		c, _ := wire.DecodeCursor(f.ID)
 		if lastCursor.Seqs != nil && !atLeast(c.Seqs, lastCursor.Seqs) {
 			t.Fatalf("frame %d: cursor went backwards", frames)
 		}
@@ -465,7 +466,7 @@ func TestDrainStalledClient(t *testing.T) {
 	// The hub may still have been dispatching when the drain began: events
 	// queued after the retry: are cut off, and the client resumes for them.
 	if events < pushes*per {
-		missed, err := DecodeCursor(lastID)
+		missed, err := wire.DecodeCursor(lastID)
 		if err != nil || events == 0 {
 			t.Fatalf("%d events, last id %q", events, lastID)
 		}

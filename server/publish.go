@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // handlePublish serves POST /v1/publish: a hook (or any tool) hands the
@@ -22,7 +23,7 @@ func (s *Server) handlePublish(c echo.Context) error {
 	r := c.Request()
 	// Only the Authorization header counts: a cookie would let any site a
 	// logged-in browser visits forge publishes.
-	tok := bearerToken(r)
+	tok := wire.BearerToken(r)
 	shared := s.opts.PublishToken != "" && tok != "" &&
 		subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.PublishToken)) == 1
 	switch {
@@ -65,7 +66,7 @@ func (s *Server) handlePublish(c echo.Context) error {
 		return fmt.Errorf("publish: %w", errors.Join(bus.ErrUnavailable, err))
 	}
 	s.metrics.published.Add(float64(len(evs)))
-	return c.JSON(http.StatusOK, map[string]any{"published": len(evs)})
+	return c.JSON(http.StatusOK, wire.Published{Published: len(evs)})
 }
 
 // decodePush parses a publish body strictly: one JSON object of the push

@@ -3,8 +3,14 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/wire"
 )
 
 // FuzzPublishBody: whatever a publisher sends, decoding and validation never
@@ -30,7 +36,7 @@ func FuzzPublishBody(f *testing.F) {
 		}
 		for i, ev := range p.Events() {
 			ev.Partition, ev.Seq = 0, uint64(i+1)
-			frame := encodeEventFrame(nil, eventName(&ev), Cursor{Seqs: []uint64{ev.Seq}}, &ev)
+			frame := wire.AppendEventFrame(nil, wire.EventName(&ev), wire.Cursor{Seqs: []uint64{ev.Seq}}, &ev)
 			lines := strings.Split(strings.TrimSuffix(string(frame), "\n\n"), "\n")
 			if len(lines) != 3 || !strings.HasPrefix(lines[0], "id: ") || !strings.HasPrefix(lines[1], "event: ") || !strings.HasPrefix(lines[2], "data: ") {
 				t.Fatalf("frame is not id/event/data lines: %q", frame)
@@ -44,4 +50,36 @@ func FuzzPublishBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPublishAuthorizationScheme: publishing reads the Authorization
+// header with the protocol's one parser, so the scheme is
+// case-insensitive as it is for reads (RFC 7235); other schemes and
+// malformed values are refused.
+func TestPublishAuthorizationScheme(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
+	cases := []struct {
+		name, header string
+		want         int
+	}{
+		{"canonical", "Bearer " + testToken, http.StatusOK},
+		{"lower case", "bearer " + testToken, http.StatusOK},
+		{"upper case", "BEARER " + testToken, http.StatusOK},
+		{"two spaces", "Bearer  " + testToken, http.StatusOK},
+		{"basic", "Basic " + testToken, http.StatusUnauthorized},
+		{"no space", "Bearer" + testToken, http.StatusUnauthorized},
+		{"wrong token", "Bearer nope", http.StatusUnauthorized},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body, _ := json.Marshal(newPush("acme/app", upd(fmt.Sprintf("refs/heads/b%d", i), z, oid(i+1))))
+			req, _ := http.NewRequest(http.MethodPost, n.url+wire.PathPublish, bytes.NewReader(body))
+			req.Header.Set(wire.HeaderAuthorization, tc.header)
+			req.Header.Set("Content-Type", "application/json")
+			if st, _, resp := do(t, req); st != tc.want {
+				t.Fatalf("Authorization %q: %d %s, want %d", tc.header, st, resp, tc.want)
+			}
+		})
+	}
 }

@@ -12,26 +12,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
-// repoRefs is one repo's refs in a snapshot.
-type repoRefs struct {
-	Repo string            `json:"repo"`
-	Refs map[string]string `json:"refs"`
-}
-
-// change is one ref's net change in a delta.
-type change struct {
-	Repo string   `json:"repo"`
-	Ref  string   `json:"ref"`
-	Old  string   `json:"old"`
-	New  string   `json:"new"`
-	Kind bus.Kind `json:"kind"`
-}
-
 type snapshotResult struct {
-	repos  []repoRefs
-	cursor Cursor
+	repos  []wire.RepoRefs
+	cursor wire.Cursor
 }
 
 // snapshot reads the current refs of every repo the filter covers. Its
@@ -39,7 +25,7 @@ type snapshotResult struct {
 // was read at: every event after the cursor may still be news for some
 // repo, none before it is (an update a client then receives may already be
 // reflected in the snapshot, never the other way round).
-func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos Cursor) (snapshotResult, error) {
+func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos wire.Cursor) (snapshotResult, error) {
 	var names []string
 	glob := false
 	for _, p := range f.Repos {
@@ -70,7 +56,7 @@ func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos Cursor) (snaps
 		return snapshotResult{}, &apiError{status: http.StatusBadRequest,
 			msg: fmt.Sprintf("the repo patterns match %d repos, at most %d per snapshot: narrow them", len(names), s.opts.MaxSnapshot)}
 	}
-	res := snapshotResult{repos: make([]repoRefs, 0, len(names)), cursor: pos.clone()}
+	res := snapshotResult{repos: make([]wire.RepoRefs, 0, len(names)), cursor: pos.Clone()}
 	low := make(map[int]uint64)
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
@@ -82,7 +68,7 @@ func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos Cursor) (snaps
 		if err != nil {
 			return snapshotResult{}, fmt.Errorf("refs of %s: %w", name, err)
 		}
-		rr := repoRefs{Repo: name, Refs: make(map[string]string, len(st.Refs))}
+		rr := wire.RepoRefs{Repo: name, Refs: make(map[string]string, len(st.Refs))}
 		for ref, id := range st.Refs {
 			if f.MatchRef(ref) {
 				rr.Refs[ref] = id
@@ -112,17 +98,17 @@ var errNeedsReset = errors.New("cursor needs a reset")
 
 // delta collects the filter's net changes per ref after cursor c, and the
 // cursor after them.
-func (s *Server) delta(ctx context.Context, f *bus.Filter, c Cursor, pos Cursor) ([]change, Cursor, error) {
+func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wire.Cursor) ([]wire.Change, wire.Cursor, error) {
 	rel := relevantPartitions(f, len(pos.Seqs))
 	heads, ok, _ := s.cursorFits(ctx, c, pos, rel)
 	if !ok {
-		return nil, Cursor{}, errNeedsReset
+		return nil, wire.Cursor{}, errNeedsReset
 	}
-	next := pos.clone()
-	next.merge(c.Seqs)
+	next := pos.Clone()
+	next.Merge(c.Seqs)
 	type key struct{ repo, ref string }
 	at := make(map[key]int)
-	var out []change
+	var out []wire.Change
 	for p, want := range rel {
 		if !want {
 			continue
@@ -131,9 +117,9 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c Cursor, pos Cursor)
 		for after < heads[p].Last {
 			evs, err := s.opts.Bus.History(ctx, p, heads[p].Epoch, after, 1000)
 			if errors.Is(err, bus.ErrTruncated) {
-				return nil, Cursor{}, errNeedsReset
+				return nil, wire.Cursor{}, errNeedsReset
 			} else if err != nil {
-				return nil, Cursor{}, err
+				return nil, wire.Cursor{}, err
 			}
 			if len(evs) == 0 {
 				break
@@ -145,7 +131,7 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c Cursor, pos Cursor)
 					continue
 				}
 				if ev.Kind == bus.KindSync {
-					return nil, Cursor{}, errNeedsReset
+					return nil, wire.Cursor{}, errNeedsReset
 				}
 				k := key{ev.Repo, ev.Ref}
 				if i, ok := at[k]; ok {
@@ -154,7 +140,7 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c Cursor, pos Cursor)
 					continue
 				}
 				at[k] = len(out)
-				out = append(out, change{Repo: ev.Repo, Ref: ev.Ref, Old: ev.Old, New: ev.New, Kind: ev.Kind})
+				out = append(out, wire.Change{Repo: ev.Repo, Ref: ev.Ref, Old: ev.Old, New: ev.New, Kind: ev.Kind})
 			}
 		}
 		next.Seqs[p] = max(next.Seqs[p], after)
@@ -189,16 +175,16 @@ func (s *Server) handleRefs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	wait, err := parseWait(r.URL.Query().Get("wait"), s.opts.MaxWait)
+	wait, err := parseWait(r.URL.Query().Get(wire.ParamWait), s.opts.MaxWait)
 	if err != nil {
 		return err
 	}
-	var inm *Cursor
+	var inm *wire.Cursor
 	inmRaw := ""
 	if v := r.Header.Get("If-None-Match"); v != "" && sq.cursor == nil {
 		inmRaw = strings.TrimPrefix(strings.Trim(strings.TrimSpace(v), `"`), "W/")
 		inmRaw = strings.Trim(inmRaw, `"`)
-		if cur, err := DecodeCursor(inmRaw); err == nil {
+		if cur, err := wire.DecodeCursor(inmRaw); err == nil {
 			inm = &cur
 		} // an ETag that is not ours simply does not match
 	}
@@ -257,7 +243,7 @@ func (s *Server) handleRefs(c echo.Context) error {
 
 // answerRefs answers now if there is something to say. With holding set
 // (a long-poll), "nothing changed" is not an answer: it returns false.
-func (s *Server) answerRefs(c echo.Context, sq *streamQuery, base *Cursor, inmRaw string, holding bool) (bool, error) {
+func (s *Server) answerRefs(c echo.Context, sq *streamQuery, base *wire.Cursor, inmRaw string, holding bool) (bool, error) {
 	ctx := c.Request().Context()
 	pos, _, ok := s.hub.position()
 	if !ok {
@@ -298,7 +284,7 @@ func (s *Server) answerRefs(c echo.Context, sq *streamQuery, base *Cursor, inmRa
 	return true, s.writeSnapshot(c, sq, pos, false)
 }
 
-func (s *Server) writeSnapshot(c echo.Context, sq *streamQuery, pos Cursor, reset bool) error {
+func (s *Server) writeSnapshot(c echo.Context, sq *streamQuery, pos wire.Cursor, reset bool) error {
 	snap, err := s.snapshot(c.Request().Context(), &sq.filter, pos)
 	if err != nil {
 		return err
@@ -311,24 +297,20 @@ func (s *Server) writeSnapshot(c echo.Context, sq *streamQuery, pos Cursor, rese
 		s.hub.metrics.resets.Inc()
 	}
 	s.hub.metrics.snapshots.WithLabelValues(outcome).Inc()
-	body := map[string]any{"cursor": cur, "repos": snap.repos}
-	if reset {
-		body["reset"] = true
-	}
-	return c.JSON(http.StatusOK, body)
+	return c.JSON(http.StatusOK, wire.Snapshot{Cursor: cur, Repos: snap.repos, Reset: reset})
 }
 
-func (s *Server) writeDelta(c echo.Context, changes []change, next Cursor, since *Cursor) error {
+func (s *Server) writeDelta(c echo.Context, changes []wire.Change, next wire.Cursor, since *wire.Cursor) error {
 	if changes == nil {
-		changes = []change{}
+		changes = []wire.Change{}
 	}
 	cur := next.Encode()
 	s.cacheHeaders(c, cur)
 	s.hub.metrics.snapshots.WithLabelValues("delta").Inc()
-	return c.JSON(http.StatusOK, map[string]any{"cursor": cur, "since": since.Encode(), "reset": false, "changes": changes})
+	return c.JSON(http.StatusOK, wire.Delta{Changes: changes, Cursor: cur, Since: since.Encode()})
 }
 
-func (s *Server) notModified(c echo.Context, base *Cursor) error {
+func (s *Server) notModified(c echo.Context, base *wire.Cursor) error {
 	s.cacheHeaders(c, base.Encode())
 	s.hub.metrics.snapshots.WithLabelValues("not_modified").Inc()
 	return c.NoContent(http.StatusNotModified)

@@ -10,20 +10,21 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/wire"
 )
 
 type snapshotBody struct {
-	Cursor string     `json:"cursor"`
-	Repos  []repoRefs `json:"repos"`
-	Reset  bool       `json:"reset"`
+	Cursor string          `json:"cursor"`
+	Repos  []wire.RepoRefs `json:"repos"`
+	Reset  bool            `json:"reset"`
 }
 
 type deltaBody struct {
-	Cursor  string   `json:"cursor"`
-	Since   string   `json:"since"`
-	Reset   bool     `json:"reset"`
-	Changes []change `json:"changes"`
-	Repos   []repoRefs
+	Cursor  string        `json:"cursor"`
+	Since   string        `json:"since"`
+	Reset   bool          `json:"reset"`
+	Changes []wire.Change `json:"changes"`
+	Repos   []wire.RepoRefs
 }
 
 func etag(h http.Header) string { return strings.Trim(h.Get("ETag"), `"`) }
@@ -147,10 +148,10 @@ func TestRefsDelta(t *testing.T) {
 	if err := json.Unmarshal(body, &d); st != 200 || err != nil {
 		t.Fatalf("%d %s", st, body)
 	}
-	want := []change{
-		{"acme/app", "refs/heads/main", oid(1), oid(4), bus.KindUpdate},
-		{"acme/app", "refs/heads/old", oid(2), z, bus.KindDelete},
-		{"acme/app", "refs/tags/v1", z, oid(6), bus.KindCreate},
+	want := []wire.Change{
+		{Repo: "acme/app", Ref: "refs/heads/main", Old: oid(1), New: oid(4), Kind: bus.KindUpdate},
+		{Repo: "acme/app", Ref: "refs/heads/old", Old: oid(2), New: z, Kind: bus.KindDelete},
+		{Repo: "acme/app", Ref: "refs/tags/v1", Old: z, New: oid(6), Kind: bus.KindCreate},
 	}
 	if d.Reset || !slices.Equal(d.Changes, want) {
 		t.Fatalf("delta %s\nwant %+v", body, want)

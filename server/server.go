@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // Defaults for Options.
@@ -201,7 +202,7 @@ func New(opts Options) (*Server, error) {
 		opts.BatchDelay = DefaultBatchDelay
 	}
 	if opts.TokenFromRequest == nil {
-		opts.TokenFromRequest = bearerToken
+		opts.TokenFromRequest = wire.BearerToken
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
@@ -302,21 +303,21 @@ func (s *Server) routes() *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.httpError
 	e.Use(s.cors)
-	e.GET("/v1/events", s.handleEvents)
+	e.GET(wire.PathEvents, s.handleEvents)
 	snapshotLimit := s.rateLimit(s.snapshotLimit, "snapshot")
-	e.GET("/v1/refs", s.handleRefs, snapshotLimit)
-	e.HEAD("/v1/refs", s.handleRefs, snapshotLimit)
-	e.POST("/v1/publish", s.handlePublish, s.rateLimit(s.publishLimit, "publish"))
-	e.GET("/healthz", func(c echo.Context) error {
+	e.GET(wire.PathRefs, s.handleRefs, snapshotLimit)
+	e.HEAD(wire.PathRefs, s.handleRefs, snapshotLimit)
+	e.POST(wire.PathPublish, s.handlePublish, s.rateLimit(s.publishLimit, "publish"))
+	e.GET(wire.PathHealth, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
+	e.GET(wire.PathReady, func(c echo.Context) error {
 		if err := s.Ready(c.Request().Context()); err != nil {
 			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "error": err.Error()})
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	e.GET(wire.PathMetrics, echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	if s.opts.Dashboard != nil {
 		e.GET("/*", echo.WrapHandler(s.opts.Dashboard))
 	}
@@ -381,13 +382,4 @@ func validHeaderValue(v string) bool {
 		}
 	}
 	return true
-}
-
-// bearerToken is the default TokenFromRequest: the Authorization header.
-func bearerToken(r *http.Request) string {
-	const p = "Bearer "
-	if a := r.Header.Get("Authorization"); len(a) > len(p) && (a[:len(p)] == p || a[:len(p)] == "bearer ") {
-		return a[len(p):]
-	}
-	return ""
 }

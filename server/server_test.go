@@ -16,6 +16,7 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/wire"
 )
 
 const z = bus.ZeroSHA1
@@ -410,9 +411,9 @@ func (s *sseStream) resumed(count int) (evs []bus.Event, frames []sseFrame, hell
 }
 
 type resetData struct {
-	Reason string     `json:"reason"`
-	Cursor string     `json:"cursor"`
-	Repos  []repoRefs `json:"repos"`
+	Reason string          `json:"reason"`
+	Cursor string          `json:"cursor"`
+	Repos  []wire.RepoRefs `json:"repos"`
 }
 
 func decodeReset(t *testing.T, f sseFrame) resetData {
@@ -443,7 +444,7 @@ func TestResumeOtherEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign := Cursor{Epoch: EpochFingerprint(heads), Seqs: make([]uint64, len(heads))}.Encode()
+	foreign := wire.Cursor{Epoch: wire.EpochFingerprint(heads), Seqs: make([]uint64, len(heads))}.Encode()
 
 	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", z, oid(1))))
@@ -461,7 +462,7 @@ func TestResumeOtherEpoch(t *testing.T) {
 	}
 
 	// A cursor with another partition count is also a reset.
-	s2 := n.subscribe(t, query("repo", "acme/app"), map[string]string{"Last-Event-ID": Cursor{Epoch: 1, Seqs: []uint64{0, 0}}.Encode()})
+	s2 := n.subscribe(t, query("repo", "acme/app"), map[string]string{"Last-Event-ID": wire.Cursor{Epoch: 1, Seqs: []uint64{0, 0}}.Encode()})
 	if between, _ := s2.opening(); len(between) != 1 || between[0].Event != "reset" {
 		t.Fatalf("cursor with 2 partitions: %+v", between)
 	}

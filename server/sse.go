@@ -18,21 +18,22 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // streamQuery is a validated /v1/events or /v1/refs request.
 type streamQuery struct {
 	filter  bus.Filter
 	latest  bool
-	cursor  *Cursor // nil when the client sent none
+	cursor  *wire.Cursor // nil when the client sent none
 	expires time.Time
 }
 
 // allowedParams lists the query parameters each endpoint knows; anything
 // else is refused so a typo ("repos=") is not silently ignored.
 var allowedParams = map[string]map[string]bool{
-	"events": {"repo": true, "ref": true, "since": true, "mode": true, "access_token": true},
-	"refs":   {"repo": true, "ref": true, "since": true, "wait": true, "access_token": true},
+	"events": {wire.ParamRepo: true, wire.ParamRef: true, wire.ParamSince: true, wire.ParamMode: true, wire.ParamAccessToken: true},
+	"refs":   {wire.ParamRepo: true, wire.ParamRef: true, wire.ParamSince: true, wire.ParamWait: true, wire.ParamAccessToken: true},
 }
 
 func (s *Server) parseQuery(r *http.Request, endpoint string) (*streamQuery, error) {
@@ -42,24 +43,24 @@ func (s *Server) parseQuery(r *http.Request, endpoint string) (*streamQuery, err
 			return nil, badRequest(fmt.Errorf("unknown query parameter %q", truncateParam(k)))
 		}
 	}
-	f, err := bus.ParseFilter(q["repo"], q["ref"])
+	f, err := bus.ParseFilter(q[wire.ParamRepo], q[wire.ParamRef])
 	if err != nil {
 		return nil, badRequest(err)
 	}
 	sq := &streamQuery{filter: f}
-	switch m := q.Get("mode"); m {
-	case "", "all":
-	case "latest":
+	switch m := q.Get(wire.ParamMode); m {
+	case "", wire.ModeAll:
+	case wire.ModeLatest:
 		sq.latest = true
 	default:
 		return nil, badRequest(fmt.Errorf("mode must be \"all\" or \"latest\", got %q", truncateParam(m)))
 	}
-	raw := r.Header.Get("Last-Event-ID")
+	raw := r.Header.Get(wire.HeaderLastEventID)
 	if raw == "" {
-		raw = q.Get("since")
+		raw = q.Get(wire.ParamSince)
 	}
 	if raw != "" {
-		c, err := DecodeCursor(raw)
+		c, err := wire.DecodeCursor(raw)
 		if err != nil {
 			return nil, badRequest(fmt.Errorf("cursor: %w", err))
 		}
@@ -145,7 +146,7 @@ func (s *Server) bounce(c echo.Context) error {
 	return err
 }
 
-func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscriber, sq *streamQuery, pos Cursor) error {
+func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscriber, sq *streamQuery, pos wire.Cursor) error {
 	conn, rw, err := hj.Hijack()
 	if err != nil {
 		s.hub.remove(sub, "closed")
@@ -185,7 +186,7 @@ func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscrib
 	return nil
 }
 
-func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, pos Cursor) error {
+func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, pos wire.Cursor) error {
 	r, w := c.Request(), c.Response().Writer
 	defer s.hub.remove(sub, "client_gone")
 	h := w.Header()
@@ -227,22 +228,22 @@ func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, po
 // take over) or a reset with the current snapshot, then a hello carrying the
 // client's new cursor. It returns the floor below which queued live events
 // must be dropped because the client already has them (nil if none).
-func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *streamQuery, pos Cursor) ([]uint64, error) {
+func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *streamQuery, pos wire.Cursor) ([]uint64, error) {
 	if _, err := w.Write(retryFrame(s.hub.jitteredRetry())); err != nil {
 		return nil, err
 	}
-	out := pos.clone()
+	out := pos.Clone()
 	var floor []uint64
 	if sq.cursor != nil {
 		rel := relevantPartitions(&sq.filter, len(pos.Seqs))
 		// A client that is up to date (the common reconnect, and a whole
 		// fleet moving off a draining node) has nothing to replay: it
 		// costs the bus no read at all.
-		ok, reason := sq.cursor.current(pos, rel), ""
+		ok, reason := cursorCurrent(*sq.cursor, pos, rel), ""
 		if !ok {
 			_, ok, reason = s.cursorFits(ctx, *sq.cursor, pos, rel)
 			if ok {
-				err := s.replayHistory(ctx, w, &sq.filter, sq.cursor.clone(), pos, rel)
+				err := s.replayHistory(ctx, w, &sq.filter, sq.cursor.Clone(), pos, rel)
 				if errors.Is(err, bus.ErrTruncated) {
 					ok, reason = false, "the history was trimmed while replaying"
 				} else if err != nil {
@@ -252,7 +253,7 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 		}
 		if ok {
 			s.hub.metrics.replays.Inc()
-			out.merge(sq.cursor.Seqs)
+			out.Merge(sq.cursor.Seqs)
 			if !atLeast(pos.Seqs, sq.cursor.Seqs) {
 				floor = out.Seqs
 			}
@@ -267,14 +268,14 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 			if !atLeast(pos.Seqs, out.Seqs) {
 				floor = out.Seqs
 			}
-			data, _ := json.Marshal(map[string]any{"reason": reason, "cursor": out.Encode(), "repos": snap.repos})
-			if _, err := w.Write(appendFrame(nil, "reset", out, data)); err != nil {
+			data, _ := json.Marshal(wire.Reset{Cursor: out.Encode(), Reason: reason, Repos: snap.repos})
+			if _, err := w.Write(wire.AppendFrame(nil, wire.EventReset, out, data)); err != nil {
 				return nil, err
 			}
 		}
 	}
-	hello, _ := json.Marshal(map[string]string{"cursor": out.Encode()})
-	_, err := w.Write(appendFrame(nil, "hello", out, hello))
+	hello, _ := json.Marshal(wire.Hello{Cursor: out.Encode()})
+	_, err := w.Write(wire.AppendFrame(nil, wire.EventHello, out, hello))
 	return floor, err
 }
 
@@ -282,7 +283,7 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 // retained history for the partitions the filter reads.
 // It returns the heads it read (nil when it did not get that far), for a
 // caller that goes on to read the history.
-func (s *Server) cursorFits(ctx context.Context, c Cursor, pos Cursor, rel []bool) (bus.Heads, bool, string) {
+func (s *Server) cursorFits(ctx context.Context, c wire.Cursor, pos wire.Cursor, rel []bool) (bus.Heads, bool, string) {
 	if len(c.Seqs) != len(pos.Seqs) {
 		return nil, false, fmt.Sprintf("cursor is for %d partitions, this deployment has %d", len(c.Seqs), len(pos.Seqs))
 	}
@@ -299,7 +300,7 @@ func (s *Server) cursorFits(ctx context.Context, c Cursor, pos Cursor, rel []boo
 
 // replayHistory writes the filter's events in (at, pos] for each relevant
 // partition, advancing at as it goes so every id is a valid cursor.
-func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, at Cursor, pos Cursor, rel []bool) error {
+func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, at wire.Cursor, pos wire.Cursor, rel []bool) error {
 	buf := make([]byte, 0, 1024)
 	for p, want := range rel {
 		if !want {
@@ -322,7 +323,7 @@ func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, 
 				if !f.Match(ev) {
 					continue
 				}
-				buf = encodeEventFrame(buf[:0], eventName(ev), at, ev)
+				buf = wire.AppendEventFrame(buf[:0], wire.EventName(ev), at, ev)
 				if _, err := w.Write(buf); err != nil {
 					return err
 				}

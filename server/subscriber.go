@@ -1,19 +1,18 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // frame is one SSE frame, encoded once and shared by every subscriber it
@@ -28,7 +27,7 @@ type frame struct {
 	last bool
 }
 
-var heartbeatFrame = &frame{data: []byte(": hb\n\n")}
+var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
 
 // subscriber is one streaming client. While idle it owns no goroutine, no
 // timer and no buffer: a hijacked connection is written by the hub's writer
@@ -160,7 +159,7 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		}
 		// The merged update takes the newest one's place, so ids keep rising.
 		out[i], at[k] = nil, len(out)
-		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: encodeEventFrame(nil, "ref", Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
+		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: wire.AppendEventFrame(nil, wire.EventRef, wire.Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
 		s.hub.metrics.coalesced.Inc()
 	}
 	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
@@ -197,9 +196,9 @@ func (s *subscriber) takeQueue() (closed bool) {
 				s.floor = nil
 				kept = append(kept, f)
 			default:
-				c := Cursor{Epoch: f.epoch, Seqs: append([]uint64(nil), f.pos...)}
-				c.merge(s.floor)
-				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, epoch: f.epoch, data: encodeEventFrame(nil, eventName(f.ev), c, f.ev)})
+				c := wire.Cursor{Epoch: f.epoch, Seqs: append([]uint64(nil), f.pos...)}
+				c.Merge(s.floor)
+				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, epoch: f.epoch, data: wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev)})
 			}
 		}
 		s.out = kept
@@ -356,35 +355,5 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 	}
 }
 
-// encodeEventFrame appends an SSE frame for an event. JSON never contains a
-// raw CR or LF (encoding/json escapes them), so data cannot inject fields.
-func encodeEventFrame(dst []byte, name string, c Cursor, ev *bus.Event) []byte {
-	data, err := json.Marshal(ev)
-	if err != nil { // an Event always marshals; keep the stream well-formed anyway
-		data = []byte(`{}`)
-	}
-	return appendFrame(dst, name, c, data)
-}
-
-// appendFrame appends "id:", "event:" and a single "data:" line.
-func appendFrame(dst []byte, name string, c Cursor, data []byte) []byte {
-	dst = append(dst, "id: "...)
-	dst = c.AppendEncode(dst)
-	dst = append(dst, "\nevent: "...)
-	dst = append(dst, name...)
-	dst = append(dst, "\ndata: "...)
-	dst = append(dst, data...)
-	return append(dst, "\n\n"...)
-}
-
 // retryFrame tells the client when to reconnect.
-func retryFrame(d time.Duration) []byte {
-	return []byte("retry: " + strconv.FormatInt(d.Milliseconds(), 10) + "\n\n")
-}
-
-func eventName(ev *bus.Event) string {
-	if ev.Kind == bus.KindSync {
-		return "sync"
-	}
-	return "ref"
-}
+func retryFrame(d time.Duration) []byte { return wire.AppendRetry(nil, d) }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/wire"
 )
 
 // TestMain checks that no test leaves a goroutine behind: every test stops
@@ -404,7 +405,7 @@ func decodeEvent(t testing.TB, f sseFrame) bus.Event {
 	if !f.hasID {
 		t.Fatalf("event frame without id: %+v", f)
 	}
-	if _, err := DecodeCursor(f.ID); err != nil {
+	if _, err := wire.DecodeCursor(f.ID); err != nil {
 		t.Fatalf("event id %q: %v", f.ID, err)
 	}
 	var ev bus.Event

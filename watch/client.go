@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/r3labs/sse/v2"
+	"github.com/refcast/refcast/wire"
 	"gopkg.in/cenkalti/backoff.v1"
 )
 
@@ -142,20 +143,20 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, errors.New("at least one repo pattern is required")
 	}
 	if opts.Since != "" {
-		if err := ValidateCursor(opts.Since); err != nil {
+		if err := wire.ValidateCursor(opts.Since); err != nil {
 			return nil, err
 		}
 	}
-	if !strings.HasSuffix(u.Path, "/v1/events") {
-		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/events"
+	if !strings.HasSuffix(u.Path, wire.PathEvents) {
+		u.Path = strings.TrimSuffix(u.Path, "/") + wire.PathEvents
 	}
 	q := u.Query()
-	q.Del("since")
+	q.Del(wire.ParamSince)
 	for _, r := range opts.Repos {
-		q.Add("repo", r)
+		q.Add(wire.ParamRepo, r)
 	}
 	for _, r := range opts.Refs {
-		q.Add("ref", r)
+		q.Add(wire.ParamRef, r)
 	}
 	u.RawQuery = q.Encode()
 	def := func(d *time.Duration, v time.Duration) {
@@ -278,17 +279,17 @@ func (c *Client) connect(ctx context.Context, handle Handler) (connected bool, e
 	u := *c.base
 	if cursor != "" {
 		q := u.Query()
-		q.Set("since", cursor)
+		q.Set(wire.ParamSince, cursor)
 		u.RawQuery = q.Encode()
 	}
 	sc := sse.NewClient(u.String(), sse.ClientMaxBufferSize(c.opts.MaxEventSize))
 	sc.Connection = c.http
 	sc.ReconnectStrategy = &backoff.StopBackOff{}
 	if c.opts.Token != "" {
-		sc.Headers["Authorization"] = "Bearer " + c.opts.Token
+		sc.Headers[wire.HeaderAuthorization] = wire.Bearer(c.opts.Token)
 	}
 	if cursor != "" {
-		sc.Headers["Last-Event-ID"] = cursor
+		sc.Headers[wire.HeaderLastEventID] = cursor
 	}
 	sc.ResponseValidator = func(_ *sse.Client, resp *http.Response) error {
 		if resp.StatusCode != http.StatusOK {
@@ -324,7 +325,7 @@ func (c *Client) connect(ctx context.Context, handle Handler) (connected bool, e
 		}
 		f := Frame{Event: string(m.Event), ID: string(m.ID), Data: m.Data}
 		if f.Event == "" {
-			f.Event = "message"
+			f.Event = wire.EventMessage
 		}
 		if f.ID != "" {
 			c.mu.Lock()
@@ -351,9 +352,7 @@ func statusError(resp *http.Response) error {
 	defer resp.Body.Close()
 	se := &StatusError{Code: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	var msg struct {
-		Error string `json:"error"`
-	}
+	var msg wire.Error
 	if json.Unmarshal(body, &msg) == nil && msg.Error != "" {
 		se.Message = msg.Error
 	}

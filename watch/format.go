@@ -7,21 +7,8 @@ import (
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
-
-// Reset is the payload of a reset frame: the node could not replay what
-// the client missed and sends the complete current state instead.
-type Reset struct {
-	Reason string      `json:"reason"`
-	Cursor string      `json:"cursor"`
-	Repos  []RepoState `json:"repos"`
-}
-
-// RepoState is one repo's refs in a reset snapshot.
-type RepoState struct {
-	Repo string            `json:"repo"`
-	Refs map[string]string `json:"refs"`
-}
 
 // FormatEvent renders an event as one human line, e.g.
 //
@@ -66,7 +53,7 @@ func FormatEvent(e *bus.Event) string {
 }
 
 // FormatReset renders a reset as one human line stamped with now.
-func FormatReset(r *Reset, now time.Time) string {
+func FormatReset(r *wire.Reset, now time.Time) string {
 	refs := 0
 	for _, s := range r.Repos {
 		refs += len(s.Refs)

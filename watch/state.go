@@ -8,25 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/refcast/refcast/wire"
 )
-
-// maxCursorLen bounds a cursor read from a state file or a stream.
-const maxCursorLen = 1024
-
-// ValidateCursor checks that s looks like a cursor: 1 to 1024 URL-safe
-// characters ([A-Za-z0-9_-]). It does not decode it; the node does.
-func ValidateCursor(s string) error {
-	if s == "" || len(s) > maxCursorLen {
-		return fmt.Errorf("cursor must be 1 to %d characters", maxCursorLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("cursor %.40q: character %q is not allowed", s, c)
-		}
-	}
-	return nil
-}
 
 // stateV1 is the state file's content.
 type stateV1 struct {
@@ -53,7 +37,7 @@ func LoadState(path string) (string, error) {
 	if st.V != 1 {
 		return "", fmt.Errorf("state file %s: unknown version %d", path, st.V)
 	}
-	if err := ValidateCursor(st.Cursor); err != nil {
+	if err := wire.ValidateCursor(st.Cursor); err != nil {
 		return "", fmt.Errorf("state file %s: %w", path, err)
 	}
 	return st.Cursor, nil
@@ -63,7 +47,7 @@ func LoadState(path string) (string, error) {
 // the same directory, fsyncs it, renames it over path and fsyncs the
 // directory, so a crash leaves either the old or the new cursor.
 func SaveState(path, cursor string) error {
-	if err := ValidateCursor(cursor); err != nil {
+	if err := wire.ValidateCursor(cursor); err != nil {
 		return err
 	}
 	b, err := json.Marshal(stateV1{V: 1, Cursor: cursor, Saved: time.Now().UTC()})

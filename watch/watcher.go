@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 // Defaults for Config.
@@ -242,7 +243,7 @@ func (w *Watcher) saver(stop <-chan struct{}) {
 // and hands it to its repo's queue. It runs on the reading goroutine.
 func (w *Watcher) handle(ctx context.Context, f Frame) error {
 	switch f.Event {
-	case "ref", "sync":
+	case wire.EventRef, wire.EventSync:
 		var ev bus.Event
 		if err := json.Unmarshal(f.Data, &ev); err != nil || ev.Repo == "" {
 			w.cfg.Logger.Warn("ignoring a malformed event", "id", f.ID, "err", err)
@@ -258,8 +259,8 @@ func (w *Watcher) handle(ctx context.Context, f Frame) error {
 		}
 		w.enqueue(ev.Repo, item{seq: seq, id: f.ID, ev: &ev, data: f.Data})
 		return nil
-	case "reset":
-		var r Reset
+	case wire.EventReset:
+		var r wire.Reset
 		if err := json.Unmarshal(f.Data, &r); err != nil {
 			w.cfg.Logger.Warn("ignoring a malformed reset", "id", f.ID, "err", err)
 			return w.skip(ctx, f.ID)
@@ -472,7 +473,7 @@ func (w *Watcher) retryDelay(attempt int) time.Duration {
 // reset handles a reset frame: it lets every queued event run first (they
 // happened before the reset), then runs the command once with the
 // snapshot, and only then records the reset's cursor as handled.
-func (w *Watcher) reset(ctx context.Context, f Frame, r *Reset) error {
+func (w *Watcher) reset(ctx context.Context, f Frame, r *wire.Reset) error {
 	seq, err := w.track.add(ctx, f.ID)
 	if err != nil {
 		return err

@@ -72,8 +72,8 @@ func New(opts Options) (*Bus, error) {
 	if opts.Partitions == 0 {
 		opts.Partitions = bus.DefaultPartitions
 	}
-	if opts.Partitions < 1 || opts.Partitions > 1024 {
-		return nil, fmt.Errorf("memory bus: partitions must be 1 to 1024, got %d", opts.Partitions)
+	if opts.Partitions < 1 || opts.Partitions > bus.MaxPartitions {
+		return nil, fmt.Errorf("memory bus: partitions must be 1 to %d, got %d", bus.MaxPartitions, opts.Partitions)
 	}
 	if opts.History == 0 {
 		opts.History = DefaultHistory

@@ -83,8 +83,8 @@ func (o *Options) setDefaults() error {
 	if o.Partitions == 0 {
 		o.Partitions = bus.DefaultPartitions
 	}
-	if o.Partitions < 1 || o.Partitions > 1024 {
-		return fmt.Errorf("redis bus: %w: partitions must be 1 to 1024, got %d", bus.ErrInvalid, o.Partitions)
+	if o.Partitions < 1 || o.Partitions > bus.MaxPartitions {
+		return fmt.Errorf("redis bus: %w: partitions must be 1 to %d, got %d", bus.ErrInvalid, bus.MaxPartitions, o.Partitions)
 	}
 	if o.History == 0 {
 		o.History = DefaultHistory

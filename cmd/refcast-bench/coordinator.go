@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/refcast/refcast/wire"
 )
 
 // config is everything the coordinator is told.
@@ -329,7 +331,7 @@ func (b *bench) connect(ctx context.Context, res *result, conns, repos int) (*se
 func (b *bench) waitReady(ctx context.Context, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.url+"/readyz", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.url+wire.PathReady, nil)
 		if err != nil {
 			return err
 		}
@@ -354,7 +356,7 @@ func (b *bench) waitReady(ctx context.Context, d time.Duration) error {
 func (b *bench) currentCursor(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.url+"/v1/events?repo=bench/cursor", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.url+wire.PathEvents+"?"+wire.ParamRepo+"=bench/cursor", nil)
 	if err != nil {
 		return "", err
 	}
@@ -364,14 +366,14 @@ func (b *bench) currentCursor(ctx context.Context) (string, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET /v1/events: %s", resp.Status)
+		return "", fmt.Errorf("GET %s: %s", wire.PathEvents, resp.Status)
 	}
 	buf := make([]byte, 0, 4096)
 	tmp := make([]byte, 1024)
 	for len(buf) < cap(buf) {
 		n, err := resp.Body.Read(tmp)
 		buf = append(buf, tmp[:n]...)
-		if i := strings.Index(string(buf), "event: hello\n"); i >= 0 {
+		if i := strings.Index(string(buf), "event: "+wire.EventHello+"\n"); i >= 0 {
 			// the id line precedes the event line
 			for _, line := range strings.Split(string(buf), "\n") {
 				if id, ok := strings.CutPrefix(line, "id: "); ok {

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/refcast/refcast/wire"
 )
 
 // target knows one server's endpoints: where subscribers connect and how
@@ -40,11 +42,11 @@ type refcastTarget struct {
 }
 
 func (t *refcastTarget) subscribePath(cursor string) (string, string) {
-	q := url.Values{"ref": {"refs/heads/*", "^refs/heads/skip/*"}}
+	q := url.Values{wire.ParamRef: {"refs/heads/*", "^refs/heads/skip/*"}}
 	if cursor != "" {
-		q.Set("since", cursor)
+		q.Set(wire.ParamSince, cursor)
 	}
-	return "/v1/events?repo=", "&" + q.Encode()
+	return wire.PathEvents + "?" + wire.ParamRepo + "=", "&" + q.Encode()
 }
 
 func (t *refcastTarget) repoFmt() string { return "bench/r%04d" }
@@ -54,12 +56,12 @@ func (t *refcastTarget) publish(ctx context.Context, c *http.Client, repo string
 		"id": pushID(run, seq, sent), "repo": repo, "time": sent.UTC().Format(time.RFC3339Nano), "source": "api",
 		"updates": []map[string]string{{"ref": "refs/heads/main", "old": benchOld, "new": benchNew(seq)}},
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/publish", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+wire.PathPublish, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+t.token)
+	req.Header.Set(wire.HeaderAuthorization, wire.Bearer(t.token))
 	return do(c, req)
 }
 

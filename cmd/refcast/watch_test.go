@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -252,6 +253,42 @@ func TestWatchE2EStateResume(t *testing.T) {
 	}
 	if last, _ := watch.LoadState(state); last == first {
 		t.Error("state did not advance")
+	}
+}
+
+// TestWatchE2EStateResumeMaxPartitions: at the most partitions a
+// deployment may have, a cursor is longer than 1,024 characters (1,376
+// here, with every Seq below 128); watch --state saves it and resumes from
+// it all the same.
+func TestWatchE2EStateResumeMaxPartitions(t *testing.T) {
+	url := wtNode(t, "--partitions", strconv.Itoa(bus.MaxPartitions))
+	dir := t.TempDir()
+	state, runs := filepath.Join(dir, "state"), filepath.Join(dir, "runs")
+	args := []string{url, "--repo", "acme/*", "--state", state, "--exec", `echo "$REFCAST_REF" >> ` + runs}
+
+	w := startWatch(t, nil, args...)
+	wtPublish(t, url, "acme/app", "refs/heads/one")
+	wtEventually(t, func() bool { return wtRead(runs) == "refs/heads/one\n" }, "first run")
+	if code := w.stop(); code != 0 {
+		t.Fatalf("watch exited %d: %s", code, w.err.String())
+	}
+	first, err := watch.LoadState(state)
+	if err != nil || len(first) <= 1024 {
+		t.Fatalf("state after stop: %d characters, %v; want a cursor over 1,024 characters: %s", len(first), err, w.err.String())
+	}
+
+	wtPublish(t, url, "acme/lib", "refs/heads/two") // missed while down
+	w = startWatch(t, nil, args...)
+	wtEventually(t, func() bool { return strings.Count(wtRead(runs), "\n") == 2 }, "the missed event run after restart")
+	w.stop()
+	if got := wtRead(runs); got != "refs/heads/one\nrefs/heads/two\n" {
+		t.Errorf("runs %q: want each event exactly once", got)
+	}
+	if last, err := watch.LoadState(state); err != nil || last == first {
+		t.Errorf("state did not advance: %v", err)
+	}
+	if strings.Contains(w.err.String(), "cannot save state") {
+		t.Errorf("watch could not save its state: %s", w.err.String())
 	}
 }
 

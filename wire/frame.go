@@ -1,0 +1,71 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Heartbeat is the comment frame a node writes on an idle stream: SSE
+// clients ignore it, and it keeps proxies and idle timeouts from closing
+// the connection.
+const Heartbeat = ": hb\n\n"
+
+// EventName is the event name of a frame carrying ev.
+func EventName(ev *bus.Event) string {
+	if ev.Kind == bus.KindSync {
+		return EventSync
+	}
+	return EventRef
+}
+
+// AppendEventFrame appends the SSE frame of an event: id c, event name,
+// and ev as JSON on one data line. encoding/json never writes a raw CR or
+// LF (it escapes them inside strings), so a repo, ref or commit subject
+// cannot inject a field.
+func AppendEventFrame(dst []byte, name string, c Cursor, ev *bus.Event) []byte {
+	data, err := json.Marshal(ev)
+	if err != nil { // an Event always marshals; keep the stream well-formed anyway
+		data = []byte(`{}`)
+	}
+	return AppendFrame(dst, name, c, data)
+}
+
+// AppendFrame appends a frame of "id:" (the encoded cursor, which is
+// URL-safe), "event:" and "data:" lines. name must be one of the Event
+// constants. data is meant to be one line of JSON; should it hold CR or LF
+// anyway, each of its lines gets its own "data:" line, which an SSE client
+// joins again with "\n", so no byte of data can start a field of its own.
+// It allocates nothing beyond growing dst.
+func AppendFrame(dst []byte, name string, c Cursor, data []byte) []byte {
+	dst = append(dst, "id: "...)
+	dst = c.AppendEncode(dst)
+	dst = append(dst, "\nevent: "...)
+	dst = append(dst, name...)
+	for {
+		i := bytes.IndexAny(data, "\r\n")
+		if i < 0 {
+			break
+		}
+		dst = append(dst, "\ndata: "...)
+		dst = append(dst, data[:i]...)
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++ // CRLF is one line end
+		}
+		data = data[i+1:]
+	}
+	dst = append(dst, "\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
+
+// AppendRetry appends a frame that only tells the client how long to wait
+// before reconnecting (SSE's "retry:", in milliseconds).
+func AppendRetry(dst []byte, d time.Duration) []byte {
+	dst = append(dst, "retry: "...)
+	dst = strconv.AppendInt(dst, d.Milliseconds(), 10)
+	return append(dst, "\n\n"...)
+}
