@@ -31,8 +31,6 @@ import (
 const (
 	// DefaultPrefix starts every key.
 	DefaultPrefix = "refcast"
-	// DefaultHistory is the number of events kept per partition stream.
-	DefaultHistory = 10000
 	// DefaultPushTTL is how long a push id is remembered for idempotency:
 	// long enough to cover a hook's spool being replayed after an outage.
 	DefaultPushTTL = 7 * 24 * time.Hour
@@ -53,7 +51,8 @@ type Options struct {
 	Prefix string
 	// Partitions is the number of partitions (bus.DefaultPartitions).
 	Partitions int
-	// History is the most events kept per partition stream (DefaultHistory).
+	// History is the most events kept per partition stream
+	// (bus.DefaultHistory).
 	History int
 	// MaxAge also trims events published longer ago than this, a bounded
 	// number per publish; 0 trims by count only.
@@ -83,11 +82,11 @@ func (o *Options) setDefaults() error {
 	if o.Partitions == 0 {
 		o.Partitions = bus.DefaultPartitions
 	}
-	if o.Partitions < 1 || o.Partitions > 1024 {
-		return fmt.Errorf("redis bus: %w: partitions must be 1 to 1024, got %d", bus.ErrInvalid, o.Partitions)
+	if err := bus.CheckPartitions(o.Partitions); err != nil {
+		return fmt.Errorf("redis bus: %w", err)
 	}
 	if o.History == 0 {
-		o.History = DefaultHistory
+		o.History = bus.DefaultHistory
 	}
 	if o.History < 1 {
 		return fmt.Errorf("redis bus: %w: history must be positive, got %d", bus.ErrInvalid, o.History)
