@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -128,6 +129,10 @@ type Bus struct {
 	mu     sync.Mutex     // guards closed and subs.Add
 	closed bool           //
 	subs   sync.WaitGroup // one per live subscription
+
+	meta       string      // "<prefix>:meta"; set at construction
+	metaOK     atomic.Bool // the recorded deployment matched (see checkMeta)
+	metaLogged atomic.Bool // a mismatch was logged, once per Bus
 }
 
 var (
@@ -147,7 +152,7 @@ func New(client goredis.UniversalClient, opts Options) (*Bus, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	b := &Bus{rdb: client, opts: opts, log: opts.Logger}
+	b := &Bus{rdb: client, opts: opts, log: opts.Logger, meta: opts.Prefix + ":meta"}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range opts.Partitions {
 		b.parts = append(b.parts, newPartKeys(opts.Prefix, i))
@@ -225,6 +230,11 @@ func (b *Bus) Redacted() string { return b.redacted }
 func (b *Bus) Ping(ctx context.Context) error {
 	if b.isClosed() {
 		return bus.ErrClosed
+	}
+	// The first successful round trip checks the deployment's layout, so
+	// a node given the wrong --partitions never reports ready.
+	if err := b.checkMeta(ctx); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
