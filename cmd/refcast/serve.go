@@ -46,6 +46,7 @@ type serveConfig struct {
 	commitURL      string
 	logLevel       string
 	logFormat      string
+	debugAddr      string
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -79,6 +80,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
 	if err := parseFlags(fs, args, env); err != nil {
 		return err
 	}
@@ -159,6 +161,14 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	if c.debugAddr != "" {
+		stopDebug, err := startDebug(c.debugAddr, log)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer stopDebug()
 	}
 	log.Info("refcast serving", "addr", ln.Addr().String(), "bus", busName(&c), "version", version)
 	if opts.Auth == nil {
