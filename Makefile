@@ -36,7 +36,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	  done; done
 
 cluster: ## Redis, 3 nodes and HAProxy on loopback: drain one, kill one, nothing lost
-	$(GO) test -race -count=1 -v -timeout 3m ./cluster/
+	$(GO) test -race -count=1 -v -timeout 3m ./deploy/cluster/
 
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }

@@ -51,16 +51,16 @@ func ParseReadClaim(s string) (ReadClaim, error) {
 	repo, ref, hasRef := strings.Cut(s, ":")
 	p, err := bus.ParseRepoPattern(repo)
 	if err != nil {
-		return ReadClaim{}, fmt.Errorf("read claim %q: %w", truncate(s), err)
+		return ReadClaim{}, fmt.Errorf("read claim %q: %w", bus.Clip(s, 80), err)
 	}
 	c := ReadClaim{Repo: p}
 	if hasRef {
 		if strings.HasPrefix(ref, "^") {
-			return ReadClaim{}, fmt.Errorf("read claim %q: %w: a claim's ref pattern cannot be negative", truncate(s), bus.ErrInvalid)
+			return ReadClaim{}, fmt.Errorf("read claim %q: %w: a claim's ref pattern cannot be negative", bus.Clip(s, 80), bus.ErrInvalid)
 		}
 		rp, err := bus.ParseRefPattern(ref)
 		if err != nil {
-			return ReadClaim{}, fmt.Errorf("read claim %q: %w", truncate(s), err)
+			return ReadClaim{}, fmt.Errorf("read claim %q: %w", bus.Clip(s, 80), err)
 		}
 		c.Ref = &rp
 	}
@@ -71,16 +71,9 @@ func ParseReadClaim(s string) (ReadClaim, error) {
 func ParsePublishClaim(s string) (bus.RepoPattern, error) {
 	p, err := bus.ParseRepoPattern(s)
 	if err != nil {
-		return bus.RepoPattern{}, fmt.Errorf("publish claim %q: %w", truncate(s), err)
+		return bus.RepoPattern{}, fmt.Errorf("publish claim %q: %w", bus.Clip(s, 80), err)
 	}
 	return p, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
 }
 
 // parsedClaims is a verified token's grants.

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 )
 
@@ -20,17 +21,38 @@ var (
 	ErrUnavailable = errors.New("bus unavailable")
 )
 
-// DefaultPartitions is the number of partitions repos are spread over when
-// the operator does not choose. Every node and hook of one deployment must
-// use the same number.
-const DefaultPartitions = 16
+// Defaults and bounds every implementation applies to its options, kept here
+// so the buses, the node's flags and the hook cannot drift apart.
+const (
+	// DefaultPartitions is the number of partitions repos are spread over
+	// when the operator does not choose. Every node and hook of one
+	// deployment must use the same number. A partition is the unit of
+	// ordering and, on Redis Cluster, of sharding; each costs a subscription
+	// one blocked Redis connection, so 16 spreads a cluster's load without
+	// a node holding many connections per feed.
+	DefaultPartitions = 16
+	// MaxPartitions bounds the partition count: a subscription holds one
+	// position (and on Redis one connection) per partition, and a cursor
+	// carries one number per partition, so this number also bounds the
+	// length of a cursor (wire.MaxCursorLen). 1,024 is far beyond what one
+	// bus needs (16 serve thousands of repos) and keeps a cursor under
+	// 14 KiB.
+	MaxPartitions = 1024
+	// DefaultHistory is how many events each partition keeps for resume
+	// when the operator does not choose. At about 500 bytes an event, 16
+	// partitions of 10,000 hold about 80 MB (docs/operations.md sizes Redis
+	// by it).
+	DefaultHistory = 10000
+)
 
-// MaxPartitions bounds the partitions of a deployment. Every bus
-// implementation refuses more; a cursor carries one Seq per partition, so
-// this number also bounds the length of a cursor (wire.MaxCursorLen).
-// 1,024 is far beyond what one bus needs (a partition is one ordered
-// stream; 16 serve thousands of repos) and keeps a cursor under 14 KiB.
-const MaxPartitions = 1024
+// CheckPartitions returns an ErrInvalid error unless n is 1 to
+// MaxPartitions.
+func CheckPartitions(n int) error {
+	if n < 1 || n > MaxPartitions {
+		return fmt.Errorf("%w: partitions must be 1 to %d, got %d", ErrInvalid, MaxPartitions, n)
+	}
+	return nil
+}
 
 // PartitionOf maps a repo to its partition: FNV-1a of the name, modulo n.
 // All events of one repo share a partition, which is what orders them.

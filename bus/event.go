@@ -68,13 +68,20 @@ type RefUpdate struct {
 	Enriched string `json:"enriched,omitempty"`
 }
 
-// Kind derives the update's kind from the zero object ids.
-func (u RefUpdate) Kind() Kind {
+// Kind derives the update's kind from the zero object ids (see KindOf).
+func (u RefUpdate) Kind() Kind { return KindOf(u.Old, u.New) }
+
+// KindOf is the kind of a change from object id old to new: a zero new is a
+// delete, else a zero old is a create, else an update. It is the one
+// definition for a single update and for the net change of several (a
+// coalesced stream entry, a refs delta): a ref created and deleted since is
+// a delete, which is what a reader holding it must do.
+func KindOf(old, new string) Kind {
 	switch {
-	case IsZeroID(u.Old):
-		return KindCreate
-	case IsZeroID(u.New):
+	case IsZeroID(new):
 		return KindDelete
+	case IsZeroID(old):
+		return KindCreate
 	default:
 		return KindUpdate
 	}

@@ -33,7 +33,7 @@ func ParseRefPattern(s string) (RefPattern, error) {
 	}
 	body = collapseStars(body)
 	if err := checkRefFormat(body, true); err != nil {
-		return RefPattern{}, fmt.Errorf("%w: ref pattern %q: %s", ErrInvalid, truncate(s, 80), err)
+		return RefPattern{}, fmt.Errorf("%w: ref pattern %q: %s", ErrInvalid, Clip(s, 80), err)
 	}
 	p.raw = body
 	p.parts = strings.Split(body, "*")
@@ -73,8 +73,7 @@ func globMatch(parts []string, s string, noSlash bool) bool {
 	}
 	s = s[len(parts[0]):]
 	last := parts[len(parts)-1]
-	for i, part := range parts[1 : len(parts)-1] {
-		_ = i
+	for _, part := range parts[1 : len(parts)-1] {
 		j := strings.Index(s, part)
 		if j < 0 || (noSlash && strings.Contains(s[:j], "/")) {
 			return false
@@ -113,7 +112,7 @@ func ParseRepoPattern(s string) (RepoPattern, error) {
 		if strings.Contains(seg, "**") {
 			return RepoPattern{}, fmt.Errorf("%w: repo pattern %q: '**' must be a whole segment", ErrInvalid, s)
 		}
-		if err := validateRepoSegment(strings.ReplaceAll(seg, "*", "x"), false); err != nil {
+		if err := validateRepoSegment(strings.ReplaceAll(seg, "*", "x")); err != nil {
 			return RepoPattern{}, fmt.Errorf("%w: repo pattern %q: %s", ErrInvalid, s, err)
 		}
 		p.segs = append(p.segs, strings.Split(seg, "*"))

@@ -27,7 +27,7 @@ func ValidateRepo(s string) error {
 		return fmt.Errorf("%w: repo name is %d bytes, at most %d allowed", ErrInvalid, len(s), MaxRepoLen)
 	}
 	for seg := range strings.SplitSeq(s, "/") {
-		if err := validateRepoSegment(seg, false); err != nil {
+		if err := validateRepoSegment(seg); err != nil {
 			return fmt.Errorf("%w: repo name %q: %s", ErrInvalid, s, err)
 		}
 	}
@@ -40,7 +40,7 @@ type repoSegmentError string
 
 func (e repoSegmentError) Error() string { return string(e) }
 
-func validateRepoSegment(seg string, glob bool) error {
+func validateRepoSegment(seg string) error {
 	if seg == "" {
 		return repoSegmentError("empty path segment (leading, trailing or double '/')")
 	}
@@ -51,7 +51,6 @@ func validateRepoSegment(seg string, glob bool) error {
 		c := seg[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
-		case c == '*' && glob:
 		case (c == '.' || c == '-') && i > 0:
 		case c == '.' || c == '-':
 			return repoSegmentError(fmt.Sprintf("segment %q must start with a letter, digit or '_'", seg))
@@ -70,7 +69,7 @@ func validateRepoSegment(seg string, glob bool) error {
 // to valid UTF-8 (events are JSON).
 func ValidateRef(s string) error {
 	if err := checkRefFormat(s, false); err != nil {
-		return fmt.Errorf("%w: ref %q: %s", ErrInvalid, truncate(s, 80), err)
+		return fmt.Errorf("%w: ref %q: %s", ErrInvalid, Clip(s, 80), err)
 	}
 	return nil
 }
@@ -130,11 +129,11 @@ const (
 // ValidateObjectID accepts a lowercase hex SHA-1 (40) or SHA-256 (64) id.
 func ValidateObjectID(s string) error {
 	if len(s) != 40 && len(s) != 64 {
-		return fmt.Errorf("%w: object id %q must be 40 (SHA-1) or 64 (SHA-256) hex digits", ErrInvalid, truncate(s, 80))
+		return fmt.Errorf("%w: object id %q must be 40 (SHA-1) or 64 (SHA-256) hex digits", ErrInvalid, Clip(s, 80))
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return fmt.Errorf("%w: object id %q must be lowercase hex", ErrInvalid, truncate(s, 80))
+			return fmt.Errorf("%w: object id %q must be lowercase hex", ErrInvalid, Clip(s, 80))
 		}
 	}
 	return nil
@@ -155,16 +154,4 @@ func ValidatePushID(s string) error {
 		}
 	}
 	return nil
-}
-
-// truncate shortens s for error messages, at a rune boundary, so one huge
-// input cannot make a huge error.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

@@ -9,6 +9,7 @@
 //
 // It is not a transport and not a server: a Publisher is anything that can
 // take a push (an HTTP node, a bus.Bus); the package reads no environment
-// variables and keeps no global state, so the command that uses it decides
-// every setting explicitly.
+// variables, so the command that uses it decides every setting explicitly.
+// Its only package-level state is the counter that orders spool files one
+// process writes within one clock tick (see Spool.Write's file names).
 package hook

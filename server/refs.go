@@ -136,7 +136,7 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wi
 				k := key{ev.Repo, ev.Ref}
 				if i, ok := at[k]; ok {
 					out[i].New = ev.New
-					out[i].Kind = netKind(out[i].Old, ev.New)
+					out[i].Kind = bus.KindOf(out[i].Old, ev.New)
 					continue
 				}
 				at[k] = len(out)
@@ -154,16 +154,6 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wi
 		}
 	}
 	return kept, next, nil
-}
-
-func netKind(old, new string) bus.Kind {
-	switch {
-	case bus.IsZeroID(old):
-		return bus.KindCreate
-	case bus.IsZeroID(new):
-		return bus.KindDelete
-	}
-	return bus.KindUpdate
 }
 
 // handleRefs serves GET /v1/refs: a snapshot (ETag = cursor, 304 on a

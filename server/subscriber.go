@@ -146,15 +146,8 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		first := out[i].ev
 		merged := *q.ev
 		merged.Old = first.Old
-		switch {
-		case bus.IsZeroID(merged.Old) && bus.IsZeroID(merged.New):
-			merged.Kind = bus.KindDelete // created and deleted while lagging
-		case bus.IsZeroID(merged.Old):
-			merged.Kind = bus.KindCreate
-		case bus.IsZeroID(merged.New):
-			merged.Kind = bus.KindDelete
-		default:
-			merged.Kind = bus.KindUpdate
+		merged.Kind = bus.KindOf(merged.Old, merged.New) // created and deleted while lagging: a delete
+		if merged.Kind == bus.KindUpdate {
 			merged.Forced = nil // unknown across several updates
 		}
 		// The merged update takes the newest one's place, so ids keep rising.

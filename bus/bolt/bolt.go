@@ -32,7 +32,6 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultHistory   = 10000  // events kept per partition
 	DefaultPushIDs   = 100000 // push ids remembered for idempotency
 	DefaultFeedBatch = 256    // events per subscription message at most
 	// DefaultLockTimeout is how long Open waits for the data file's lock
@@ -48,8 +47,8 @@ type Options struct {
 	// fixed when the data directory is created; opening it with another
 	// number fails.
 	Partitions int
-	// History is the most events kept per partition. Lowering it trims on
-	// the next Open.
+	// History is the most events kept per partition (bus.DefaultHistory).
+	// Lowering it trims on the next Open.
 	History int
 	// MaxAge also trims events published longer ago than this (by the
 	// node's clock at publish, not the push's own time, so a replayed spool
@@ -108,11 +107,11 @@ func Open(dir string, opts Options) (*Bus, error) {
 	if opts.Partitions == 0 {
 		opts.Partitions = bus.DefaultPartitions
 	}
-	if opts.Partitions < 1 || opts.Partitions > bus.MaxPartitions {
-		return nil, fmt.Errorf("bolt bus: partitions must be 1 to %d, got %d", bus.MaxPartitions, opts.Partitions)
+	if err := bus.CheckPartitions(opts.Partitions); err != nil {
+		return nil, fmt.Errorf("bolt bus: %w", err)
 	}
 	if opts.History == 0 {
-		opts.History = DefaultHistory
+		opts.History = bus.DefaultHistory
 	}
 	if opts.History < 1 {
 		return nil, fmt.Errorf("bolt bus: history must be positive, got %d", opts.History)

@@ -10,9 +10,9 @@ import (
 	"github.com/refcast/refcast/bus"
 )
 
-// Subscribe implements bus.Bus. One goroutine per subscription reads the
-// file after each publish, up to the acknowledged heads; a slow reader only
-// delays itself. Bus.Close waits for these goroutines.
+// Subscribe implements bus.Bus. One goroutine per subscription (a bus.Feed)
+// reads the file after each publish, up to the acknowledged heads; a slow
+// reader only delays itself. Bus.Close waits for these goroutines.
 func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, error) {
 	if len(from) != b.opts.Partitions {
 		return nil, fmt.Errorf("%w: subscribe from %d partitions, bus has %d", bus.ErrInvalid, len(from), b.opts.Partitions)
@@ -22,73 +22,29 @@ func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, 
 	if b.closed {
 		return nil, bus.ErrClosed
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	s := &subscription{c: make(chan bus.Message), cancel: cancel, done: make(chan struct{})}
-	pos := append(bus.Heads(nil), from...)
-	b.subs.Add(1)
-	go func() {
-		defer b.subs.Done()
-		s.run(ctx, b, pos)
-	}()
-	return s, nil
+	return bus.StartFeed(ctx, b.done, &b.subs, from, &feedSource{b: b}), nil
 }
 
-type subscription struct {
-	c      chan bus.Message   // owned by run, which closes it
-	cancel context.CancelFunc // set at construction
-	done   chan struct{}      // closed when run returns
+// feedSource reads one feed's messages from the file. Owned by the feed's
+// goroutine.
+type feedSource struct {
+	b     *Bus
+	heads bus.Heads // the acknowledged heads as of the last Wake
 }
 
-func (s *subscription) C() <-chan bus.Message { return s.c }
-
-func (s *subscription) Close() error {
-	s.cancel()
-	<-s.done
-	return nil
+// Wake implements bus.FeedSource, taking the watermark the next pass reads
+// up to.
+func (s *feedSource) Wake() (<-chan struct{}, error) {
+	heads, wake, err := s.b.snapshot()
+	s.heads = heads
+	return wake, err
 }
 
-func (s *subscription) run(ctx context.Context, b *Bus, pos bus.Heads) {
-	defer close(s.done)
-	defer close(s.c)
-	for {
-		heads, wake, err := b.snapshot()
-		if err != nil {
-			return
-		}
-		for pi := range pos {
-			for {
-				msg, ok, err := s.next(ctx, b, pi, &pos[pi], heads[pi])
-				if err != nil {
-					// The file could not be read: end the feed; the
-					// reader resubscribes from its own position.
-					return
-				}
-				if !ok {
-					break
-				}
-				select {
-				case s.c <- msg:
-				case <-ctx.Done():
-					return
-				case <-b.done:
-					return
-				}
-			}
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return
-		case <-b.done:
-			return
-		}
-	}
-}
-
-// next returns the partition's next message after *at, given the
-// acknowledged head h, and advances *at. A position from another epoch,
-// trimmed, or ahead of the head gets a Reset to the current head.
-func (s *subscription) next(ctx context.Context, b *Bus, pi int, at *bus.PartitionHead, h bus.PartitionHead) (bus.Message, bool, error) {
+// Next implements bus.FeedSource, given the acknowledged head of the last
+// Wake. A position from another epoch, trimmed, or ahead of the head gets a
+// Reset to the current head.
+func (s *feedSource) Next(ctx context.Context, pi int, at *bus.PartitionHead) (bus.Message, bool, error) {
+	b, h := s.b, s.heads[pi]
 	if at.Epoch != h.Epoch || at.Last+1 < h.First || at.Last > h.Last {
 		*at = h
 		return bus.Message{Partition: pi, Reset: true, Head: h}, true, nil

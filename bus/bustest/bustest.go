@@ -58,6 +58,7 @@ func Run(t *testing.T, factory Factory) {
 		{"SubscribeWrongPartitionCount", testSubscribeWrongCount},
 		{"SubscriptionCloseAndCancel", testSubscriptionClose},
 		{"CloseEndsSubscriptions", testCloseEnds},
+		{"CloseWaitsForSubscriptions", testCloseWaits},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -698,4 +699,51 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// testCloseWaits checks that Bus.Close returns only after every
+// subscription's goroutines have: a node closing its bus must not leave a
+// feed running against a closed store. Subscriptions left open, one reading
+// and two never read, are ended by Close alone. A subscription closes C as
+// its last goroutine ends, so C must be closed the moment Close returns; a
+// goroutine-leak check could not tell this from a feed that ends a moment
+// later (goleak retries), and sees the parallel subtests' goroutines too.
+// Each implementation's TestMain runs goleak over the whole package.
+func testCloseWaits(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	from := mustHeads(t, b)
+	var subs []bus.Subscription
+	for range 3 {
+		sub, err := b.Subscribe(ctx(t), from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	if _, err := b.Publish(ctx(t), Push("p1", "acme/app", "refs/heads/main", ID(1))); err != nil {
+		t.Fatal(err)
+	}
+	select { // the first is mid-feed: it has delivered and will be woken again
+	case <-subs[0].C():
+	case <-time.After(Wait):
+		t.Fatal("no message before Close")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, sub := range subs {
+		// The feed's goroutine closes C as it ends: after Close returned,
+		// C must be closed already, with nothing more to deliver.
+		select {
+		case _, ok := <-sub.C():
+			if ok {
+				t.Errorf("subscription %d delivered after Bus.Close returned", i)
+			}
+		default:
+			t.Errorf("subscription %d still running after Bus.Close returned", i)
+		}
+	}
+	for _, sub := range subs {
+		sub.Close()
+	}
 }

@@ -20,7 +20,6 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultHistory   = 10000  // events kept per partition
 	DefaultPushIDs   = 100000 // push ids remembered for idempotency
 	DefaultFeedBatch = 256    // events per subscription message at most
 )
@@ -28,14 +27,11 @@ const (
 // Options configure a Bus. Zero values take the defaults above.
 type Options struct {
 	Partitions int           // bus.DefaultPartitions when 0
-	History    int           // events retained per partition
+	History    int           // events retained per partition; bus.DefaultHistory when 0
 	MaxAge     time.Duration // events older than this are trimmed; 0 keeps by count only
 	PushIDs    int           // how many push ids are remembered
 	// Now is the clock, for tests; time.Now when nil.
 	Now func() time.Time
-	// Epochs, when set, are the partitions' epochs to start with (a
-	// persistent wrapper restoring its state); otherwise each is random.
-	Epochs []uint64
 }
 
 // Bus is an in-memory bus.Bus.
@@ -49,6 +45,8 @@ type Bus struct {
 	done     chan struct{} // closed by Close
 	pushIDs  map[string]pushRef
 	pushFIFO []string
+
+	subs sync.WaitGroup // subscription goroutines; waited for by Close
 }
 
 type pushRef struct {
@@ -72,11 +70,11 @@ func New(opts Options) (*Bus, error) {
 	if opts.Partitions == 0 {
 		opts.Partitions = bus.DefaultPartitions
 	}
-	if opts.Partitions < 1 || opts.Partitions > bus.MaxPartitions {
-		return nil, fmt.Errorf("memory bus: partitions must be 1 to %d, got %d", bus.MaxPartitions, opts.Partitions)
+	if err := bus.CheckPartitions(opts.Partitions); err != nil {
+		return nil, fmt.Errorf("memory bus: %w", err)
 	}
 	if opts.History == 0 {
-		opts.History = DefaultHistory
+		opts.History = bus.DefaultHistory
 	}
 	if opts.PushIDs == 0 {
 		opts.PushIDs = DefaultPushIDs
@@ -84,29 +82,20 @@ func New(opts Options) (*Bus, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Epochs != nil && len(opts.Epochs) != opts.Partitions {
-		return nil, fmt.Errorf("memory bus: %d epochs for %d partitions", len(opts.Epochs), opts.Partitions)
-	}
 	b := &Bus{
 		opts:    opts,
 		notify:  make(chan struct{}),
 		done:    make(chan struct{}),
 		pushIDs: make(map[string]pushRef),
 	}
-	for i := range opts.Partitions {
-		p := &partition{first: 1, refs: make(map[string]map[string]string)}
-		if opts.Epochs != nil {
-			p.epoch = opts.Epochs[i]
-		} else {
-			p.epoch = NewEpoch()
-		}
-		b.parts = append(b.parts, p)
+	for range opts.Partitions {
+		b.parts = append(b.parts, &partition{epoch: newEpoch(), first: 1, refs: make(map[string]map[string]string)})
 	}
 	return b, nil
 }
 
-// NewEpoch returns a random non-zero epoch.
-func NewEpoch() uint64 {
+// newEpoch returns a random non-zero epoch.
+func newEpoch() uint64 {
 	var b [8]byte
 	for {
 		_, _ = rand.Read(b[:])
@@ -307,81 +296,50 @@ func (b *Bus) isClosed() bool {
 	return b.closed
 }
 
-// Close implements bus.Bus. Subscriptions end.
+// Close implements bus.Bus: subscriptions end, and Close waits for their
+// goroutines. Safe to call twice.
 func (b *Bus) Close() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if !b.closed {
 		b.closed = true
 		close(b.done)
 	}
+	b.mu.Unlock()
+	b.subs.Wait()
 	return nil
 }
 
-// Subscribe implements bus.Bus. One goroutine per subscription reads the
-// history after each publish; a slow reader only delays itself.
+// Subscribe implements bus.Bus. One goroutine per subscription (a bus.Feed)
+// reads the history after each publish; a slow reader only delays itself.
+// Bus.Close waits for these goroutines.
 func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, error) {
 	if len(from) != len(b.parts) {
 		return nil, fmt.Errorf("%w: subscribe from %d partitions, bus has %d", bus.ErrInvalid, len(from), len(b.parts))
 	}
-	if b.isClosed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
 		return nil, bus.ErrClosed
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	s := &subscription{c: make(chan bus.Message), cancel: cancel, done: make(chan struct{})}
-	pos := append(bus.Heads(nil), from...)
-	go s.run(ctx, b, pos)
-	return s, nil
+	return bus.StartFeed(ctx, b.done, &b.subs, from, feedSource{b}), nil
 }
 
-type subscription struct {
-	c      chan bus.Message
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+// feedSource reads a feed's messages from the partitions.
+type feedSource struct{ b *Bus }
 
-func (s *subscription) C() <-chan bus.Message { return s.c }
-
-func (s *subscription) Close() error {
-	s.cancel()
-	<-s.done
-	return nil
-}
-
-func (s *subscription) run(ctx context.Context, b *Bus, pos bus.Heads) {
-	defer close(s.done)
-	defer close(s.c)
-	for {
-		b.mu.Lock()
-		wake := b.notify
-		b.mu.Unlock()
-		for pi, part := range b.parts {
-			for {
-				msg, ok := s.next(part, pi, &pos[pi])
-				if !ok {
-					break
-				}
-				select {
-				case s.c <- msg:
-				case <-ctx.Done():
-					return
-				case <-b.done:
-					return
-				}
-			}
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return
-		case <-b.done:
-			return
-		}
+// Wake implements bus.FeedSource.
+func (s feedSource) Wake() (<-chan struct{}, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.b.closed {
+		return nil, bus.ErrClosed
 	}
+	return s.b.notify, nil
 }
 
-// next returns the partition's next message after *at and advances it.
-func (s *subscription) next(part *partition, pi int, at *bus.PartitionHead) (bus.Message, bool) {
+// Next implements bus.FeedSource.
+func (s feedSource) Next(_ context.Context, pi int, at *bus.PartitionHead) (bus.Message, bool, error) {
+	part := s.b.parts[pi]
 	part.mu.RLock()
 	defer part.mu.RUnlock()
 	evs, err := part.read(at.Epoch, at.Last, DefaultFeedBatch)
@@ -391,11 +349,11 @@ func (s *subscription) next(part *partition, pi int, at *bus.PartitionHead) (bus
 	if err != nil { // another epoch, trimmed past us, or ahead: the reader must resync
 		head := bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1}
 		*at = head
-		return bus.Message{Partition: pi, Reset: true, Head: head}, true
+		return bus.Message{Partition: pi, Reset: true, Head: head}, true, nil
 	}
 	if len(evs) == 0 {
-		return bus.Message{}, false
+		return bus.Message{}, false, nil
 	}
 	at.Last = evs[len(evs)-1].Seq
-	return bus.Message{Partition: pi, Events: evs}, true
+	return bus.Message{Partition: pi, Events: evs}, true, nil
 }

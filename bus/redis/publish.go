@@ -22,6 +22,9 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 	if b.isClosed() {
 		return nil, bus.ErrClosed
 	}
+	if err := b.checkMeta(ctx); err != nil {
+		return nil, err
+	}
 	pi := bus.PartitionOf(p.Repo, len(b.parts))
 	k := b.parts[pi]
 	evs := p.Events()

@@ -20,6 +20,9 @@ func (b *Bus) Heads(ctx context.Context) (bus.Heads, error) {
 	if b.isClosed() {
 		return nil, bus.ErrClosed
 	}
+	if err := b.checkMeta(ctx); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
 	cmds, err := b.headsPipelined(ctx)
@@ -69,6 +72,9 @@ func (b *Bus) headsPipelined(ctx context.Context) ([]*goredis.Cmd, error) {
 // head runs headScript for one partition; probe, when non-zero, is a seq
 // whose event JSON is returned too ("" when that entry is gone).
 func (b *Bus) head(ctx context.Context, pi int, probe uint64) (bus.PartitionHead, string, error) {
+	if err := b.checkMeta(ctx); err != nil {
+		return bus.PartitionHead{}, "", err
+	}
 	k := b.parts[pi]
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
@@ -109,6 +115,9 @@ const maxAfter = 1 << 52
 func (b *Bus) History(ctx context.Context, pi int, epoch, after uint64, limit int) ([]bus.Event, error) {
 	if b.isClosed() {
 		return nil, bus.ErrClosed
+	}
+	if err := b.checkMeta(ctx); err != nil {
+		return nil, err
 	}
 	if pi < 0 || pi >= len(b.parts) {
 		return nil, fmt.Errorf("%w: partition %d out of range", bus.ErrInvalid, pi)
@@ -165,6 +174,9 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	if b.isClosed() {
 		return bus.RefState{}, bus.ErrClosed
 	}
+	if err := b.checkMeta(ctx); err != nil {
+		return bus.RefState{}, err
+	}
 	pi := bus.PartitionOf(repo, len(b.parts))
 	k := b.parts[pi]
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
@@ -201,6 +213,9 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 func (b *Bus) Repos(ctx context.Context) ([]string, error) {
 	if b.isClosed() {
 		return nil, bus.ErrClosed
+	}
+	if err := b.checkMeta(ctx); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()

@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,8 +32,6 @@ import (
 const (
 	// DefaultPrefix starts every key.
 	DefaultPrefix = "refcast"
-	// DefaultHistory is the number of events kept per partition stream.
-	DefaultHistory = 10000
 	// DefaultPushTTL is how long a push id is remembered for idempotency:
 	// long enough to cover a hook's spool being replayed after an outage.
 	DefaultPushTTL = 7 * 24 * time.Hour
@@ -53,7 +52,8 @@ type Options struct {
 	Prefix string
 	// Partitions is the number of partitions (bus.DefaultPartitions).
 	Partitions int
-	// History is the most events kept per partition stream (DefaultHistory).
+	// History is the most events kept per partition stream
+	// (bus.DefaultHistory).
 	History int
 	// MaxAge also trims events published longer ago than this, a bounded
 	// number per publish; 0 trims by count only.
@@ -83,11 +83,11 @@ func (o *Options) setDefaults() error {
 	if o.Partitions == 0 {
 		o.Partitions = bus.DefaultPartitions
 	}
-	if o.Partitions < 1 || o.Partitions > bus.MaxPartitions {
-		return fmt.Errorf("redis bus: %w: partitions must be 1 to %d, got %d", bus.ErrInvalid, bus.MaxPartitions, o.Partitions)
+	if err := bus.CheckPartitions(o.Partitions); err != nil {
+		return fmt.Errorf("redis bus: %w", err)
 	}
 	if o.History == 0 {
-		o.History = DefaultHistory
+		o.History = bus.DefaultHistory
 	}
 	if o.History < 1 {
 		return fmt.Errorf("redis bus: %w: history must be positive, got %d", bus.ErrInvalid, o.History)
@@ -129,6 +129,10 @@ type Bus struct {
 	mu     sync.Mutex     // guards closed and subs.Add
 	closed bool           //
 	subs   sync.WaitGroup // one per live subscription
+
+	meta       string      // "<prefix>:meta"; set at construction
+	metaOK     atomic.Bool // the recorded deployment matched (see checkMeta)
+	metaLogged atomic.Bool // a mismatch was logged, once per Bus
 }
 
 var (
@@ -148,7 +152,7 @@ func New(client goredis.UniversalClient, opts Options) (*Bus, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	b := &Bus{rdb: client, opts: opts, log: opts.Logger}
+	b := &Bus{rdb: client, opts: opts, log: opts.Logger, meta: opts.Prefix + ":meta"}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range opts.Partitions {
 		b.parts = append(b.parts, newPartKeys(opts.Prefix, i))
@@ -226,6 +230,11 @@ func (b *Bus) Redacted() string { return b.redacted }
 func (b *Bus) Ping(ctx context.Context) error {
 	if b.isClosed() {
 		return bus.ErrClosed
+	}
+	// The first successful round trip checks the deployment's layout, so
+	// a node given the wrong --partitions never reports ready.
+	if err := b.checkMeta(ctx); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()

@@ -146,7 +146,7 @@ func parseOne(raw string) (*config, error) {
 	case "":
 		return nil, urlError("missing scheme (redis://, rediss://, redis-sentinel://, redis-cluster://)")
 	default:
-		return nil, urlError(fmt.Sprintf("unknown scheme %q", truncate(u.scheme, 32)))
+		return nil, urlError(fmt.Sprintf("unknown scheme %q", bus.Clip(u.scheme, 32)))
 	}
 	defPort := "6379"
 	if cfg.Topology == sentinel {
@@ -181,7 +181,7 @@ func parseOne(raw string) (*config, error) {
 			}
 			cfg.CAFile = v
 		default:
-			return nil, urlError(fmt.Sprintf("unknown query parameter %q", truncate(k, 32)))
+			return nil, urlError(fmt.Sprintf("unknown query parameter %q", bus.Clip(k, 32)))
 		}
 	}
 	if tlsOn {
@@ -345,13 +345,6 @@ func redact(raw string) string {
 			end = len(s) - i
 		}
 		s = s[:i] + "sentinel_password=xxxxx" + s[i+end:]
-	}
-	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
 	}
 	return s
 }

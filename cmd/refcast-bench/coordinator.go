@@ -53,7 +53,6 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("refcast-bench", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: refcast-bench [flags]            measure a refcast node or nginx+nchan
-       refcast-bench serve [flags]      in-process refcast node with pprof (for profiling)
        refcast-bench report < results   tables from RESULT lines
 
 Scenarios (-scenarios, comma-separated, each with its own connections):
@@ -74,7 +73,7 @@ Flags:
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "server base URL (loopback only)")
 	fs.StringVar(&c.token, "token", os.Getenv("REFCAST_PUBLISH_TOKEN"), "refcast publish token (default $REFCAST_PUBLISH_TOKEN)")
 	fs.IntVar(&c.pid, "pid", 0, "server process id: RSS and CPU are read from /proc for it and its children (0: no resource figures)")
-	fs.StringVar(&c.pprof, "pprof", "", "pprof base URL of a node started with refcast-bench serve, to count its goroutines")
+	fs.StringVar(&c.pprof, "pprof", "", "pprof base URL of a node started with refcast serve --debug-addr, to count its goroutines")
 	fs.StringVar(&c.label, "label", "", "label copied into RESULT lines (e.g. the round)")
 	fs.IntVar(&c.conns, "conns", 1000, "subscribers for fanout and spread")
 	fs.IntVar(&c.perWorker, "per-worker", 5000, "connections per worker process (each process may hold at most 20,000 files)")

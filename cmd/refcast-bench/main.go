@@ -17,12 +17,12 @@
 //   - a worker (hidden: started by the coordinator with REFCAST_BENCH_WORKER=1):
 //     holds up to -per-worker connections from its own source address
 //     127.0.0.x, so no process needs more than 20,000 open files;
-//   - "serve": an in-process refcast node (memory bus) with a pprof
-//     listener, to count goroutines and profile; figures in the docs come
-//     from the real `refcast serve`.
+//   - "report": Markdown tables from RESULT lines.
 //
-// It is not a general HTTP load generator: every loop is bounded in count
-// and time, and it only ever dials loopback addresses.
+// It is a pure client: it measures the node as shipped, `refcast serve`,
+// whose --debug-addr gives it goroutine counts (-pprof) and profiles. It is
+// not a general HTTP load generator: every loop is bounded in count and
+// time, and it only ever dials loopback addresses.
 package main
 
 import (
@@ -49,8 +49,6 @@ func run(ctx context.Context, args []string) error {
 	}
 	if len(args) > 0 {
 		switch args[0] {
-		case "serve":
-			return runServe(ctx, args[1:])
 		case "report":
 			return runReport(args[1:], os.Stdin, os.Stdout)
 		}

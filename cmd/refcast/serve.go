@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/refcast/refcast/bus"
-	"github.com/refcast/refcast/bus/memory"
 	"github.com/refcast/refcast/hook"
 	"github.com/refcast/refcast/server"
 )
@@ -47,6 +46,7 @@ type serveConfig struct {
 	commitURL      string
 	logLevel       string
 	logFormat      string
+	debugAddr      string
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -58,7 +58,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&c.redis, "redis", "", "Redis URL (redis://, rediss://, redis-sentinel://h1:p1,h2:p2/master, redis-cluster://h1:p1,h2:p2); empty runs the embedded bus")
 	fs.StringVar(&c.data, "data", "", "directory where the embedded bus keeps its history and ref state (default: the user's state directory)")
 	fs.IntVar(&c.partitions, "partitions", bus.DefaultPartitions, "partitions repos are spread over; the same for every node and hook of a deployment")
-	fs.IntVar(&c.history, "history", memory.DefaultHistory, "events kept per partition for resume")
+	fs.IntVar(&c.history, "history", bus.DefaultHistory, "events kept per partition for resume")
 	fs.DurationVar(&c.historyAge, "history-age", 0, "also trim events older than this (0: by count only)")
 	fs.StringVar(&c.spool, "spool", "", "hook spool directory to drain (pushes a hook could not publish)")
 	fs.StringVar(&c.authSecretFile, "auth-secret-file", "", "HS256 secret file: turns token authorization on")
@@ -80,6 +80,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
 	if err := parseFlags(fs, args, env); err != nil {
 		return err
 	}
@@ -160,6 +161,14 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	if c.debugAddr != "" {
+		stopDebug, err := startDebug(c.debugAddr, log)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer stopDebug()
 	}
 	log.Info("refcast serving", "addr", ln.Addr().String(), "bus", busName(&c), "version", version)
 	if opts.Auth == nil {

@@ -15,11 +15,11 @@
 #   RATE_CONNS    subscribers for the throughput search [1000]
 #   RATE_DURATION length of a throughput trial [10s]
 #   ROUNDS        rounds [3]; FIRST_ROUND numbers them from [1]
-#   TARGETS       servers to measure ["refcast refcast-mem nchan:1 nchan:2"]:
+#   TARGETS       servers to measure ["refcast nchan:1 nchan:2"]:
 #                 refcast is `refcast serve` as shipped (embedded bus on disk,
-#                 concurrent publishes share an fsync'd commit); refcast-mem is the same
-#                 server package on the in-memory bus (`refcast-bench serve`),
-#                 which also exposes pprof so goroutines are counted; refcast-redis
+#                 concurrent publishes share an fsync'd commit), with
+#                 --debug-addr so goroutines are counted and the node can be
+#                 profiled while it runs; refcast-redis
 #                 is `refcast serve --redis` on a redis-server of its own (AOF,
 #                 appendfsync everysec, as docs/operations.md recommends; the
 #                 node's CPU is measured, not Redis's); nchan:N is
@@ -41,7 +41,7 @@ cd "$(dirname "$0")/../.."
 if [[ "${SMALL:-0}" == 1 ]]; then
 	: "${SIZES:=500}" "${SPREAD_SIZES:=500}" "${REPOS:=100}" "${RATE_CONNS:=200}"
 	: "${RATE_DURATION:=3s}" "${ROUNDS:=1}" "${EVENTS:=10}" "${INTERVAL:=250ms}" "${SETTLE:=1s}"
-	: "${BENCH_FLAGS:=-spread-events 300}" "${TARGETS:=refcast refcast-mem nchan:1}"
+	: "${BENCH_FLAGS:=-spread-events 300}" "${TARGETS:=refcast nchan:1}"
 fi
 SIZES=${SIZES:-"1000 10000 18000"}
 SPREAD_SIZES=${SPREAD_SIZES:-"10000"}
@@ -50,7 +50,7 @@ RATE=${RATE:-1}
 RATE_CONNS=${RATE_CONNS:-1000}
 RATE_DURATION=${RATE_DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
-TARGETS=${TARGETS:-"refcast refcast-mem nchan:1 nchan:2"}
+TARGETS=${TARGETS:-"refcast nchan:1 nchan:2"}
 EVENTS=${EVENTS:-20}
 INTERVAL=${INTERVAL:-750ms}
 SETTLE=${SETTLE:-3s}
@@ -113,7 +113,7 @@ start_server() {
 		rm -rf "$OUT/refcast-data"
 		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
 			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --data "$OUT/refcast-data" \
-			>>"$OUT/refcast.log" 2>&1 &
+			--debug-addr "127.0.0.1:$PPROF_PORT" >>"$OUT/refcast.log" 2>&1 &
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
 		;;
@@ -128,13 +128,7 @@ start_server() {
 		done
 		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
 			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --redis "redis://127.0.0.1:$REDIS_PORT" \
-			>>"$OUT/refcast-redis.log" 2>&1 &
-		SERVER_PID=$!
-		URL="http://127.0.0.1:$REFCAST_PORT"
-		;;
-	refcast-mem)
-		"$OUT/bin/refcast-bench" serve -listen "127.0.0.1:$REFCAST_PORT" -pprof "127.0.0.1:$PPROF_PORT" \
-			-token "$TOKEN" -max-connections 30000 >>"$OUT/refcast-mem.log" 2>&1 &
+			--debug-addr "127.0.0.1:$PPROF_PORT" >>"$OUT/refcast-redis.log" 2>&1 &
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
 		;;
@@ -170,8 +164,8 @@ measure() {
 	local kind=${target%%[:-]*} extra=()
 	case "$target" in
 	nchan:*) label="$label ${target#nchan:}w" ;;
-	refcast-mem) label="$label mem" extra=(-pprof "http://127.0.0.1:$PPROF_PORT") ;;
-	refcast-redis) label="$label redis" ;;
+	refcast) extra=(-pprof "http://127.0.0.1:$PPROF_PORT") ;;
+	refcast-redis) label="$label redis" extra=(-pprof "http://127.0.0.1:$PPROF_PORT") ;;
 	esac
 	local cmd=("$OUT/bin/refcast-bench" -target "$kind" "${extra[@]}" -url "$URL" -pid "$SERVER_PID" -label "$label" -settle "$SETTLE" "$@")
 	# shellcheck disable=SC2086

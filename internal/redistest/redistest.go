@@ -27,6 +27,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/refcast/refcast/internal/proc"
 )
 
 // Options configure a Server. The zero value is a server without
@@ -147,7 +148,7 @@ func (s *Server) start() error {
 		return err
 	}
 	cmd := exec.Command("redis-server", conf)
-	dieWithParent(cmd)
+	proc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/refcast/refcast/internal/proc"
 )
 
 // DefaultMasterName is the name Sentinels monitor a master under.
@@ -133,7 +134,7 @@ func (s *Sentinel) start(master *Server) error {
 		return err
 	}
 	cmd := exec.Command("redis-server", conf, "--sentinel")
-	dieWithParent(cmd)
+	proc.DieWithParent(cmd)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/refcast/refcast/internal/proc"
 )
 
 // CA is a throwaway certificate authority and one server certificate it
@@ -167,7 +168,7 @@ func (s *TLSServer) start(args []string) error {
 		return err
 	}
 	cmd := exec.Command("redis-server", conf)
-	dieWithParent(cmd)
+	proc.DieWithParent(cmd)
 	var out strings.Builder // configuration errors, printed before the log file opens
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

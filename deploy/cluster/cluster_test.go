@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	iproc "github.com/refcast/refcast/internal/proc" // the type proc is this file's child process
 	"github.com/refcast/refcast/internal/redistest"
 	"github.com/refcast/refcast/internal/testnode"
 )
@@ -273,7 +274,7 @@ type balancer struct {
 // it sees every node UP.
 func startHAProxy(t *testing.T, nodes []*node) *balancer {
 	t.Helper()
-	cfg, err := filepath.Abs(filepath.Join("..", "deploy", "haproxy.cfg"))
+	cfg, err := filepath.Abs(filepath.Join("..", "haproxy.cfg"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +366,7 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
-	dieWithParent(cmd)
+	iproc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
