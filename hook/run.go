@@ -91,7 +91,7 @@ func (r *Runner) openHookRepo(ctx context.Context, cmd string) (*Repo, error) {
 		return repo, nil
 	}
 	if r.env("GIT_DIR") == "" {
-		return nil, usagef("%s: not in a git repository (GIT_DIR is unset): git runs this from a repository's hooks; install it with 'refcast install-hook PATH --url URL', or run it inside the repository (%v)", cmd, err)
+		return nil, usagef("%s: not in a git repository (GIT_DIR is unset): git runs this from a repository's hooks; install it there with 'refcast install-hook PATH --url URL'", cmd)
 	}
 	return nil, usagef("%s: %v", cmd, err)
 }
