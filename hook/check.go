@@ -52,14 +52,15 @@ func ValidateToken(tok string) error {
 	return nil
 }
 
-// redactURL drops a password from a URL for an error message; a string
-// that does not parse is cut to its scheme.
+// redactURL drops a password from a URL for an error message. What does
+// not parse as a URL with user info but holds an '@' loses everything
+// before it: a malformed URL may still carry a password.
 func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
 		return u.Redacted()
 	}
-	if scheme, _, ok := strings.Cut(s, "://"); ok {
-		return scheme + "://..."
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		return "..." + clip(s[i:])
 	}
 	return clip(s)
 }
