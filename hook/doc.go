@@ -5,10 +5,14 @@
 // and spools it to disk when the destination cannot be reached so that no
 // update is lost.
 //
-// It also installs and uninstalls the hook script in a repository.
+// Runner is the whole of each command built on that: the post-receive and
+// reference-transaction hooks, flush, sync, check and install-hook (with
+// validation); Resolve gives the settings' precedence (flag, environment,
+// git config). It also installs and uninstalls the hook script.
 //
 // It is not a transport and not a server: a Publisher is anything that can
-// take a push (an HTTP node, a bus.Bus); the package reads no environment
-// variables and keeps no global state, so the command that uses it decides
-// every setting explicitly.
+// take a push (an HTTP node, a bus.Bus); a Redis bus is opened through a
+// BusOpener the command injects, so no bus implementation (and no server)
+// is imported. The package reads the environment only through the Getenv a
+// command hands a Runner and keeps no global state.
 package hook

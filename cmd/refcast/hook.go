@@ -34,7 +34,7 @@ Flags (flag, then environment, then git config; except --repo):
   --repo-root DIR   default rule: the path below DIR without .git (else the directory's
                     base name without .git)         REFCAST_REPO_ROOT, refcast.root
   --pusher NAME     who pushed; else REFCAST_PUSHER, GL_USERNAME, GITEA_PUSHER_NAME, REMOTE_USER
-  --timeout D       bound on flushing and publishing (default 2s; flush: 1m)
+  --timeout D       bound on flushing and publishing (default 2s; flush: 1m; check: 5s)
                                                    REFCAST_TIMEOUT, refcast.timeout
   --spool DIR       where undeliverable pushes wait (default <git common dir>/refcast-spool)
                                                    REFCAST_SPOOL, refcast.spool
