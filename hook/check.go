@@ -32,7 +32,7 @@ func ValidateNodeURL(s string) error {
 func validateRedisURL(s string) error {
 	scheme, _, ok := strings.Cut(s, "://")
 	if !ok || !strings.HasPrefix(scheme, "redis") {
-		return fmt.Errorf("Redis URL %q must start with redis://, rediss://, redis-sentinel:// or redis-cluster://, e.g. redis://127.0.0.1:6379", redactURL(s))
+		return fmt.Errorf("redis URL %q must start with redis://, rediss://, redis-sentinel:// or redis-cluster://, e.g. redis://127.0.0.1:6379", redactURL(s))
 	}
 	return nil
 }
