@@ -14,10 +14,10 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/flock"
 )
 
 // Spool file layout.
@@ -269,14 +269,14 @@ func (s *Spool) lock(ctx context.Context) (func(), error) {
 	t := time.NewTicker(lockPoll)
 	defer t.Stop()
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := flock.TryLock(f)
 		if err == nil {
 			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				_ = flock.Unlock(f)
 				f.Close()
 			}, nil
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		if !errors.Is(err, flock.ErrWouldBlock) {
 			f.Close()
 			return nil, fmt.Errorf("lock spool %s: %w", s.dir, err)
 		}

@@ -9,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/flock"
 )
 
 // What git passes a reference-transaction hook, and how refcast copes
@@ -183,11 +183,11 @@ func (r *Repo) withTxnState(ctx context.Context, f func(map[string]txnRecord)) e
 	}
 	defer lf.Close()
 	for {
-		err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := flock.TryLock(lf)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		if !errors.Is(err, flock.ErrWouldBlock) {
 			return fmt.Errorf("transaction state: lock: %w", err)
 		}
 		select {
@@ -196,7 +196,7 @@ func (r *Repo) withTxnState(ctx context.Context, f func(map[string]txnRecord)) e
 		case <-time.After(lockPoll):
 		}
 	}
-	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+	defer func() { _ = flock.Unlock(lf) }() // the deferred Close releases it too
 
 	st := map[string]txnRecord{}
 	data, err := os.ReadFile(path)

@@ -27,65 +27,42 @@ Flags (each also read from the environment variable shown):
   --redis URL     Redis bus URL -> git config refcast.redis        REFCAST_REDIS
   --repo NAME     repo name     -> git config refcast.repo         REFCAST_REPO
   --binary PATH   refcast binary the hook runs (default: this one) REFCAST_BINARY
+  --check         before installing, prove the destination answers and
+                  accepts the token (publishes nothing)             REFCAST_CHECK
   --uninstall     remove refcast's hook and configuration           REFCAST_UNINSTALL
+
+A destination is required (--url, --redis, or one the repository's git
+config already has); the URL must be http(s)://HOST[:PORT], the repo name
+valid, the token (if set) printable. Check an installed hook with
+'refcast hook check' run in the repository.
 
 The publish token is never a flag: set it with
   git -C PATH config refcast.token "$(cat token-file)"   (or REFCAST_TOKEN in the hook's environment)
 `
 
+// installHookFlags are install-hook's command line.
+type installHookFlags struct {
+	mode, url, redis, repo, binary string
+	check, uninstall               bool
+}
+
 func runInstallHook(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("install-hook", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() { fmt.Fprint(env.Stderr, installHookUsage) }
-	var (
-		mode, url, redisURL, repoName, binary string
-		uninstall                             bool
-	)
-	fs.StringVar(&mode, "mode", hook.ModePostReceive, "")
-	fs.StringVar(&url, "url", "", "")
-	fs.StringVar(&redisURL, "redis", "", "")
-	fs.StringVar(&repoName, "repo", "", "")
-	fs.StringVar(&binary, "binary", "", "")
-	fs.BoolVar(&uninstall, "uninstall", false, "")
-	pos, err := hookParseArgs(fs, args)
+	var f installHookFlags
+	path, set, err := parseInstallHookFlags(&f, args, env)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{code: 2}
+		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, envName := range map[string]string{"mode": "REFCAST_MODE", "url": "REFCAST_URL", "redis": "REFCAST_REDIS", "repo": "REFCAST_REPO", "binary": "REFCAST_BINARY", "uninstall": "REFCAST_UNINSTALL"} {
-		if v := env.Getenv(envName); v != "" && !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return usageError{msg: fmt.Sprintf("install-hook: %s: %v", envName, err)}
-			}
-		}
+	r := newHookRunner(hook.Flags{Repo: f.repo}, env)
+	if f.uninstall {
+		return uninstallHook(ctx, path, env)
 	}
-	if len(pos) != 1 {
-		fmt.Fprint(env.Stderr, installHookUsage)
-		return exitError{code: 2}
+	if set["url"] || f.url != "" {
+		r.Flags.URL = &f.url
 	}
-	repo, err := hook.OpenRepo(ctx, pos[0], "")
-	if err != nil {
-		return usageError{msg: "install-hook: " + err.Error()}
+	if set["redis"] || f.redis != "" {
+		r.Flags.Redis = &f.redis
 	}
-	if uninstall {
-		changed, err := hook.Uninstall(ctx, repo)
-		if err != nil {
-			return fmt.Errorf("install-hook: uninstall: %w", err)
-		}
-		if changed {
-			fmt.Fprintf(env.Stdout, "refcast hook removed from %s\n", repo.Path)
-		} else {
-			fmt.Fprintf(env.Stdout, "no refcast hook in %s\n", repo.Path)
-		}
-		return nil
-	}
-	if url != "" && redisURL != "" {
-		return usageError{msg: "install-hook: give --url or --redis, not both"}
-	}
+	binary := f.binary
 	if binary == "" {
 		if binary, err = os.Executable(); err != nil {
 			return fmt.Errorf("install-hook: find this binary (give --binary): %w", err)
@@ -94,21 +71,74 @@ func runInstallHook(ctx context.Context, args []string, env Env) error {
 	if binary, err = filepath.Abs(binary); err != nil {
 		return usageError{msg: "install-hook: --binary: " + err.Error()}
 	}
-	res, err := hook.Install(ctx, repo, hook.InstallOptions{
-		Mode:   mode,
-		Binary: binary,
-		Config: map[string]string{"url": url, "redis": redisURL, "repo": repoName},
-	})
+	return hookError(r.InstallHook(ctx, hook.InstallRequest{
+		Path: path, Mode: f.mode, Binary: binary, Check: f.check,
+		GoTemp: []string{os.TempDir(), env.Getenv("GOTMPDIR")}, GoCache: goCaches(env),
+	}))
+}
+
+// parseInstallHookFlags parses the command line, fills flags not given
+// from their environment twins, and returns the repository path and which
+// flags the command line set.
+func parseInstallHookFlags(f *installHookFlags, args []string, env Env) (string, map[string]bool, error) {
+	fs := flag.NewFlagSet("install-hook", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() { fmt.Fprint(env.Stderr, installHookUsage) }
+	fs.StringVar(&f.mode, "mode", hook.ModePostReceive, "")
+	fs.StringVar(&f.url, "url", "", "")
+	fs.StringVar(&f.redis, "redis", "", "")
+	fs.StringVar(&f.repo, "repo", "", "")
+	fs.StringVar(&f.binary, "binary", "", "")
+	fs.BoolVar(&f.check, "check", false, "")
+	fs.BoolVar(&f.uninstall, "uninstall", false, "")
+	pos, err := hookParseArgs(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", nil, exitError{code: 0}
+		}
+		return "", nil, exitError{code: 2}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, envName := range map[string]string{"mode": "REFCAST_MODE", "url": "REFCAST_URL", "redis": "REFCAST_REDIS", "repo": "REFCAST_REPO", "binary": "REFCAST_BINARY", "check": "REFCAST_CHECK", "uninstall": "REFCAST_UNINSTALL"} {
+		if v := env.Getenv(envName); v != "" && !set[name] {
+			if err := fs.Set(name, v); err != nil {
+				return "", nil, usageError{msg: fmt.Sprintf("install-hook: %s: %v", envName, err)}
+			}
+		}
+	}
+	if len(pos) != 1 {
+		fmt.Fprint(env.Stderr, installHookUsage)
+		return "", nil, exitError{code: 2}
+	}
+	return pos[0], set, nil
+}
+
+func uninstallHook(ctx context.Context, path string, env Env) error {
+	repo, err := hook.OpenRepo(ctx, path, "")
 	if err != nil {
 		return usageError{msg: "install-hook: " + err.Error()}
 	}
-	switch {
-	case !res.Changed:
-		fmt.Fprintf(env.Stdout, "refcast %s hook already installed: %s\n", mode, res.Hook)
-	case res.Previous != "":
-		fmt.Fprintf(env.Stdout, "refcast %s hook installed: %s (runs the previous hook %s first)\n", mode, res.Hook, res.Previous)
-	default:
-		fmt.Fprintf(env.Stdout, "refcast %s hook installed: %s\n", mode, res.Hook)
+	changed, err := hook.Uninstall(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("install-hook: uninstall: %w", err)
+	}
+	if changed {
+		fmt.Fprintf(env.Stdout, "refcast hook removed from %s\n", repo.Path)
+	} else {
+		fmt.Fprintf(env.Stdout, "no refcast hook in %s\n", repo.Path)
+	}
+	return nil
+}
+
+// goCaches are the build caches go run may leave this binary in: GOCACHE,
+// else the default one in the user's cache directory.
+func goCaches(env Env) []string {
+	if c := env.Getenv("GOCACHE"); c != "" {
+		return []string{c}
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return []string{filepath.Join(d, "go-build")}
 	}
 	return nil
 }

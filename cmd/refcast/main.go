@@ -96,6 +96,7 @@ Usage:
   refcast hook post-receive [flags]  publish a push (git runs this)
   refcast hook reference-transaction STATE  publish server-side ref changes
   refcast hook flush [flags]         republish spooled pushes
+  refcast hook check [flags]         prove the destination answers, publish nothing
   refcast install-hook PATH [flags]  install the hook into a repository
   refcast watch URL --repo R [flags] follow a node and print or act on changes
   refcast sync PATH [flags]          seed a repo's current refs into the bus

@@ -1,0 +1,286 @@
+package hook
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// MaxInput bounds what a hook reads from git: 10,000 updates of the
+// longest refs fit many times over; a mirror push beyond it is cut into
+// pushes by BuildPushes, not here.
+const MaxInput = 64 << 20
+
+// DefaultFlushTimeout bounds Runner.Flush when no timeout is configured: a
+// manual flush may have a backlog to send.
+const DefaultFlushTimeout = time.Minute
+
+// DefaultSyncTimeout bounds Runner.Sync when no timeout is configured: a
+// seed of many refs is one large publish.
+const DefaultSyncTimeout = 30 * time.Second
+
+// Runner runs the hook's commands: the two git hooks, flush, sync and
+// check. It is one invocation's worth of state; the command builds it from
+// its flags and process and calls one method.
+type Runner struct {
+	Flags  Flags
+	Getenv func(string) string // the process environment; nil: empty
+	Stdin  io.Reader           // git's input to the hook
+	Stdout io.Writer
+	Stderr io.Writer
+	// OpenBus opens a Redis destination; nil refuses one.
+	OpenBus BusOpener
+	// Git is the git binary; "" for DefaultGit.
+	Git string
+}
+
+func (r *Runner) env(name string) string {
+	if r.Getenv == nil {
+		return ""
+	}
+	return r.Getenv(name)
+}
+
+func (r *Runner) warnf(format string, args ...any) {
+	fmt.Fprintf(r.Stderr, "refcast hook: "+format+"\n", args...)
+}
+
+// logger writes the spool's warnings to the hook's standard error, which
+// git shows the pusher: level warn, no timestamps.
+func (r *Runner) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(r.Stderr, &slog.HandlerOptions{
+		Level: slog.LevelWarn,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+// readInput reads git's standard input and parses it; a malformed line is
+// reported as "refcast hook: line N: ..." and exits 2.
+func (r *Runner) readInput(mode ParseMode) ([]bus.RefUpdate, error) {
+	data, err := io.ReadAll(io.LimitReader(r.Stdin, MaxInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("hook: read standard input: %w", err)
+	}
+	if len(data) > MaxInput {
+		r.warnf("standard input larger than %d bytes", MaxInput)
+		return nil, ExitStatus(2)
+	}
+	ups, err := ParseUpdates(bytes.NewReader(data), mode)
+	if err != nil {
+		r.warnf("%v", err)
+		return nil, ExitStatus(2)
+	}
+	return ups, nil
+}
+
+// openHookRepo finds the repository git runs the hook in. Outside one the
+// error says how the hook is meant to run, rather than what git said.
+func (r *Runner) openHookRepo(ctx context.Context, cmd string) (*Repo, error) {
+	repo, err := OpenRepo(ctx, "", r.Git)
+	if err == nil {
+		return repo, nil
+	}
+	if r.env("GIT_DIR") == "" {
+		return nil, usagef("%s: not in a git repository (GIT_DIR is unset): git runs this from a repository's hooks; install it there with 'refcast install-hook PATH --url URL'", cmd)
+	}
+	return nil, usagef("%s: %v", cmd, err)
+}
+
+// PostReceive publishes the updates git hands a post-receive hook.
+func (r *Runner) PostReceive(ctx context.Context) error {
+	ups, err := r.readInput(PostReceive)
+	if err != nil || len(ups) == 0 {
+		return err
+	}
+	return r.publishUpdates(ctx, SourcePostReceive, nil, ups)
+}
+
+// ReferenceTransaction handles one call of the reference-transaction hook
+// in the given state. It never fails "prepared" (that would abort the
+// user's transaction) and publishes only on "committed".
+func (r *Runner) ReferenceTransaction(ctx context.Context, state string) error {
+	lines, err := r.readInput(ReferenceTransaction)
+	if err != nil {
+		if state == "prepared" {
+			return nil // a non-zero exit here would abort the user's transaction
+		}
+		return err
+	}
+	switch state {
+	case "prepared", "aborted":
+		r.recordTransaction(ctx, state, lines)
+		return nil // never abort a transaction for refcast's sake
+	case "committed":
+		if len(lines) == 0 {
+			return nil
+		}
+		return r.publishUpdates(ctx, SourceReferenceTransaction, lines, nil)
+	}
+	return nil // a state this version does not know
+}
+
+// recordTransaction keeps (prepared) or drops (aborted) what the committed
+// state needs to know about created and deleted refs. Failures are
+// warnings.
+func (r *Runner) recordTransaction(ctx context.Context, state string, lines []bus.RefUpdate) {
+	needsRepo := false
+	for _, u := range lines {
+		needsRepo = needsRepo || bus.IsZeroID(u.Old) || bus.IsZeroID(u.New)
+	}
+	if !needsRepo {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
+	defer cancel()
+	repo, err := OpenRepo(ctx, "", r.Git)
+	if err == nil {
+		if state == "prepared" {
+			err = repo.PrepareTransaction(ctx, lines)
+		} else {
+			err = repo.AbortTransaction(ctx, lines)
+		}
+	}
+	if err != nil {
+		r.warnf("warning: reference-transaction %s: %v", state, err)
+	}
+}
+
+// publishUpdates is the common tail of both hooks: find the repository and
+// its settings, enrich, publish or spool. For reference-transaction, txn
+// holds the raw lines to reconcile with the prepared state first.
+func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []bus.RefUpdate) error {
+	repo, err := r.openHookRepo(ctx, "hook")
+	if err != nil {
+		return err
+	}
+	cfg, err := repo.Config(ctx)
+	if err != nil {
+		return usagef("hook: %v", err)
+	}
+	if m := cfg.Get("mode"); m != "" && m != source {
+		return nil // the other mode is installed and publishes these updates
+	}
+	s, err := Resolve(Sources{Flags: r.Flags, Getenv: r.Getenv, Config: cfg}, repo, true)
+	if err != nil {
+		return err
+	}
+	if txn != nil {
+		if ups, err = repo.CommitTransaction(ctx, txn); err != nil {
+			r.warnf("warning: reference-transaction: %v", err)
+		}
+		if len(ups) == 0 {
+			return nil
+		}
+	}
+	now := time.Now()
+	repo.Enrich(ctx, ups, EnrichOptions{Budget: s.EnrichBudget})
+	pushes := BuildPushes(NewPushID(now), s.RepoName, sanitizePusher(s.Pusher), source, now, ups)
+	for _, p := range pushes {
+		if err := p.Validate(); err != nil {
+			return usagef("hook: %v", err)
+		}
+	}
+	return r.deliver(ctx, s, pushes, len(ups))
+}
+
+func (r *Runner) deliver(ctx context.Context, s Settings, pushes []*bus.Push, n int) error {
+	log := r.logger()
+	sp, err := OpenSpool(s.Spool, log)
+	if err != nil {
+		return fmt.Errorf("hook: %w: updates not delivered", err)
+	}
+	pub, closePub, err := s.publisher(r.OpenBus)
+	if err != nil {
+		return err
+	}
+	defer closePub()
+	d, err := Deliver(ctx, pub, sp, pushes, s.Timeout, log)
+	if err != nil {
+		r.warnf("error: %v: %d update(s) NOT delivered and NOT spooled", err, n)
+		return ExitStatus(1)
+	}
+	switch {
+	case d.Err == nil:
+	case !Retryable(d.Err):
+		r.warnf("warning: push rejected, not retried: %v", d.Err)
+	case len(d.Spooled) > 0:
+		r.warnf("warning: %v; push spooled to %s (published on the next push or 'refcast hook flush')", d.Err, sp.Dir())
+	default:
+		r.warnf("warning: %v", d.Err)
+	}
+	return nil
+}
+
+// sanitizePusher drops a pusher name the bus would refuse rather than lose
+// the push over it.
+func sanitizePusher(s string) string {
+	p := bus.Push{ID: "x", Repo: "x", Pusher: s, Time: time.Unix(1, 0), Seed: true}
+	if p.Validate() != nil {
+		return ""
+	}
+	return s
+}
+
+// settingsHere resolves the settings of the repository in the working
+// directory, or from flags and environment alone outside one.
+func (r *Runner) settingsHere(ctx context.Context, cmd string, needName bool) (Settings, *Repo, error) {
+	var repo *Repo
+	cfg := Config{}
+	if rp, err := OpenRepo(ctx, "", r.Git); err == nil {
+		repo = rp
+		if cfg, err = rp.Config(ctx); err != nil {
+			return Settings{}, nil, usagef("%s: %v", cmd, err)
+		}
+	}
+	s, err := Resolve(Sources{Flags: r.Flags, Getenv: r.Getenv, Config: cfg}, repo, needName && repo != nil)
+	return s, repo, err
+}
+
+// Flush republishes what the spool holds, in order, and prints a summary.
+func (r *Runner) Flush(ctx context.Context) error {
+	s, _, err := r.settingsHere(ctx, "hook flush", false)
+	if err != nil {
+		return err
+	}
+	if s.Spool == "" {
+		return usagef("hook flush: no spool: give --spool DIR or run inside the repository")
+	}
+	if s.Timeout == 0 {
+		s.Timeout = DefaultFlushTimeout
+	}
+	pub, closePub, err := s.publisher(r.OpenBus)
+	if err != nil {
+		return err
+	}
+	defer closePub()
+	if pub == nil {
+		return usagef("hook flush: no destination: give --url or --redis (or their environment variables or git config)")
+	}
+	sp, err := OpenSpool(s.Spool, r.logger())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	res, err := sp.Flush(ctx, pub)
+	fmt.Fprintf(r.Stdout, "refcast hook flush: %s: published %d, quarantined %d, pending %d\n", s.Spool, res.Published, res.Quarantined, res.Left)
+	if err != nil {
+		return fmt.Errorf("hook flush: %w", err)
+	}
+	return nil
+}
+
+// errNoDestination is the misuse of a command that must publish somewhere.
+func errNoDestination(cmd string) error {
+	return usagef("%s: no destination: give --url or --redis (or REFCAST_URL/REFCAST_REDIS, git config refcast.url/refcast.redis)", cmd)
+}
