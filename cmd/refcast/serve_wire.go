@@ -72,6 +72,12 @@ func (w authAdapter) AuthorizeRead(token string, f *bus.Filter) (time.Time, erro
 	return g.Expires, mapAuthErr(err)
 }
 
+// ReadableRepos implements server.RepoAuthorizer.
+func (w authAdapter) ReadableRepos(token string) (func(string) bool, error) {
+	ok, err := w.a.Readable(token)
+	return ok, mapAuthErr(err)
+}
+
 func (w authAdapter) AuthorizePublish(token, repo string) error {
 	_, err := w.a.AuthorizePublish(token, repo)
 	return mapAuthErr(err)
