@@ -312,6 +312,9 @@ func (s *Server) writeSnapshot(c echo.Context, sq *streamQuery, pos Cursor, rese
 	}
 	s.hub.metrics.snapshots.WithLabelValues(outcome).Inc()
 	body := map[string]any{"cursor": cur, "repos": snap.repos}
+	if h := s.hint(c.Request().Context(), c.Request(), &sq.filter, snap.repos); h != "" {
+		body["hint"] = h
+	}
 	if reset {
 		body["reset"] = true
 	}

@@ -26,6 +26,7 @@ type streamQuery struct {
 	latest  bool
 	cursor  *Cursor // nil when the client sent none
 	expires time.Time
+	hint    string // for the hello: see Server.hint
 }
 
 // allowedParams lists the query parameters each endpoint knows; anything
@@ -107,6 +108,9 @@ func (s *Server) handleEvents(c echo.Context) error {
 	sq, err := s.parseQuery(r, "events")
 	if err != nil {
 		return err
+	}
+	if sq.cursor == nil { // a resuming client was told at its first hello
+		sq.hint = s.hint(r.Context(), r, &sq.filter, nil)
 	}
 	sub := &subscriber{hub: s.hub, filter: sq.filter, latest: sq.latest, expires: sq.expires, client: s.clientKey(r), idx: -1}
 	hj, canHijack := c.Response().Writer.(http.Hijacker)
@@ -273,7 +277,11 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 			}
 		}
 	}
-	hello, _ := json.Marshal(map[string]string{"cursor": out.Encode()})
+	hm := map[string]string{"cursor": out.Encode()}
+	if sq.hint != "" {
+		hm["hint"] = sq.hint
+	}
+	hello, _ := json.Marshal(hm)
 	_, err := w.Write(appendFrame(nil, "hello", out, hello))
 	return floor, err
 }
