@@ -307,6 +307,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/v1/refs", s.handleRefs, snapshotLimit)
 	e.HEAD("/v1/refs", s.handleRefs, snapshotLimit)
 	e.GET("/v1/repos", s.handleRepos, snapshotLimit)
+	e.GET("/v1/history", s.handleHistory, snapshotLimit)
 	e.POST("/v1/publish", s.handlePublish, s.rateLimit(s.publishLimit, "publish"))
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
