@@ -67,6 +67,8 @@ func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, 
 // authAdapter maps auth's answers onto the server's error kinds.
 type authAdapter struct{ a *auth.Authorizer }
 
+var _ server.RepoAuthorizer = authAdapter{}
+
 func (w authAdapter) AuthorizeRead(token string, f *bus.Filter) (time.Time, error) {
 	g, err := w.a.AuthorizeRead(token, f)
 	return g.Expires, mapAuthErr(err)
