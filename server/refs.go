@@ -287,7 +287,9 @@ func (s *Server) writeSnapshot(c echo.Context, sq *streamQuery, pos wire.Cursor,
 		s.hub.metrics.resets.Inc()
 	}
 	s.hub.metrics.snapshots.WithLabelValues(outcome).Inc()
-	return c.JSON(http.StatusOK, wire.Snapshot{Cursor: cur, Repos: snap.repos, Reset: reset})
+	body := wire.Snapshot{Cursor: cur, Repos: snap.repos, Reset: reset}
+	body.Hint = s.hint(c.Request().Context(), c.Request(), &sq.filter, snap.repos)
+	return c.JSON(http.StatusOK, body)
 }
 
 func (s *Server) writeDelta(c echo.Context, changes []wire.Change, next wire.Cursor, since *wire.Cursor) error {

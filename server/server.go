@@ -307,6 +307,8 @@ func (s *Server) routes() *echo.Echo {
 	snapshotLimit := s.rateLimit(s.snapshotLimit, "snapshot")
 	e.GET(wire.PathRefs, s.handleRefs, snapshotLimit)
 	e.HEAD(wire.PathRefs, s.handleRefs, snapshotLimit)
+	e.GET(wire.PathRepos, s.handleRepos, snapshotLimit)
+	e.GET(wire.PathHistory, s.handleHistory, snapshotLimit)
 	e.POST(wire.PathPublish, s.handlePublish, s.rateLimit(s.publishLimit, "publish"))
 	e.GET(wire.PathHealth, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

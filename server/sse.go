@@ -27,6 +27,7 @@ type streamQuery struct {
 	latest  bool
 	cursor  *wire.Cursor // nil when the client sent none
 	expires time.Time
+	hint    string // for the hello: see Server.hint
 }
 
 // allowedParams lists the query parameters each endpoint knows; anything
@@ -108,6 +109,9 @@ func (s *Server) handleEvents(c echo.Context) error {
 	sq, err := s.parseQuery(r, "events")
 	if err != nil {
 		return err
+	}
+	if sq.cursor == nil { // a resuming client was told at its first hello
+		sq.hint = s.hint(r.Context(), r, &sq.filter, nil)
 	}
 	sub := &subscriber{hub: s.hub, filter: sq.filter, latest: sq.latest, expires: sq.expires, client: s.clientKey(r), idx: -1}
 	hj, canHijack := c.Response().Writer.(http.Hijacker)
@@ -274,7 +278,7 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 			}
 		}
 	}
-	hello, _ := json.Marshal(wire.Hello{Cursor: out.Encode()})
+	hello, _ := json.Marshal(wire.Hello{Cursor: out.Encode(), Hint: sq.hint})
 	_, err := w.Write(wire.AppendFrame(nil, wire.EventHello, out, hello))
 	return floor, err
 }

@@ -96,6 +96,8 @@ type Watcher struct {
 	queues   map[string]*repoQueue // repos with pending or running batches; guarded by mu
 	stopping bool                  // guarded by mu
 	stopCh   chan struct{}         // closed when stopping is set
+
+	hinted bool // a hello's hint was logged; owned by the reading goroutine
 }
 
 // repoQueue is one repo's pending events. Guarded by Watcher.mu.
@@ -268,6 +270,15 @@ func (w *Watcher) handle(ctx context.Context, f Frame) error {
 		w.print(f.Data, func() string { return FormatReset(&r, w.cfg.now()) })
 		return w.reset(ctx, f, &r)
 	default: // hello, and names this version does not know: a position only
+		if f.Event == "hello" && !w.hinted {
+			// The node explains a subscription that names repos it has no
+			// refs for (a typo?): say it once, or the watch waits silently.
+			var h struct{ Hint string }
+			if json.Unmarshal(f.Data, &h) == nil && h.Hint != "" {
+				w.hinted = true
+				w.cfg.Logger.Warn("the node has no refs for a watched repo", "hint", h.Hint)
+			}
+		}
 		return w.skip(ctx, f.ID)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -375,4 +376,21 @@ func TestTracker(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestWatcherHelloHint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		w := New(Config{Logger: log})
+		hint := "no refs known for demo/ap; known repos like it: demo/app"
+		hello := Frame{Event: "hello", ID: "c0", Data: []byte(`{"cursor":"c0","hint":"` + hint + `"}`)}
+		err := runFor(w, &script{steps: []step{{frame: hello}, {frame: hello}}}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "known repos like it: demo/app") {
+			t.Errorf("logs %q: want the hint logged once at warn level", logs.String())
+		}
+	})
 }

@@ -10,6 +10,10 @@ import "github.com/refcast/refcast/bus"
 // the client's position from here on (also the frame's id).
 type Hello struct {
 	Cursor string `json:"cursor"`
+	// Hint says, for people, why the stream may stay silent: exact repos
+	// with no refs known, and readable repos with similar names. Only on
+	// streams opened without a cursor.
+	Hint string `json:"hint,omitempty"`
 }
 
 // Reset is the data of an EventReset frame: the node could not replay what
@@ -32,6 +36,7 @@ type RepoRefs struct {
 // resume was asked for (If-None-Match) but could not be answered as one.
 type Snapshot struct {
 	Cursor string     `json:"cursor"`
+	Hint   string     `json:"hint,omitempty"` // as Hello's
 	Repos  []RepoRefs `json:"repos"`
 	Reset  bool       `json:"reset,omitempty"`
 }

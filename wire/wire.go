@@ -20,6 +20,8 @@ package wire
 const (
 	PathEvents  = "/v1/events"  // GET: the SSE stream
 	PathRefs    = "/v1/refs"    // GET, HEAD: snapshot, delta, long-poll
+	PathRepos   = "/v1/repos"   // GET: the repos a credential may read, paged
+	PathHistory = "/v1/history" // GET: the last events of a subscription
 	PathPublish = "/v1/publish" // POST: one push
 	PathHealth  = "/healthz"    // GET: the process answers
 	PathReady   = "/readyz"     // GET: the node follows the bus and is not draining

@@ -69,9 +69,17 @@ func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, 
 // authAdapter maps auth's answers onto the server's error kinds.
 type authAdapter struct{ a *auth.Authorizer }
 
+var _ server.RepoAuthorizer = authAdapter{}
+
 func (w authAdapter) AuthorizeRead(token string, f *bus.Filter) (time.Time, error) {
 	g, err := w.a.AuthorizeRead(token, f)
 	return g.Expires, mapAuthErr(err)
+}
+
+// ReadableRepos implements server.RepoAuthorizer.
+func (w authAdapter) ReadableRepos(token string) (func(string) bool, error) {
+	ok, err := w.a.Readable(token)
+	return ok, mapAuthErr(err)
 }
 
 func (w authAdapter) AuthorizePublish(token, repo string) error {

@@ -3,6 +3,8 @@
 // server reaches the DOM through textContent or setAttribute, never as HTML.
 
 const MAX_FEED = 500; // feed entries kept in the DOM
+const HISTORY = 20; // past events shown when the page opens
+const PICKER_LIMIT = 1000; // repos loaded into the picker: one /v1/repos page at its maximum
 const MAX_REFS_SHOWN = 200; // refs listed per repo
 const RESYNC_NOTICE_MS = 60_000; // how long the status says "resynced"
 const ZERO = /^0+$/;
@@ -20,6 +22,11 @@ const els = {
   feedEmpty: $("feed-empty"),
   repos: $("repos"),
   refsEmpty: $("refs-empty"),
+  hint: $("repo-hint"),
+  picker: $("picker"),
+  pickFilter: $("p-filter"),
+  pickList: $("p-list"),
+  pickMore: $("p-more"),
 };
 
 // ---- settings from the page URL and the server ----
@@ -193,7 +200,7 @@ function renderRepo(repo) {
   h.append(" ", count);
   fresh.append(h);
   if (refs.size === 0) {
-    fresh.append(el("p", "empty", "No matching refs."));
+    fresh.append(el("p", "empty", hintText ? "No refs known for this name: see the note above." : "No matching refs."));
   } else {
     const table = el("table", "refs-table");
     const cap = el("caption", "visually-hidden", `Refs of ${repo}`);
@@ -306,8 +313,8 @@ document.addEventListener("visibilitychange", () => {
   }
 });
 
-function addEntry(ev, key) {
-  const li = el("li", "entry kind-" + ev.kind);
+function addEntry(ev, key, past) {
+  const li = el("li", "entry kind-" + ev.kind + (past ? " past" : ""));
   li.dataset.key = key;
   li.dataset.repo = ev.repo;
   li.dataset.ref = ev.ref || "";
@@ -411,8 +418,12 @@ async function start() {
   }
   setStatus("connecting", "Connecting…");
   try {
+    // History first: every event in it is then reflected in the snapshot
+    // read after it, so skipping a replayed duplicate loses no ref state.
+    await loadHistory();
     const snap = await fetchJSON(apiURL("v1/refs"));
     cursor = snap.cursor || "";
+    showHint(snap.hint);
     replaceRepos(snap.repos);
     showError("");
     connect();
@@ -421,6 +432,76 @@ async function start() {
     retryLater(start, `Cannot reach the server (${err.message})`);
   }
 }
+
+// loadHistory shows the last HISTORY events, oldest at the bottom. A node
+// without /v1/history (an older version) or any failure just shows none:
+// the snapshot request that follows reports real errors.
+async function loadHistory() {
+  let body;
+  try {
+    body = await fetchJSON(apiURL("v1/history", { limit: String(HISTORY) }));
+  } catch {
+    return;
+  }
+  for (const ev of body?.events || []) {
+    const key = [ev.repo, ev.push, ev.ref].join("\n");
+    if (feedKeys.has(key)) continue;
+    feedKeys.set(key, true);
+    addEntry(ev, key, true);
+  }
+  document.title = baseTitle;
+  unseen = 0;
+}
+
+// showHint shows the node's explanation of an empty answer (a repo name it
+// has no refs for, with readable names like it) in place of a bare "0 refs".
+let hintText = "";
+function showHint(h) {
+  hintText = h || "";
+  els.hint.textContent = hintText;
+  els.hint.hidden = !hintText;
+}
+
+// ---- the repo picker: /v1/repos, filtered here ----
+
+let pickable = [];
+async function loadPicker() {
+  const u = new URL("v1/repos", document.baseURI);
+  u.searchParams.set("limit", String(PICKER_LIMIT));
+  if (token) u.searchParams.set("access_token", token);
+  let body;
+  try {
+    body = await fetchJSON(u);
+  } catch {
+    return; // an older node, or no repo readable without a token
+  }
+  pickable = body?.repos || [];
+  els.pickMore.hidden = !body?.next;
+  els.pickMore.textContent = body?.next ? `Showing the first ${PICKER_LIMIT} repositories; type to narrow.` : "";
+  els.picker.hidden = pickable.length === 0;
+  renderPicker();
+}
+
+function renderPicker() {
+  const f = els.pickFilter.value.trim().toLowerCase();
+  const opts = [];
+  for (const r of pickable) {
+    if (f && !r.toLowerCase().includes(f)) continue;
+    const o = el("option", "", r);
+    o.value = r;
+    if (watchRepos.length === 1 && watchRepos[0] === r) o.selected = true;
+    opts.push(o);
+  }
+  els.pickList.replaceChildren(...opts);
+}
+
+els.pickFilter.addEventListener("input", renderPicker);
+els.pickList.addEventListener("change", () => {
+  const r = els.pickList.value;
+  if (!r) return;
+  const q = viewQuery([r], watchRefs);
+  location.assign(location.pathname + "?" + q);
+});
 
 function retryLater(fn, why) {
   if (stopped) return;
@@ -541,4 +622,5 @@ async function onSync(ev) {
   }
 }
 
+loadPicker();
 start();
