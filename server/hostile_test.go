@@ -83,7 +83,7 @@ func TestHostileClients(t *testing.T) {
 				if h := m.HeapInuse; h > heapPeak.Load() {
 					heapPeak.Store(h)
 				}
-				if c := int64(n.srv.hub.count()); c > connPeak.Load() {
+				if c := int64(n.srv.engine.Count()); c > connPeak.Load() {
 					connPeak.Store(c)
 				}
 			}

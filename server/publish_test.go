@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/refcast/refcast/server/fanout"
 )
 
 // FuzzPublishBody: whatever a publisher sends, decoding and validation never
@@ -30,7 +32,7 @@ func FuzzPublishBody(f *testing.F) {
 		}
 		for i, ev := range p.Events() {
 			ev.Partition, ev.Seq = 0, uint64(i+1)
-			frame := encodeEventFrame(nil, eventName(&ev), Cursor{Seqs: []uint64{ev.Seq}}, &ev)
+			frame := fanout.EncodeEventFrame(nil, fanout.EventName(&ev), fanout.Cursor{Seqs: []uint64{ev.Seq}}, &ev)
 			lines := strings.Split(strings.TrimSuffix(string(frame), "\n\n"), "\n")
 			if len(lines) != 3 || !strings.HasPrefix(lines[0], "id: ") || !strings.HasPrefix(lines[1], "event: ") || !strings.HasPrefix(lines[2], "data: ") {
 				t.Fatalf("frame is not id/event/data lines: %q", frame)

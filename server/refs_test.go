@@ -102,7 +102,7 @@ func waitDispatched(t *testing.T, n *testNode) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pos, _, ok := n.srv.hub.position()
+		pos, ok := n.srv.engine.Position()
 		if !ok {
 			return false
 		}

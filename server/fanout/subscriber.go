@@ -1,13 +1,11 @@
-package server
+package fanout
 
 import (
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,7 +19,7 @@ import (
 type frame struct {
 	data []byte     // complete frame: "id: …\nevent: ref\ndata: …\n\n"
 	ev   *bus.Event // nil for heartbeats and control frames
-	pos  []uint64   // the hub's position after this event (read-only)
+	pos  []uint64   // the engine's position after this event (read-only)
 	// epoch is the epoch fingerprint pos belongs to.
 	epoch uint32
 	// last closes the connection once written (drain, token expiry).
@@ -30,34 +28,36 @@ type frame struct {
 
 var heartbeatFrame = &frame{data: []byte(": hb\n\n")}
 
-// subscriber is one streaming client. While idle it owns no goroutine, no
-// timer and no buffer: a hijacked connection is written by the hub's writer
-// pool when frames are queued; heartbeats come from the hub's shared ticker.
+// subscriber is one streaming client (or long-poll). While idle it owns no
+// goroutine, no timer and no buffer: a hijacked connection is written by
+// the engine's writer pool when frames are queued; heartbeats come from the
+// engine's shared ticker. Outside the package it is reached only through
+// Stream and Waiter.
 type subscriber struct {
-	// Set at construction, read-only after.
-	hub     *Hub
-	filter  bus.Filter      // replaced by the interned copy in register, under hub.mu
-	shared  *sharedFilter   // the interned filter; set by register under hub.mu
+	// Set at construction, read-only after (but for conn and raw).
+	eng     *Engine
+	filter  bus.Filter      // replaced by the interned copy in register, under Engine.mu
+	shared  *sharedFilter   // the interned filter; set by register under Engine.mu
 	latest  bool            // mode=latest: coalesce by ref instead of evicting
-	conn    net.Conn        // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
+	conn    net.Conn        // hijacked HTTP/1.1 connection, set by Stream.Attach under mu before live; nil on the handler path
 	waiter  bool            // a long-poll: no heartbeats
 	raw     syscall.RawConn // conn's descriptor for non-blocking writev; set with conn
-	wake    chan struct{}   // handler path only: doorbell, capacity 1
-	done    chan struct{}   // handler path only: closed when removed
+	wake    chan struct{}   // handler path and long-polls only: doorbell, capacity 1
+	done    chan struct{}   // handler path and long-polls only: closed when removed
 	expires time.Time       // token expiry; zero means never
 	client  string          // per-client limit key
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last successful write
 
 	mu        sync.Mutex
-	queue     []*frame // guarded by mu
-	live      bool     // replay finished, writes may start; guarded by mu
-	scheduled bool     // owned by a writer or waiting in ready; guarded by mu
-	closed    bool     // guarded by mu
-	closing   bool     // a last frame is queued; guarded by mu
-	foldAt    int      // mode=latest: queue length of the next fold; guarded by mu
-	floor     []uint64 // drop events at or below these Seqs; guarded by mu
-	stalledAt time.Time
+	queue     []*frame  // guarded by mu
+	live      bool      // replay finished, writes may start; guarded by mu
+	scheduled bool      // owned by a writer or waiting in ready; guarded by mu
+	closed    bool      // guarded by mu
+	closing   bool      // a last frame is queued; guarded by mu
+	foldAt    int       // mode=latest: queue length of the next fold; guarded by mu
+	floor     []uint64  // drop events at or below these Seqs; guarded by mu
+	stalledAt time.Time // when its socket filled; zero when not stalled; guarded by mu
 
 	// Owned by whoever holds scheduled (one writer at a time).
 	out  []*frame
@@ -68,24 +68,24 @@ type subscriber struct {
 	// pendingLast: pending ends with a closing frame.
 	pendingLast bool
 
-	idx int // position in hub.all; guarded by hub.mu
+	idx int // position in Engine.all, -1 when not registered; guarded by Engine.mu
 }
 
 // enqueue queues a frame. It never blocks; it reports false when the
 // subscriber must be evicted (its queue is full while its socket is
 // stalled, or past the hard bound, and it cannot coalesce).
-// Called by the hub with hub.mu held.
+// Called by the engine, with or without Engine.mu held.
 func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
 	ok, schedule := s.add(f, maxQueue)
 	if schedule {
-		s.hub.schedule(s)
+		s.eng.schedule(s)
 	}
 	return ok
 }
 
 // add queues a frame like enqueue but leaves handing the subscriber to a
 // writer to the caller: schedule is true when the caller must (the
-// subscriber is then marked scheduled and waits until it does). The hub
+// subscriber is then marked scheduled and waits until it does). The engine
 // uses it to queue a whole batch of events before any writer starts, so a
 // busy connection gets the batch in one write.
 func (s *subscriber) add(f *frame, maxQueue int) (ok, schedule bool) {
@@ -160,8 +160,8 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		}
 		// The merged update takes the newest one's place, so ids keep rising.
 		out[i], at[k] = nil, len(out)
-		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: encodeEventFrame(nil, "ref", Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
-		s.hub.metrics.coalesced.Inc()
+		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: EncodeEventFrame(nil, "ref", Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
+		s.eng.metrics.Coalesced.Inc()
 	}
 	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
 	if len(out) > 4*maxQueue+bus.MaxUpdatesPerPush {
@@ -170,7 +170,7 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 	s.queue = out
 	if s.live && !s.scheduled {
 		s.scheduled = true
-		s.hub.schedule(s) // never blocks: see Hub.schedule
+		s.eng.schedule(s) // never blocks: see Engine.schedule
 	}
 	return true
 }
@@ -199,7 +199,7 @@ func (s *subscriber) takeQueue() (closed bool) {
 			default:
 				c := Cursor{Epoch: f.epoch, Seqs: append([]uint64(nil), f.pos...)}
 				c.merge(s.floor)
-				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, epoch: f.epoch, data: encodeEventFrame(nil, eventName(f.ev), c, f.ev)})
+				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, epoch: f.epoch, data: EncodeEventFrame(nil, EventName(f.ev), c, f.ev)})
 			}
 		}
 		s.out = kept
@@ -247,7 +247,7 @@ func (s *subscriber) release() (again bool) {
 // whose socket is full is parked (stalled) and retried by the housekeeper,
 // so one slow client never holds a writer.
 func (s *subscriber) flushConn() {
-	h := s.hub
+	e := s.eng
 	for {
 		// While a timed-out write is unfinished, new frames stay in the
 		// bounded queue (where they evict or coalesce) instead of piling up
@@ -281,7 +281,7 @@ func (s *subscriber) flushConn() {
 		if s.raw == nil || errors.Is(err, errWouldBlock) {
 			// A full socket: give a busy but healthy reader StallTimeout
 			// to make room before parking it.
-			_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
+			_ = s.conn.SetWriteDeadline(time.Now().Add(e.opts.StallTimeout))
 			var m int64
 			m, err = rest.WriteTo(s.conn)
 			n += m
@@ -300,17 +300,17 @@ func (s *subscriber) flushConn() {
 					s.pendingLast = last // close once pending is out
 				}
 				clear(s.bufs) // drop references to written frames
-				h.stall(s)
+				e.stall(s)
 				return
 			}
-			h.remove(s, "write_error")
+			e.remove(s, ReasonWriteError)
 			return
 		}
 		clear(s.bufs) // drop references to written frames
 		s.lastWrite.Store(time.Now().UnixNano())
-		h.metrics.writes.Inc()
+		e.metrics.Writes.Inc()
 		if last {
-			h.remove(s, "closed")
+			e.remove(s, ReasonClosed)
 			return
 		}
 		s.mu.Lock()
@@ -331,10 +331,10 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 			return false
 		}
 		last := false
-		_ = rc.SetWriteDeadline(time.Now().Add(s.hub.opts.WriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(s.eng.opts.WriteTimeout))
 		for i, f := range s.out {
 			if _, err := w.Write(f.data); err != nil {
-				s.hub.remove(s, "write_error")
+				s.eng.remove(s, ReasonWriteError)
 				return false
 			}
 			s.out[i] = nil
@@ -342,12 +342,12 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 		}
 		s.out = s.out[:0]
 		if err := rc.Flush(); err != nil {
-			s.hub.remove(s, "write_error")
+			s.eng.remove(s, ReasonWriteError)
 			return false
 		}
 		s.lastWrite.Store(time.Now().UnixNano())
 		if last {
-			s.hub.remove(s, "closed")
+			s.eng.remove(s, ReasonClosed)
 			return false
 		}
 		if !s.release() {
@@ -356,35 +356,21 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 	}
 }
 
-// encodeEventFrame appends an SSE frame for an event. JSON never contains a
-// raw CR or LF (encoding/json escapes them), so data cannot inject fields.
-func encodeEventFrame(dst []byte, name string, c Cursor, ev *bus.Event) []byte {
-	data, err := json.Marshal(ev)
-	if err != nil { // an Event always marshals; keep the stream well-formed anyway
-		data = []byte(`{}`)
+// markClosed stops further writes and releases the connection.
+func (s *subscriber) markClosed() {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.queue = nil
+	conn := s.conn
+	s.mu.Unlock()
+	if already {
+		return
 	}
-	return appendFrame(dst, name, c, data)
-}
-
-// appendFrame appends "id:", "event:" and a single "data:" line.
-func appendFrame(dst []byte, name string, c Cursor, data []byte) []byte {
-	dst = append(dst, "id: "...)
-	dst = c.AppendEncode(dst)
-	dst = append(dst, "\nevent: "...)
-	dst = append(dst, name...)
-	dst = append(dst, "\ndata: "...)
-	dst = append(dst, data...)
-	return append(dst, "\n\n"...)
-}
-
-// retryFrame tells the client when to reconnect.
-func retryFrame(d time.Duration) []byte {
-	return []byte("retry: " + strconv.FormatInt(d.Milliseconds(), 10) + "\n\n")
-}
-
-func eventName(ev *bus.Event) string {
-	if ev.Kind == bus.KindSync {
-		return "sync"
+	if conn != nil {
+		_ = conn.Close()
 	}
-	return "ref"
+	if s.done != nil {
+		close(s.done)
+	}
 }

@@ -3,7 +3,7 @@
 // send and sendmsg are called directly; on 386 and s390x Linux before 4.3
 // they exist only through socketcall, so those use writev (send_other.go).
 
-package server
+package fanout
 
 import (
 	"syscall"
