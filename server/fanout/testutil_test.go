@@ -1,15 +1,21 @@
 package fanout
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/bus/memory"
 )
 
 // TestMain checks that no test leaves a goroutine behind: every running
@@ -96,4 +102,164 @@ func discardReader(c net.Conn) {
 			}
 		}
 	}()
+}
+
+// testEngine is an engine running on a memory bus, stopped with the test.
+type testEngine struct {
+	*Engine
+	bus       *memory.Bus
+	m         Metrics
+	evictions *counter
+}
+
+// runEngine runs an engine on a new memory bus and waits until it follows
+// the bus. mod adjusts the options.
+func runEngine(t *testing.T, mod func(*Options)) *testEngine {
+	t.Helper()
+	b, err := memory.New(memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	evictions := new(counter)
+	m := testMetrics()
+	m.Evictions = func(string) Counter { return evictions }
+	opts := Options{Heartbeat: time.Minute, Metrics: m} // tests that want heartbeats lower it
+	if mod != nil {
+		mod(&opts)
+	}
+	n := &testEngine{Engine: New(b, opts), bus: b, m: opts.Metrics, evictions: evictions}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	eventually(t, 5*time.Second, "the engine to follow the bus", func() bool {
+		_, ok := n.Position()
+		return ok
+	})
+	return n
+}
+
+// writes is the writes counter.
+func (n *testEngine) writes() float64 { return n.m.Writes.(*counter).value() }
+
+var pushSeq atomic.Int64
+
+func newPush(repo string, updates ...bus.RefUpdate) *bus.Push {
+	return &bus.Push{ID: fmt.Sprintf("p-%d", pushSeq.Add(1)), Repo: repo, Time: time.Now().UTC(), Source: "api", Updates: updates}
+}
+
+// bigPush is a push of count updates with 1000-byte subjects and authors,
+// so its frames are large.
+func bigPush(repo string, first, count int, old, new func(i int) string) *bus.Push {
+	subject := strings.Repeat("x", 1000)
+	p := newPush(repo)
+	for i := first; i < first+count; i++ {
+		p.Updates = append(p.Updates, bus.RefUpdate{
+			Ref: fmt.Sprintf("refs/heads/b%d", i), Old: old(i), New: new(i),
+			Commit: &bus.Commit{Subject: subject, Author: subject},
+		})
+	}
+	return p
+}
+
+func (n *testEngine) publish(t testing.TB, p *bus.Push) {
+	t.Helper()
+	if _, err := n.bus.Publish(t.Context(), p); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+// testStream is the client end of a hijacked stream.
+type testStream struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// stream registers a live hijacked stream on repo, as /v1/events does
+// after its opening, and returns the client's end.
+func (n *testEngine) stream(t testing.TB, sp Spec, repo string) *testStream {
+	t.Helper()
+	f, err := bus.ParseFilter([]string{repo}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Filter = f
+	st, _, err := n.Register(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, cli := loopback(t)
+	if !st.Attach(srv) {
+		t.Fatal("stream removed before Attach")
+	}
+	st.GoLive(nil)
+	return &testStream{conn: cli, r: bufio.NewReaderSize(cli, 64<<10)}
+}
+
+// next returns the next event frame's event, skipping comments and other
+// frames; it fails the test on a read error (set a read deadline).
+func (s *testStream) next(t testing.TB) bus.Event {
+	t.Helper()
+	for {
+		var event, data string
+		for {
+			line, err := s.r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			line = strings.TrimSuffix(line, "\n")
+			if line == "" {
+				break
+			}
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				event = v
+			} else if v, ok := strings.CutPrefix(line, "data: "); ok {
+				data = v
+			}
+		}
+		if event != "ref" {
+			continue
+		}
+		var ev bus.Event
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatalf("event data %q: %v", data, err)
+		}
+		return ev
+	}
+}
+
+// events reads n events, within 5 seconds.
+func (s *testStream) events(t testing.TB, n int) []bus.Event {
+	t.Helper()
+	_ = s.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var evs []bus.Event
+	for range n {
+		evs = append(evs, s.next(t))
+	}
+	return evs
+}
+
+func refsOf(evs []bus.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Ref)
+	}
+	return out
+}
+
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
