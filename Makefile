@@ -22,7 +22,7 @@ test: ## run every test with the race detector (real git, redis-server, chromium
 	$(GO) test -count=1 -run 'Allocat' ./...
 
 bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmarks; full set: docs/performance.md
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./server/ ./bus/memory/ ./bus/bolt/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./server/ ./server/fanout/ ./bus/memory/ ./bus/bolt/
 	SMALL=1 deploy/bench/compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
