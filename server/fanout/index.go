@@ -53,9 +53,9 @@ func (e *Engine) unindex(s *subscriber) {
 // (memory per idle stream), and the engine matches a ref once for a run of
 // them.
 type sharedFilter struct {
-	f    bus.Filter
-	key  string
-	subs int // guarded by Engine.mu
+	f    bus.Filter // set at construction, read-only after
+	key  string     // filterKey(&f); set at construction
+	subs int        // subscribers using it; guarded by Engine.mu
 	// stamp is the engine's matchStamp of the event match is for; both
 	// are guarded by Engine.mu.
 	stamp uint64

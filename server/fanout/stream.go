@@ -36,7 +36,8 @@ type Spec struct {
 // Its life: Register, then either Attach (hijacked) or the handler path,
 // the opening written by the handler, GoLive, then the engine writes
 // (hijacked) or the handler loops on Wake and FlushHTTP until Done; Remove
-// at any point ends it.
+// at any point ends it. Remove, Wake and Done are safe for concurrent use;
+// Attach, GoLive and FlushHTTP belong to the stream's handler goroutine.
 type Stream struct{ s *subscriber }
 
 // Register adds a stream and returns the position from which it receives
@@ -122,7 +123,8 @@ func (st Stream) FlushHTTP(w http.ResponseWriter, rc *http.ResponseController) b
 // published from its registration on is missed, but never written to. It
 // only notices that events for its filter arrived. It has no heartbeats
 // and counts against MaxConnections and MaxPerClient. It is a small value;
-// copies refer to the same waiter.
+// copies refer to the same waiter. Close and Done are safe for concurrent
+// use; Notify and Ack belong to the one goroutine that waits.
 type Waiter struct{ s *subscriber }
 
 // Watch registers a long-poll for the events f selects, live at once.
