@@ -18,13 +18,3 @@ func cursorCurrent(c, pos wire.Cursor, relevant []bool) bool {
 	}
 	return true
 }
-
-// atLeast reports whether every Seq of a is >= the matching one of b.
-func atLeast(a, b []uint64) bool {
-	for i := range b {
-		if a[i] < b[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
+	"github.com/refcast/refcast/server/fanout"
 )
 
 // apiError is an error with the status and message a client should see.
@@ -42,8 +43,8 @@ func statusOf(err error) *apiError {
 		return &apiError{status: http.StatusUnauthorized, msg: err.Error()}
 	case errors.Is(err, ErrForbidden):
 		return &apiError{status: http.StatusForbidden, msg: err.Error()}
-	case errors.Is(err, errTooManyConnections), errors.Is(err, errTooManyForClient),
-		errors.Is(err, errDraining), errors.Is(err, errNotReady):
+	case errors.Is(err, fanout.ErrTooManyConnections), errors.Is(err, fanout.ErrTooManyForClient),
+		errors.Is(err, fanout.ErrDraining), errors.Is(err, fanout.ErrNotReady):
 		return &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retry: 1 + rand.IntN(5)}
 	case errors.Is(err, bus.ErrUnavailable), errors.Is(err, bus.ErrClosed):
 		return &apiError{status: http.StatusServiceUnavailable, msg: "the event bus is unavailable, retry later", retry: 2 + rand.IntN(5)}

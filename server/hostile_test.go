@@ -120,7 +120,7 @@ func runHostile(t testing.TB, fixed bool) hostileFigures {
 				if h := m.HeapInuse; h > heapPeak.Load() {
 					heapPeak.Store(h)
 				}
-				if c := int64(n.srv.hub.count()); c > connPeak.Load() {
+				if c := int64(n.srv.engine.Count()); c > connPeak.Load() {
 					connPeak.Store(c)
 				}
 			}

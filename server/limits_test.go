@@ -229,7 +229,7 @@ func TestLatestModeCoalesces(t *testing.T) {
 		}
 		latest[ev.Ref] = ev.New
 		c, _ := wire.DecodeCursor(f.ID)
-		if lastCursor.Seqs != nil && !atLeast(c.Seqs, lastCursor.Seqs) {
+		if lastCursor.Seqs != nil && !wire.AtLeast(c.Seqs, lastCursor.Seqs) {
 			t.Fatalf("frame %d: cursor went backwards", frames)
 		}
 		lastCursor = c

@@ -1,6 +1,10 @@
 package server
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/refcast/refcast/server/fanout"
+)
 
 // metrics are the node's Prometheus collectors, registered on the
 // server's own registry (never the global one, so two nodes can share a
@@ -58,3 +62,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.evictions, m.rejected, m.stalls, m.coalesced, m.busReconnects, m.replays, m.resets, m.snapshots)
 	return m
 }
+
+// engine returns the collectors the fan-out engine moves.
+func (m *metrics) engine() fanout.Metrics {
+	return fanout.Metrics{
+		Connections:   m.connections,
+		EventsIn:      m.eventsIn,
+		Deliveries:    m.deliveries,
+		Writes:        m.writes,
+		FanoutLatency: m.fanoutLatency,
+		Stalls:        m.stalls,
+		Coalesced:     m.coalesced,
+		BusReconnects: m.busReconnects,
+		Resets:        m.resets,
+		Evictions:     func(reason string) fanout.Counter { return m.evictions.WithLabelValues(reason) },
+		Rejected:      func(limit string) fanout.Counter { return m.rejected.WithLabelValues(limit) },
+	}
+}
+
+// The Prometheus collectors are what the engine counts with.
+var (
+	_ fanout.Counter  = prometheus.Counter(nil)
+	_ fanout.Gauge    = prometheus.Gauge(nil)
+	_ fanout.Observer = prometheus.Histogram(nil)
+)

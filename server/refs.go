@@ -13,6 +13,7 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
+	"github.com/refcast/refcast/server/fanout"
 )
 
 type snapshotResult struct {
@@ -188,15 +189,13 @@ func (s *Server) handleRefs(c echo.Context) error {
 
 	// A long-poll registers before it looks, so nothing published in
 	// between is missed.
-	var waiter *subscriber
+	var waiter fanout.Waiter
 	if wait > 0 {
-		waiter = &subscriber{hub: s.hub, filter: sq.filter, client: s.clientKey(r), idx: -1, waiter: true,
-			wake: make(chan struct{}, 1), done: make(chan struct{})}
-		if _, _, err := s.hub.register(waiter); err != nil {
+		var err error
+		if waiter, err = s.engine.Watch(sq.filter, s.clientKey(r)); err != nil {
 			return err
 		}
-		s.hub.goLive(waiter, nil)
-		defer s.hub.remove(waiter, "closed")
+		defer waiter.Close()
 	}
 	var deadline <-chan time.Time
 	if wait > 0 {
@@ -210,16 +209,13 @@ func (s *Server) handleRefs(c echo.Context) error {
 			return err
 		}
 		select {
-		case <-waiter.wake:
-			waiter.mu.Lock()
-			waiter.queue = waiter.queue[:0]
-			waiter.mu.Unlock()
-			waiter.release()
-			if s.hub.isDraining() {
+		case <-waiter.Notify():
+			waiter.Ack()
+			if s.engine.Draining() {
 				_, err := s.answerRefs(c, sq, base, inmRaw, false)
 				return err
 			}
-		case <-waiter.done:
+		case <-waiter.Done():
 			// evicted (it fell behind) or drained: answer with what is known
 			_, err := s.answerRefs(c, sq, base, inmRaw, false)
 			return err
@@ -235,9 +231,9 @@ func (s *Server) handleRefs(c echo.Context) error {
 // (a long-poll), "nothing changed" is not an answer: it returns false.
 func (s *Server) answerRefs(c echo.Context, sq *streamQuery, base *wire.Cursor, inmRaw string, holding bool) (bool, error) {
 	ctx := c.Request().Context()
-	pos, _, ok := s.hub.position()
+	pos, ok := s.engine.Position()
 	if !ok {
-		return true, errNotReady
+		return true, fanout.ErrNotReady
 	}
 	if base != nil {
 		// The cheap "no": the client is exactly where the node is.
@@ -284,9 +280,9 @@ func (s *Server) writeSnapshot(c echo.Context, sq *streamQuery, pos wire.Cursor,
 	outcome := "full"
 	if reset {
 		outcome = "reset"
-		s.hub.metrics.resets.Inc()
+		s.metrics.resets.Inc()
 	}
-	s.hub.metrics.snapshots.WithLabelValues(outcome).Inc()
+	s.metrics.snapshots.WithLabelValues(outcome).Inc()
 	body := wire.Snapshot{Cursor: cur, Repos: snap.repos, Reset: reset}
 	body.Hint = s.hint(c.Request().Context(), c.Request(), &sq.filter, snap.repos)
 	return c.JSON(http.StatusOK, body)
@@ -298,13 +294,13 @@ func (s *Server) writeDelta(c echo.Context, changes []wire.Change, next wire.Cur
 	}
 	cur := next.Encode()
 	s.cacheHeaders(c, cur)
-	s.hub.metrics.snapshots.WithLabelValues("delta").Inc()
+	s.metrics.snapshots.WithLabelValues("delta").Inc()
 	return c.JSON(http.StatusOK, wire.Delta{Changes: changes, Cursor: cur, Since: since.Encode()})
 }
 
 func (s *Server) notModified(c echo.Context, base *wire.Cursor) error {
 	s.cacheHeaders(c, base.Encode())
-	s.hub.metrics.snapshots.WithLabelValues("not_modified").Inc()
+	s.metrics.snapshots.WithLabelValues("not_modified").Inc()
 	return c.NoContent(http.StatusNotModified)
 }
 

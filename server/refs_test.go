@@ -103,7 +103,7 @@ func waitDispatched(t *testing.T, n *testNode) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pos, _, ok := n.srv.hub.position()
+		pos, ok := n.srv.engine.Position()
 		if !ok {
 			return false
 		}

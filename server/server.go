@@ -3,8 +3,9 @@
 // long-polls on /v1/refs, publishing on /v1/publish, health and metrics.
 //
 // Nodes are stateless: all state lives in the bus, so any number of them
-// can serve the same deployment behind a load balancer. The core types
-// (Hub, cursors, subscribers) know nothing about echo; echo only routes.
+// can serve the same deployment behind a load balancer. The fan-out engine
+// (package fanout) and the cursors know nothing about echo; echo only
+// routes, and handlers call the engine's verbs.
 package server
 
 import (
@@ -25,22 +26,24 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
+	"github.com/refcast/refcast/server/fanout"
 )
 
-// Defaults for Options.
+// Defaults for Options. Those of the fan-out engine are its own (package
+// fanout documents why each).
 const (
-	DefaultHeartbeat      = 15 * time.Second
-	DefaultRetry          = 2 * time.Second
-	DefaultWriteTimeout   = 10 * time.Second
-	DefaultStallTimeout   = 200 * time.Microsecond
-	DefaultMaxQueue       = 256
-	DefaultMaxConnections = 50000
-	DefaultMaxPerClient   = 0 // unlimited
+	DefaultHeartbeat      = fanout.DefaultHeartbeat
+	DefaultRetry          = fanout.DefaultRetry
+	DefaultWriteTimeout   = fanout.DefaultWriteTimeout
+	DefaultStallTimeout   = fanout.DefaultStallTimeout
+	DefaultMaxQueue       = fanout.DefaultMaxQueue
+	DefaultMaxConnections = fanout.DefaultMaxConnections
+	DefaultMaxPerClient   = fanout.DefaultMaxPerClient // unlimited
 	DefaultMaxWait        = 60 * time.Second
 	DefaultSnapshotMaxAge = 1 * time.Second
 	DefaultDrain          = 10 * time.Second
 	DefaultMaxBody        = 4 << 20
-	DefaultBatchDelay     = 10 * time.Millisecond
+	DefaultBatchDelay     = fanout.DefaultBatchDelay
 	DefaultMaxSnapshot    = 1000 // repos in one snapshot
 
 	DefaultReadHeaderTimeout = 10 * time.Second
@@ -135,7 +138,7 @@ type Options struct {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	hub     *Hub
+	engine  *fanout.Engine // set at construction
 	metrics *metrics
 	echo    *echo.Echo
 	reg     *prometheus.Registry
@@ -211,7 +214,19 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry,
 		publishLimit:  newRateLimiter(opts.PublishRate, opts.PublishBurst, rateLimitKeys, nil),
 		snapshotLimit: newRateLimiter(opts.SnapshotRate, opts.SnapshotBurst, rateLimitKeys, nil)}
-	s.hub = newHub(opts.Bus, opts, opts.Logger, m)
+	s.engine = fanout.New(opts.Bus, fanout.Options{
+		Heartbeat:      opts.Heartbeat,
+		Retry:          opts.Retry,
+		WriteTimeout:   opts.WriteTimeout,
+		StallTimeout:   opts.StallTimeout,
+		MaxQueue:       opts.MaxQueue,
+		MaxConnections: opts.MaxConnections,
+		MaxPerClient:   opts.MaxPerClient,
+		Writers:        opts.Writers,
+		BatchDelay:     opts.BatchDelay,
+		Logger:         opts.Logger,
+		Metrics:        m.engine(),
+	})
 	s.echo = s.routes()
 	return s, nil
 }
@@ -221,11 +236,11 @@ func (s *Server) Handler() http.Handler { return s.echo }
 
 // Ready reports whether the node follows the bus and is not draining.
 func (s *Server) Ready(ctx context.Context) error {
-	if _, _, ok := s.hub.position(); !ok {
-		return errNotReady
+	if _, ok := s.engine.Position(); !ok {
+		return fanout.ErrNotReady
 	}
-	if s.hub.isDraining() {
-		return errDraining
+	if s.engine.Draining() {
+		return fanout.ErrDraining
 	}
 	if s.opts.Readiness != nil {
 		return s.opts.Readiness(ctx)
@@ -248,7 +263,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration
 
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
 	hubErr := make(chan error, 1)
-	go func() { hubErr <- s.hub.run(hubCtx) }()
+	go func() { hubErr <- s.engine.Run(hubCtx) }()
 
 	srv := &http.Server{
 		Handler:           s.echo,
@@ -278,11 +293,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration
 		return fmt.Errorf("hub: %w", err)
 	}
 
-	s.log.Info("shutting down", "drain", drain, "streams", s.hub.count())
+	s.log.Info("shutting down", "drain", drain, "streams", s.engine.Count())
 	drainCtx, cancel := context.WithTimeout(context.Background(), drain+5*time.Second)
 	// Drain first, while the listener still answers (new streams get 503
 	// so the balancer moves them elsewhere), then stop accepting.
-	s.hub.drain(drainCtx, drain)
+	s.engine.Drain(drainCtx, drain)
 	shutdownErr := srv.Shutdown(drainCtx)
 	cancel()
 	if shutdownErr != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
 	"github.com/refcast/refcast/wire"
+	"github.com/refcast/refcast/server/fanout"
 )
 
 const z = bus.ZeroSHA1
@@ -156,7 +157,7 @@ func TestHeartbeats(t *testing.T) {
 		// would pass Heartbeat: visits come one round (here one tick)
 		// apart, so a gap is between Heartbeat minus a tick and Heartbeat
 		// (plus scheduling slack).
-		lo, hi := hb-housekeeperTick-10*time.Millisecond, hb+2*housekeeperTick
+		lo, hi := hb-fanout.HousekeeperTick-10*time.Millisecond, hb+2*fanout.HousekeeperTick
 		if g < lo || g > hi {
 			t.Errorf("heartbeat gap %v outside [%v, %v]", g, lo, hi)
 		}

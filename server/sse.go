@@ -12,13 +12,13 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
+	"github.com/refcast/refcast/server/fanout"
 )
 
 // streamQuery is a validated /v1/events or /v1/refs request.
@@ -102,7 +102,7 @@ func relevantPartitions(f *bus.Filter, n int) []bool {
 
 // handleEvents serves GET /v1/events. Once the request is validated and
 // registered, an HTTP/1.1 connection is hijacked: the node writes the
-// response head itself and hands the socket to the hub, and the handler's
+// response head itself and hands the socket to the engine, and the handler's
 // goroutine and buffers go away. HTTP/2 streams stay on this goroutine.
 func (s *Server) handleEvents(c echo.Context) error {
 	r := c.Request()
@@ -113,22 +113,18 @@ func (s *Server) handleEvents(c echo.Context) error {
 	if sq.cursor == nil { // a resuming client was told at its first hello
 		sq.hint = s.hint(r.Context(), r, &sq.filter, nil)
 	}
-	sub := &subscriber{hub: s.hub, filter: sq.filter, latest: sq.latest, expires: sq.expires, client: s.clientKey(r), idx: -1}
+	client := s.clientKey(r)
 	hj, canHijack := c.Response().Writer.(http.Hijacker)
 	hijack := canHijack && !s.opts.DisableHijack && r.ProtoMajor == 1
-	if !hijack {
-		sub.wake = make(chan struct{}, 1)
-		sub.done = make(chan struct{})
-	}
-	pos, _, err := s.hub.register(sub)
-	if errors.Is(err, errDraining) {
+	sub, pos, err := s.engine.Register(fanout.Spec{Filter: sq.filter, Latest: sq.latest, Expires: sq.expires, Client: client, Handler: !hijack})
+	if errors.Is(err, fanout.ErrDraining) {
 		return s.bounce(c)
 	}
 	if err != nil {
 		return err
 	}
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.Debug("stream opened", "client", sub.client, "repos", len(sq.filter.Repos),
+		s.log.Debug("stream opened", "client", client, "repos", len(sq.filter.Repos),
 			"resume", sq.cursor != nil, "hijacked", hijack, "latest", sq.latest)
 	}
 	if hijack {
@@ -146,53 +142,43 @@ func (s *Server) bounce(c echo.Context) error {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	c.Response().WriteHeader(http.StatusOK)
-	_, err := c.Response().Write(retryFrame(s.hub.jitteredRetry()))
+	_, err := c.Response().Write(wire.AppendRetry(nil, s.engine.JitteredRetry()))
 	return err
 }
 
-func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub *subscriber, sq *streamQuery, pos wire.Cursor) error {
+func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub fanout.Stream, sq *streamQuery, pos wire.Cursor) error {
 	conn, rw, err := hj.Hijack()
 	if err != nil {
-		s.hub.remove(sub, "closed")
+		sub.Remove(fanout.ReasonClosed)
 		return fmt.Errorf("hijack: %w", err)
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(time.Minute)
 	}
-	var raw syscall.RawConn
-	if sc, ok := conn.(syscall.Conn); ok {
-		raw, _ = sc.SyscallConn()
-	}
-	sub.mu.Lock()
-	sub.conn, sub.raw = conn, raw
-	evicted := sub.closed // removed while we were hijacking
-	sub.mu.Unlock()
-	if evicted {
-		_ = conn.Close()
-		return nil
+	if !sub.Attach(conn) {
+		return nil // removed while we were hijacking; Attach closed conn
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	w := rw.Writer
 	fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n%s\r\n", s.corsHeaders(r))
-	floor, err := s.replay(r.Context(), w, sub, sq, pos)
+	floor, err := s.replay(r.Context(), w, sq, pos)
 	if err == nil {
 		err = w.Flush()
 	}
 	if err != nil {
-		s.hub.remove(sub, "write_error")
+		sub.Remove(fanout.ReasonWriteError)
 		s.log.Debug("stream setup failed", "err", err)
 		return nil // the connection is ours now: nothing more to answer
 	}
 	_ = conn.SetWriteDeadline(time.Time{}) // writers arm their own when a socket is full
-	sub.lastWrite.Store(time.Now().UnixNano())
-	s.hub.goLive(sub, floor)
+	sub.GoLive(floor)
 	return nil
 }
 
-func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, pos wire.Cursor) error {
+func (s *Server) streamHTTP(c echo.Context, sub fanout.Stream, sq *streamQuery, pos wire.Cursor) error {
 	r, w := c.Request(), c.Response().Writer
-	defer s.hub.remove(sub, "client_gone")
+	defer sub.Remove(fanout.ReasonClientGone)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -201,7 +187,7 @@ func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, po
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	bw := bufio.NewWriter(w)
-	floor, err := s.replay(r.Context(), bw, sub, sq, pos)
+	floor, err := s.replay(r.Context(), bw, sq, pos)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -211,16 +197,15 @@ func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, po
 	if err != nil {
 		return nil
 	}
-	sub.lastWrite.Store(time.Now().UnixNano())
-	s.hub.goLive(sub, floor)
+	sub.GoLive(floor)
 	for {
 		select {
 		case <-r.Context().Done():
 			return nil
-		case <-sub.done:
+		case <-sub.Done():
 			return nil
-		case <-sub.wake:
-			if !sub.flushHTTP(w, rc) {
+		case <-sub.Wake():
+			if !sub.FlushHTTP(w, rc) {
 				return nil
 			}
 		}
@@ -232,8 +217,8 @@ func (s *Server) streamHTTP(c echo.Context, sub *subscriber, sq *streamQuery, po
 // take over) or a reset with the current snapshot, then a hello carrying the
 // client's new cursor. It returns the floor below which queued live events
 // must be dropped because the client already has them (nil if none).
-func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *streamQuery, pos wire.Cursor) ([]uint64, error) {
-	if _, err := w.Write(retryFrame(s.hub.jitteredRetry())); err != nil {
+func (s *Server) replay(ctx context.Context, w io.Writer, sq *streamQuery, pos wire.Cursor) ([]uint64, error) {
+	if _, err := w.Write(wire.AppendRetry(nil, s.engine.JitteredRetry())); err != nil {
 		return nil, err
 	}
 	out := pos.Clone()
@@ -256,9 +241,9 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 			}
 		}
 		if ok {
-			s.hub.metrics.replays.Inc()
+			s.metrics.replays.Inc()
 			out.Merge(sq.cursor.Seqs)
-			if !atLeast(pos.Seqs, sq.cursor.Seqs) {
+			if !wire.AtLeast(pos.Seqs, sq.cursor.Seqs) {
 				floor = out.Seqs
 			}
 		}
@@ -267,9 +252,9 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 			if err != nil {
 				return nil, err
 			}
-			s.hub.metrics.resets.Inc()
+			s.metrics.resets.Inc()
 			out = snap.cursor
-			if !atLeast(pos.Seqs, out.Seqs) {
+			if !wire.AtLeast(pos.Seqs, out.Seqs) {
 				floor = out.Seqs
 			}
 			data, _ := json.Marshal(wire.Reset{Cursor: out.Encode(), Reason: reason, Repos: snap.repos})
@@ -283,7 +268,7 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sub *subscriber, sq *s
 	return floor, err
 }
 
-// cursorFits checks a client cursor against the hub's epochs and the bus's
+// cursorFits checks a client cursor against the node's epochs and the bus's
 // retained history for the partitions the filter reads.
 // It returns the heads it read (nil when it did not get that far), for a
 // caller that goes on to read the history.
@@ -311,7 +296,7 @@ func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, 
 			continue
 		}
 		for at.Seqs[p] < pos.Seqs[p] {
-			evs, err := s.opts.Bus.History(ctx, p, s.epochOf(p), at.Seqs[p], 500)
+			evs, err := s.opts.Bus.History(ctx, p, s.engine.Epoch(p), at.Seqs[p], 500)
 			if err != nil {
 				return err
 			}
@@ -336,13 +321,6 @@ func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, 
 		at.Seqs[p] = max(at.Seqs[p], pos.Seqs[p])
 	}
 	return nil
-}
-
-// epochOf returns the hub's epoch for a partition.
-func (s *Server) epochOf(p int) uint64 {
-	s.hub.mu.RLock()
-	defer s.hub.mu.RUnlock()
-	return s.hub.heads[p].Epoch
 }
 
 // clientKey identifies a client for per-client limits: its IP. Behind a

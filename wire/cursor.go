@@ -191,3 +191,14 @@ func (c Cursor) Merge(o []uint64) {
 		}
 	}
 }
+
+// AtLeast reports whether every Seq of a is at least the matching one of
+// b (a is at or past b on every partition b names).
+func AtLeast(a, b []uint64) bool {
+	for i := range b {
+		if a[i] < b[i] {
+			return false
+		}
+	}
+	return true
+}

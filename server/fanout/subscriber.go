@@ -1,4 +1,4 @@
-package server
+package fanout
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ import (
 type frame struct {
 	data []byte     // complete frame: "id: …\nevent: ref\ndata: …\n\n"
 	ev   *bus.Event // nil for heartbeats and control frames
-	pos  []uint64   // the hub's position after this event (read-only)
+	pos  []uint64   // the engine's position after this event (read-only)
 	// epoch is the epoch fingerprint pos belongs to.
 	epoch uint32
 	// last closes the connection once written (drain, token expiry).
@@ -29,34 +29,36 @@ type frame struct {
 
 var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
 
-// subscriber is one streaming client. While idle it owns no goroutine, no
-// timer and no buffer: a hijacked connection is written by the hub's writer
-// pool when frames are queued; heartbeats come from the hub's shared ticker.
+// subscriber is one streaming client (or long-poll). While idle it owns no
+// goroutine, no timer and no buffer: a hijacked connection is written by
+// the engine's writer pool when frames are queued; heartbeats come from the
+// engine's shared ticker. Outside the package it is reached only through
+// Stream and Waiter.
 type subscriber struct {
-	// Set at construction, read-only after.
-	hub     *Hub
-	filter  bus.Filter      // replaced by the interned copy in register, under hub.mu
-	shared  *sharedFilter   // the interned filter; set by register under hub.mu
+	// Set at construction, read-only after (but for conn and raw).
+	eng     *Engine
+	filter  bus.Filter      // replaced by the interned copy in register, under Engine.mu
+	shared  *sharedFilter   // the interned filter; set by register under Engine.mu
 	latest  bool            // mode=latest: coalesce by ref instead of evicting
-	conn    net.Conn        // hijacked HTTP/1.1 connection, set under mu before live; nil on the handler path
+	conn    net.Conn        // hijacked HTTP/1.1 connection, set by Stream.Attach under mu before live; nil on the handler path
 	waiter  bool            // a long-poll: no heartbeats
 	raw     syscall.RawConn // conn's descriptor for non-blocking writev; set with conn
-	wake    chan struct{}   // handler path only: doorbell, capacity 1
-	done    chan struct{}   // handler path only: closed when removed
+	wake    chan struct{}   // handler path and long-polls only: doorbell, capacity 1
+	done    chan struct{}   // handler path and long-polls only: closed when removed
 	expires time.Time       // token expiry; zero means never
 	client  string          // per-client limit key
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last successful write
 
 	mu        sync.Mutex
-	queue     []*frame // guarded by mu
-	live      bool     // replay finished, writes may start; guarded by mu
-	scheduled bool     // owned by a writer or waiting in ready; guarded by mu
-	closed    bool     // guarded by mu
-	closing   bool     // a last frame is queued; guarded by mu
-	foldAt    int      // mode=latest: queue length of the next fold; guarded by mu
-	floor     []uint64 // drop events at or below these Seqs; guarded by mu
-	stalledAt time.Time
+	queue     []*frame  // guarded by mu
+	live      bool      // replay finished, writes may start; guarded by mu
+	scheduled bool      // owned by a writer or waiting in ready; guarded by mu
+	closed    bool      // guarded by mu
+	closing   bool      // a last frame is queued; guarded by mu
+	foldAt    int       // mode=latest: queue length of the next fold; guarded by mu
+	floor     []uint64  // drop events at or below these Seqs; guarded by mu
+	stalledAt time.Time // when its socket filled; zero when not stalled; guarded by mu
 
 	// Owned by whoever holds scheduled (one writer at a time).
 	out  []*frame
@@ -67,24 +69,24 @@ type subscriber struct {
 	// pendingLast: pending ends with a closing frame.
 	pendingLast bool
 
-	idx int // position in hub.all; guarded by hub.mu
+	idx int // position in Engine.all, -1 when not registered; guarded by Engine.mu
 }
 
 // enqueue queues a frame. It never blocks; it reports false when the
 // subscriber must be evicted (its queue is full while its socket is
 // stalled, or past the hard bound, and it cannot coalesce).
-// Called by the hub with hub.mu held.
+// Called by the engine, with or without Engine.mu held.
 func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
 	ok, schedule := s.add(f, maxQueue)
 	if schedule {
-		s.hub.schedule(s)
+		s.eng.schedule(s)
 	}
 	return ok
 }
 
 // add queues a frame like enqueue but leaves handing the subscriber to a
 // writer to the caller: schedule is true when the caller must (the
-// subscriber is then marked scheduled and waits until it does). The hub
+// subscriber is then marked scheduled and waits until it does). The engine
 // uses it to queue a whole batch of events before any writer starts, so a
 // busy connection gets the batch in one write.
 func (s *subscriber) add(f *frame, maxQueue int) (ok, schedule bool) {
@@ -152,8 +154,8 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		}
 		// The merged update takes the newest one's place, so ids keep rising.
 		out[i], at[k] = nil, len(out)
-		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: wire.AppendEventFrame(nil, wire.EventRef, wire.Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
-		s.hub.metrics.coalesced.Inc()
+		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
+		s.eng.metrics.Coalesced.Inc()
 	}
 	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
 	if len(out) > 4*maxQueue+bus.MaxUpdatesPerPush {
@@ -162,7 +164,7 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 	s.queue = out
 	if s.live && !s.scheduled {
 		s.scheduled = true
-		s.hub.schedule(s) // never blocks: see Hub.schedule
+		s.eng.schedule(s) // never blocks: see Engine.schedule
 	}
 	return true
 }
@@ -185,7 +187,7 @@ func (s *subscriber) takeQueue() (closed bool) {
 				kept = append(kept, f)
 			case f.ev.Seq <= s.floor[f.ev.Partition]:
 				// already delivered from the history or another node
-			case atLeast(f.pos, s.floor):
+			case wire.AtLeast(f.pos, s.floor):
 				s.floor = nil
 				kept = append(kept, f)
 			default:
@@ -239,7 +241,7 @@ func (s *subscriber) release() (again bool) {
 // whose socket is full is parked (stalled) and retried by the housekeeper,
 // so one slow client never holds a writer.
 func (s *subscriber) flushConn() {
-	h := s.hub
+	e := s.eng
 	for {
 		// While a timed-out write is unfinished, new frames stay in the
 		// bounded queue (where they evict or coalesce) instead of piling up
@@ -273,7 +275,7 @@ func (s *subscriber) flushConn() {
 		if s.raw == nil || errors.Is(err, errWouldBlock) {
 			// A full socket: give a busy but healthy reader StallTimeout
 			// to make room before parking it.
-			_ = s.conn.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
+			_ = s.conn.SetWriteDeadline(time.Now().Add(e.opts.StallTimeout))
 			var m int64
 			m, err = rest.WriteTo(s.conn)
 			n += m
@@ -292,17 +294,17 @@ func (s *subscriber) flushConn() {
 					s.pendingLast = last // close once pending is out
 				}
 				clear(s.bufs) // drop references to written frames
-				h.stall(s)
+				e.stall(s)
 				return
 			}
-			h.remove(s, "write_error")
+			e.remove(s, ReasonWriteError)
 			return
 		}
 		clear(s.bufs) // drop references to written frames
 		s.lastWrite.Store(time.Now().UnixNano())
-		h.metrics.writes.Inc()
+		e.metrics.Writes.Inc()
 		if last {
-			h.remove(s, "closed")
+			e.remove(s, ReasonClosed)
 			return
 		}
 		s.mu.Lock()
@@ -323,10 +325,10 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 			return false
 		}
 		last := false
-		_ = rc.SetWriteDeadline(time.Now().Add(s.hub.opts.WriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(s.eng.opts.WriteTimeout))
 		for i, f := range s.out {
 			if _, err := w.Write(f.data); err != nil {
-				s.hub.remove(s, "write_error")
+				s.eng.remove(s, ReasonWriteError)
 				return false
 			}
 			s.out[i] = nil
@@ -334,12 +336,12 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 		}
 		s.out = s.out[:0]
 		if err := rc.Flush(); err != nil {
-			s.hub.remove(s, "write_error")
+			s.eng.remove(s, ReasonWriteError)
 			return false
 		}
 		s.lastWrite.Store(time.Now().UnixNano())
 		if last {
-			s.hub.remove(s, "closed")
+			s.eng.remove(s, ReasonClosed)
 			return false
 		}
 		if !s.release() {
@@ -348,5 +350,21 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 	}
 }
 
-// retryFrame tells the client when to reconnect.
-func retryFrame(d time.Duration) []byte { return wire.AppendRetry(nil, d) }
+// markClosed stops further writes and releases the connection.
+func (s *subscriber) markClosed() {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.queue = nil
+	conn := s.conn
+	s.mu.Unlock()
+	if already {
+		return
+	}
+	if conn != nil {
+		_ = conn.Close()
+	}
+	if s.done != nil {
+		close(s.done)
+	}
+}

@@ -1,20 +1,18 @@
-package server
+package fanout
 
 import (
 	"testing"
 	"time"
-
-	"github.com/refcast/refcast/bus/memory"
 )
 
 // writesSettled waits for the writes counter to reach at least want (it
 // moves just after the write, so a client can read first), lets it settle
 // and returns it.
-func writesSettled(t *testing.T, n *testNode, want float64) float64 {
+func writesSettled(t *testing.T, n *testEngine, want float64) float64 {
 	t.Helper()
-	eventually(t, 5*time.Second, "the writes counter", func() bool { return n.metric(t, "refcast_stream_writes_total") >= want })
+	eventually(t, 5*time.Second, "the writes counter", func() bool { return n.writes() >= want })
 	time.Sleep(50 * time.Millisecond)
-	return n.metric(t, "refcast_stream_writes_total")
+	return n.writes()
 }
 
 // TestBusMessageIsOneWrite: the events of one bus message (here one push
@@ -22,17 +20,15 @@ func writesSettled(t *testing.T, n *testNode, want float64) float64 {
 // idle stream gets them in one write even with batching off.
 func TestBusMessageIsOneWrite(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) { o.BatchDelay = -1 })
-	s := n.subscribe(t, query("repo", "acme/app"), nil)
-	s.opening()
-	before := n.metric(t, "refcast_stream_writes_total")
+	n := runEngine(t, func(o *Options) { o.BatchDelay = -1 })
+	s := n.stream(t, Spec{}, "acme/app")
+	before := n.writes()
 	p := newPush("acme/app")
 	for i := range 5 {
 		p.Updates = append(p.Updates, upd("refs/heads/b"+string(rune('a'+i)), z, oid(i+1)))
 	}
 	n.publish(t, p)
-	evs, _ := s.events(5, 5*time.Second)
-	if got := refsOf(evs); len(got) != 5 {
+	if got := refsOf(s.events(t, 5)); len(got) != 5 {
 		t.Fatalf("got %v", got)
 	}
 	if got := writesSettled(t, n, before+1) - before; got != 1 {
@@ -46,28 +42,27 @@ func TestBusMessageIsOneWrite(t *testing.T) {
 func TestBatchDelay(t *testing.T) {
 	t.Parallel()
 	const delay = time.Second
-	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) { o.BatchDelay = delay })
-	s := n.subscribe(t, query("repo", "acme/app"), nil)
-	s.opening()
-	time.Sleep(delay + 100*time.Millisecond) // the opening frames were a write
+	n := runEngine(t, func(o *Options) { o.BatchDelay = delay })
+	s := n.stream(t, Spec{}, "acme/app")
+	time.Sleep(delay + 100*time.Millisecond) // going live counts as a write
 
 	// Quiet stream: at once.
 	quiet := time.Now()
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", z, oid(1))))
-	s.events(1, 5*time.Second)
+	s.events(t, 1)
 	if took := time.Since(quiet); took >= delay/2 {
 		t.Fatalf("an event to a quiet stream took %v; batching must not delay it (BatchDelay %v)", took, delay)
 	}
 
 	// Busy stream: the next events wait until BatchDelay has passed since
 	// the write above (which came after `quiet`) and share one write.
-	before := n.metric(t, "refcast_stream_writes_total")
+	before := n.writes()
 	start := time.Now()
 	for i := 2; i <= 5; i++ {
 		n.publish(t, newPush("acme/app", upd("refs/heads/main", oid(i-1), oid(i))))
 	}
 	publishing := time.Since(start)
-	evs, _ := s.events(4, 5*time.Second)
+	evs := s.events(t, 4)
 	if len(evs) != 4 || evs[3].New != oid(5) {
 		t.Fatalf("got %+v", evs)
 	}
@@ -86,7 +81,7 @@ func TestBatchDelay(t *testing.T) {
 	time.Sleep(delay + 100*time.Millisecond)
 	start = time.Now()
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", oid(5), oid(6))))
-	s.events(1, 5*time.Second)
+	s.events(t, 1)
 	if took := time.Since(start); took >= delay/2 {
 		t.Fatalf("an event to a stream quiet again took %v", took)
 	}

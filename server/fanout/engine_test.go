@@ -1,26 +1,24 @@
-package server
+package fanout
 
 import (
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
+	"unsafe"
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
 )
 
-// testHub is a hub that is not running: dispatch is called directly, as
-// the bus reader would.
-func testHub(tb testing.TB, partitions int, mod func(*Options)) *Hub {
+// testHub is an engine that is not running: tests hand it bus messages as
+// the bus reader would (dispatch).
+func testHub(tb testing.TB, partitions int, mod func(*Options)) *Engine {
 	tb.Helper()
-	opts := Options{MaxQueue: DefaultMaxQueue, MaxConnections: 1 << 20, Heartbeat: time.Minute}
+	opts := Options{MaxQueue: DefaultMaxQueue, MaxConnections: 1 << 20, Heartbeat: time.Minute, Metrics: testMetrics()}
 	if mod != nil {
 		mod(&opts)
 	}
-	h := newHub(nil, opts, slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry()))
+	h := New(nil, opts)
 	h.heads = make(bus.Heads, partitions)
 	for i := range h.heads {
 		h.heads[i] = bus.PartitionHead{Epoch: uint64(i + 1), First: 1}
@@ -30,20 +28,28 @@ func testHub(tb testing.TB, partitions int, mod func(*Options)) *Hub {
 	return h
 }
 
+// dispatch hands one event to the engine the way its bus reader does
+// (follow): a message of one event that ends the batch, then the hand-off
+// to writers.
+func dispatch(h *Engine, ev *bus.Event) {
+	h.handle(bus.Message{Partition: ev.Partition, Events: unsafe.Slice(ev, 1)}, true)
+	h.flushScheduled()
+}
+
 // handlerSub registers a live handler-path subscriber (no connection:
 // scheduling rings its doorbell).
-func handlerSub(tb testing.TB, h *Hub, latest bool, repos []string, refs ...string) *subscriber {
+func handlerSub(tb testing.TB, h *Engine, latest bool, repos []string, refs ...string) *subscriber {
 	tb.Helper()
 	f, err := bus.ParseFilter(repos, refs)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &subscriber{hub: h, filter: f, latest: latest, idx: -1, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	if _, _, err := h.register(s); err != nil {
+	st, _, err := h.Register(Spec{Filter: f, Latest: latest, Handler: true})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	h.goLive(s, nil)
-	return s
+	st.GoLive(nil)
+	return st.s
 }
 
 // emptyQueue does to a handler-path subscriber what its writer would,
@@ -72,7 +78,7 @@ func TestCoalesceKeepsCursorOrder(t *testing.T) {
 	seq := uint64(0)
 	pub := func(ref, old, new string) {
 		seq++
-		h.dispatch(&bus.Event{V: 1, Repo: "acme/app", Ref: ref, Old: old, New: new, Kind: upd(ref, old, new).Kind(), Seq: seq})
+		dispatch(h, &bus.Event{V: 1, Repo: "acme/app", Ref: ref, Old: old, New: new, Kind: upd(ref, old, new).Kind(), Seq: seq})
 	}
 	pub("refs/heads/x", z, oid(1))
 	pub("refs/heads/y", z, oid(2))
@@ -118,10 +124,10 @@ func TestDispatchIndex(t *testing.T) {
 	g := handlerSub(t, h, false, []string{"acme/*"}, "^refs/heads/wip/*")
 	o := handlerSub(t, h, false, []string{"other"})
 	p := bus.PartitionOf("acme/app", 4)
-	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/main", Partition: p, Seq: 1})
-	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/tags/v1", Partition: p, Seq: 2})
-	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: p, Seq: 3})
-	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: p, Seq: 3}) // seen: ignored
+	dispatch(h, &bus.Event{Repo: "acme/app", Ref: "refs/heads/main", Partition: p, Seq: 1})
+	dispatch(h, &bus.Event{Repo: "acme/app", Ref: "refs/tags/v1", Partition: p, Seq: 2})
+	dispatch(h, &bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: p, Seq: 3})
+	dispatch(h, &bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: p, Seq: 3}) // seen: ignored
 	for _, tc := range []struct {
 		name string
 		s    *subscriber
@@ -135,8 +141,8 @@ func TestDispatchIndex(t *testing.T) {
 		}
 	}
 	h.remove(b, "closed")
-	if len(h.exact["acme/lib"]) != 0 || len(h.exact["acme/app"]) != 1 || h.count() != 3 {
-		t.Fatalf("after remove: index %v, %d subscribers", h.exact, h.count())
+	if len(h.exact["acme/lib"]) != 0 || len(h.exact["acme/app"]) != 1 || h.Count() != 3 {
+		t.Fatalf("after remove: index %v, %d subscribers", h.exact, h.Count())
 	}
 }
 
@@ -225,7 +231,7 @@ func BenchmarkDispatch(b *testing.B) {
 			for r := range evs {
 				seq[evs[r].Partition]++
 				evs[r].Seq = seq[evs[r].Partition]
-				h.dispatch(&evs[r])
+				dispatch(h, &evs[r])
 				drain(names[r])
 			}
 			b.ReportAllocs()
@@ -234,12 +240,12 @@ func BenchmarkDispatch(b *testing.B) {
 				ev := &evs[i%repos]
 				seq[ev.Partition]++
 				ev.Seq = seq[ev.Partition]
-				h.dispatch(ev)
+				dispatch(h, ev)
 				drain(ev.Repo)
 				i++
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(perRepo+bc.globs), "ns/delivery")
-			if n := h.count(); n != repos*perRepo+bc.globs {
+			if n := h.Count(); n != repos*perRepo+bc.globs {
 				b.Fatalf("%d subscribers left, want %d (evictions?)", n, repos*perRepo+bc.globs)
 			}
 		})
@@ -263,7 +269,7 @@ func TestHeartbeatSpread(t *testing.T) {
 	}
 	var maxGap time.Duration
 	maxPerTick := 0
-	for now := t0.Add(housekeeperTick); now.Before(t0.Add(4 * hb)); now = now.Add(housekeeperTick) {
+	for now := t0.Add(HousekeeperTick); now.Before(t0.Add(4 * hb)); now = now.Add(HousekeeperTick) {
 		h.visit(now)
 		sent := 0
 		for i, s := range subs {
@@ -284,13 +290,13 @@ func TestHeartbeatSpread(t *testing.T) {
 	for i := range last {
 		maxGap = max(maxGap, t0.Add(4*hb).Sub(last[i]))
 	}
-	t.Logf("%d streams, Heartbeat %v: longest silence %v, at most %d heartbeats per %v tick", n, hb, maxGap, maxPerTick, housekeeperTick)
-	if want := n * int(housekeeperTick) / int(hb) * 3; maxPerTick > want {
+	t.Logf("%d streams, Heartbeat %v: longest silence %v, at most %d heartbeats per %v tick", n, hb, maxGap, maxPerTick, HousekeeperTick)
+	if want := n * int(HousekeeperTick) / int(hb) * 3; maxPerTick > want {
 		t.Errorf("%d heartbeats in one tick: not spread (want at most %d)", maxPerTick, want)
 	}
 	// A stream is sent a heartbeat at the last visit before its silence
 	// would exceed Heartbeat.
-	if maxGap > hb+housekeeperTick {
+	if maxGap > hb+HousekeeperTick {
 		t.Errorf("a stream was silent for %v with Heartbeat %v", maxGap, hb)
 	}
 }
@@ -311,7 +317,7 @@ func TestDispatchAllocations(t *testing.T) {
 		ev.Partition = bus.PartitionOf(ev.Repo, bus.DefaultPartitions)
 		dispatch := func() {
 			ev.Seq++
-			h.dispatch(ev)
+			dispatch(h, ev)
 			for _, s := range all {
 				emptyQueue(s)
 			}
@@ -342,7 +348,7 @@ func TestFiltersInterned(t *testing.T) {
 		t.Fatalf("%d interned filters, want 2", len(h.filters))
 	}
 	// The shared match must not leak between filters: wip goes to c only.
-	h.dispatch(&bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: bus.PartitionOf("acme/app", bus.DefaultPartitions), Seq: 1})
+	dispatch(h, &bus.Event{Repo: "acme/app", Ref: "refs/heads/wip/x", Partition: bus.PartitionOf("acme/app", bus.DefaultPartitions), Seq: 1})
 	for _, tc := range []struct {
 		name string
 		s    *subscriber

@@ -1,9 +1,9 @@
 //go:build linux && !386 && !s390x
 
 // send and sendmsg are called directly; on 386 and s390x Linux before 4.3
-// they exist only through socketcall, so those use writev (send_other.go).
+// they exist only through socketcall, so those use writev (write_writev.go).
 
-package server
+package fanout
 
 import (
 	"syscall"

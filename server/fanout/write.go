@@ -1,4 +1,4 @@
-package server
+package fanout
 
 import (
 	"errors"
@@ -35,7 +35,7 @@ var sendPool = sync.Pool{New: func() any {
 
 // writeNow writes as much of bufs as the socket takes at once, never
 // waiting, so it arms no deadline timer and a full socket costs a writer
-// nothing. On Linux (send_direct.go) it uses send/sendmsg rather than writev: a socket call
+// nothing. On Linux (write_send.go) it uses send/sendmsg rather than writev: a socket call
 // skips the file layer's work on every write (fsnotify among it, ~4 % of
 // the server's CPU in a profile of a fan-out to 18,000 streams;
 // BenchmarkSendCall measured 3 % less time per frame, reader included). It

@@ -1,0 +1,241 @@
+package fanout
+
+import (
+	"github.com/refcast/refcast/wire"
+	"context"
+	"runtime"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// Dispatch: the bus reader queues each event's frame to the subscribers it
+// concerns, then hands them to the writer pool, at once or (a busy
+// connection) through the batcher.
+
+// maxDispatchBatch bounds the events queued before the subscribers they
+// concern are handed to writers, within one message as across messages.
+const maxDispatchBatch = 256
+
+// handOffChunk is how many subscribers of the last event of a batch are
+// collected before they are handed to writers.
+const handOffChunk = 256
+
+// handle queues a bus message's events, or carries out a reset. last: the
+// message ends the batch.
+func (e *Engine) handle(msg bus.Message, last bool) {
+	if msg.Reset {
+		e.flushScheduled()
+		e.reset(msg)
+		return
+	}
+	for i := range msg.Events {
+		e.queueEvent(&msg.Events[i], last && i == len(msg.Events)-1)
+		if (i+1)%maxDispatchBatch == 0 && i+1 < len(msg.Events) {
+			// A large push is written while it is still being queued, so
+			// queues stay near their bound and mode=latest streams do
+			// not fold (or get evicted) for lack of a writer.
+			e.flushScheduled()
+		}
+	}
+}
+
+// flushScheduled hands the subscribers queued to by queueEvent to the
+// writers (handOff). Called by the bus reader only, without e.mu.
+func (e *Engine) flushScheduled() {
+	e.handOff()
+	if cap(e.toSchedule) > 4096 && e.Count() < cap(e.toSchedule)/4 {
+		e.toSchedule = nil // do not keep a large array after the crowd left
+	}
+}
+
+// handOff hands the subscribers in toSchedule to the writers: at once if
+// the connection has not been written for BatchDelay, else (a busy
+// connection) through the batcher, so its events share a write. Called by
+// the bus reader only; it never blocks, so it may hold e.mu.
+func (e *Engine) handOff() {
+	if e.opts.BatchDelay > 0 && len(e.toSchedule) > 0 {
+		recent := time.Now().Add(-e.opts.BatchDelay).UnixNano()
+		kept := e.toSchedule[:0]
+		ring := false
+		e.laterMu.Lock()
+		for _, s := range e.toSchedule {
+			if s.conn != nil && s.lastWrite.Load() > recent && !s.queueHalfFull(e.opts.MaxQueue) {
+				ring = ring || len(e.later) == 0
+				e.later = append(e.later, s)
+			} else {
+				kept = append(kept, s)
+			}
+		}
+		e.laterMu.Unlock()
+		clear(e.toSchedule[len(kept):])
+		e.toSchedule = kept
+		if ring {
+			select {
+			case e.laterBell <- struct{}{}:
+			default:
+			}
+		}
+	}
+	for i, s := range e.toSchedule {
+		e.schedule(s)
+		e.toSchedule[i] = nil
+	}
+	e.toSchedule = e.toSchedule[:0]
+}
+
+// batcher hands busy subscribers to the writers BatchDelay after the first
+// of them was set aside, with every event that arrived for them meanwhile.
+// It has no timer while nothing waits.
+func (e *Engine) batcher(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.laterBell:
+		}
+		// Wait until BatchDelay has passed since the first waiting
+		// stream's last write; the others set aside meanwhile go along.
+		wait := e.opts.BatchDelay
+		e.laterMu.Lock()
+		if len(e.later) > 0 {
+			last := time.Unix(0, e.later[0].lastWrite.Load())
+			wait = min(max(time.Until(last.Add(e.opts.BatchDelay)), 0), e.opts.BatchDelay)
+		}
+		e.laterMu.Unlock()
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		e.laterMu.Lock()
+		subs := e.later
+		e.later = e.laterSpare[:0]
+		e.laterMu.Unlock()
+		for _, s := range subs {
+			e.schedule(s)
+		}
+		clear(subs)
+		e.laterMu.Lock()
+		e.laterSpare = subs[:0]
+		if cap(e.laterSpare) > 4096 && cap(e.laterSpare) > 4*len(e.later) {
+			e.laterSpare = nil // do not keep a large array after the crowd left
+		}
+		e.laterMu.Unlock()
+	}
+}
+
+// queueEvent encodes an event once and queues it for every matching
+// subscriber; the subscribers that need a writer are collected in
+// toSchedule for flushScheduled, or handed off every handOffChunk when
+// last (no event follows in this batch). Called by the bus reader only.
+func (e *Engine) queueEvent(ev *bus.Event, last bool) {
+	e.metrics.EventsIn.Inc()
+	var evict []*subscriber
+	e.mu.Lock()
+	if ev.Seq <= e.pos.Seqs[ev.Partition] {
+		e.mu.Unlock() // already seen (a resubscription overlapping)
+		return
+	}
+	e.pos.Seqs[ev.Partition] = ev.Seq
+	pos := append([]uint64(nil), e.pos.Seqs...)
+	f := &frame{ev: ev, pos: pos, epoch: e.pos.Epoch}
+	f.data = wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos}, ev)
+	n := 0
+	// Subscribers with the same filter share one interned filter: its ref
+	// match is computed once per event and remembered in it (stamp).
+	e.matchStamp++
+	stamp := e.matchStamp
+	deliver := func(s *subscriber, repoMatched bool) {
+		if repoMatched {
+			sf := s.shared
+			if sf.stamp != stamp {
+				sf.stamp, sf.match = stamp, s.filter.MatchEventRef(ev)
+			}
+			if !sf.match {
+				return
+			}
+		} else if !s.filter.Match(ev) {
+			return
+		}
+		n++
+		ok, schedule := s.add(f, e.opts.MaxQueue)
+		if !ok {
+			evict = append(evict, s)
+		}
+		if schedule {
+			e.toSchedule = append(e.toSchedule, s)
+			if last && len(e.toSchedule) >= handOffChunk {
+				e.handOff()
+			}
+		}
+	}
+	for s := range e.exact[ev.Repo] {
+		deliver(s, true) // the index matched the repo
+	}
+	for s := range e.globs {
+		deliver(s, false)
+	}
+	e.mu.Unlock()
+	e.metrics.Deliveries.Add(float64(n))
+	if !ev.Time.IsZero() {
+		e.metrics.FanoutLatency.Observe(time.Since(ev.Time).Seconds())
+	}
+	for _, s := range evict {
+		e.remove(s, ReasonQueueFull)
+	}
+}
+
+// schedule hands a subscriber with queued frames to its writer. It never
+// blocks for long: a subscriber is in ready at most once (scheduled), and
+// ready holds one slot per allowed connection.
+func (e *Engine) schedule(s *subscriber) {
+	if s.conn == nil {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	e.ready <- s
+}
+
+// goLive ends a subscriber's replay: queued live frames start flowing.
+func (e *Engine) goLive(s *subscriber, floor []uint64) {
+	s.mu.Lock()
+	s.live = true
+	s.floor = floor
+	schedule := len(s.queue) > 0 && !s.scheduled && !s.closed
+	if schedule {
+		s.scheduled = true
+	}
+	s.mu.Unlock()
+	if schedule {
+		e.schedule(s)
+	}
+}
+
+func (e *Engine) writer(ctx context.Context, ready chan *subscriber) {
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-ready:
+			s.flushConn()
+		}
+		// Under load ready never empties and a writer would keep its
+		// processor for a whole scheduler time slice (10 ms), while the
+		// goroutines that publish, read the bus and accept streams wait
+		// behind it. Yield now and then so they run within microseconds.
+		if n%writerYieldEvery == 0 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// writerYieldEvery is how many connections a writer flushes between yields.
+const writerYieldEvery = 4

@@ -1,0 +1,196 @@
+package fanout
+
+import (
+	"github.com/refcast/refcast/wire"
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// Housekeeping: one shared ticker retries stalled writes, sends heartbeats
+// and ends expired streams; Drain closes streams evenly over a window.
+
+// stall parks a subscriber whose socket is full; the housekeeper retries it
+// with a growing interval (as long as it has been stuck, between one tick
+// and a second), so a crowd of stuck clients costs few retries, and evicts
+// it once it has been stuck for WriteTimeout.
+func (e *Engine) stall(s *subscriber) {
+	now := time.Now()
+	s.mu.Lock()
+	if s.stalledAt.IsZero() {
+		s.stalledAt = now
+	}
+	wait := min(max(now.Sub(s.stalledAt), HousekeeperTick), time.Second)
+	s.mu.Unlock()
+	e.stallMu.Lock()
+	e.stalled[s] = now.Add(wait)
+	e.stallMu.Unlock()
+	e.metrics.Stalls.Inc()
+}
+
+// HousekeeperTick is the shared ticker's period. Each tick visits a slice
+// of the subscribers, so heartbeats are spread over the interval instead of
+// bursting. It is the precision of heartbeats (a stream silent for
+// Heartbeat gets one within a tick), token expiry and stall retries.
+const HousekeeperTick = 50 * time.Millisecond
+
+func (e *Engine) housekeeper(ctx context.Context) {
+	t := time.NewTicker(HousekeeperTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.retryStalled(now)
+			e.visit(now)
+		}
+	}
+}
+
+func (e *Engine) retryStalled(now time.Time) {
+	e.stallMu.Lock()
+	if len(e.stalled) == 0 {
+		e.stallMu.Unlock()
+		return
+	}
+	var retry, evict []*subscriber
+	for s, next := range e.stalled {
+		s.mu.Lock()
+		stuck := now.Sub(s.stalledAt)
+		s.mu.Unlock()
+		switch {
+		case stuck > e.opts.WriteTimeout:
+			evict = append(evict, s)
+		case !now.Before(next):
+			retry = append(retry, s)
+		default:
+			continue
+		}
+		delete(e.stalled, s)
+	}
+	e.stallMu.Unlock()
+	for _, s := range evict {
+		e.remove(s, ReasonSlowClient)
+	}
+	for _, s := range retry {
+		e.retry <- s // still holds scheduled, so it is in retry at most once
+	}
+}
+
+// visit sends heartbeats to, and closes expired streams of, the next slice
+// of subscribers.
+func (e *Engine) visit(now time.Time) {
+	var expired []*subscriber
+	e.mu.RLock()
+	n := len(e.all)
+	if n == 0 {
+		e.mu.RUnlock()
+		return
+	}
+	per := max(1, int(int64(n)*int64(HousekeeperTick)/int64(e.opts.Heartbeat))+1)
+	// A stream is visited once per round; send a heartbeat to one that
+	// would otherwise stay silent past Heartbeat before its next visit.
+	round := time.Duration((n+per-1)/per) * HousekeeperTick
+	idle := now.Add(-max(e.opts.Heartbeat-round, 0)).UnixNano()
+	for range min(per, n) {
+		e.hbNext %= n
+		s := e.all[e.hbNext]
+		e.hbNext++
+		if !s.expires.IsZero() && now.After(s.expires) {
+			expired = append(expired, s)
+			continue
+		}
+		if !s.waiter && s.lastWrite.Load() < idle {
+			s.enqueue(heartbeatFrame, e.opts.MaxQueue)
+		}
+	}
+	e.mu.RUnlock()
+	for _, s := range expired {
+		e.closeWith(s, []byte("event: error\ndata: {\"error\":\"token expired\",\"status\":401}\n\n"))
+	}
+}
+
+// closeWithRetry ends a stream after telling the client to come back after
+// a jittered delay, so a fleet spreads over the other nodes.
+func (e *Engine) closeWithRetry(s *subscriber) {
+	e.closeWith(s, wire.AppendRetry(nil, e.JitteredRetry()))
+}
+
+func (e *Engine) closeWith(s *subscriber, data []byte) {
+	s.mu.Lock()
+	closing := s.closing
+	s.closing = true
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	if !s.enqueue(&frame{data: data, last: true}, e.opts.MaxQueue+1) {
+		e.remove(s, ReasonClosed)
+	}
+}
+
+// JitteredRetry is Options.Retry plus up to 100% of it at random: the
+// retry: hint a stream's opening and its end carry, so a fleet of clients
+// told to leave comes back spread out. Safe for concurrent use.
+func (e *Engine) JitteredRetry() time.Duration {
+	return e.opts.Retry + rand.N(e.opts.Retry+1)
+}
+
+// Drain stops taking new streams (Register and Watch return ErrDraining
+// from now on, for good) and closes the existing ones evenly over window:
+// each stream is sent a jittered retry: hint as its last frame, after what
+// was queued before it, and is removed once that is written (or it is
+// evicted). A waiting long-poll is woken to answer. Drain returns when no
+// stream is left or ctx ends, whichever is first; streams still open then
+// are closed by Run's return. Safe for concurrent use.
+func (e *Engine) Drain(ctx context.Context, window time.Duration) {
+	e.mu.Lock()
+	e.draining = true
+	total := len(e.all)
+	e.mu.Unlock()
+	if total == 0 {
+		return
+	}
+	// Close per streams every interval: one at a time spread over the
+	// whole window when there are few, in batches every tick when many.
+	interval := max(HousekeeperTick, window/time.Duration(total))
+	steps := max(1, int(window/interval))
+	per := max(1, (total+steps-1)/steps)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		e.mu.RLock()
+		var batch []*subscriber
+		for _, s := range e.all {
+			if len(batch) == per {
+				break
+			}
+			s.mu.Lock()
+			if !s.closing {
+				batch = append(batch, s)
+			}
+			s.mu.Unlock()
+		}
+		left := len(e.all)
+		e.mu.RUnlock()
+		if left == 0 {
+			return
+		}
+		for _, s := range batch {
+			e.closeWithRetry(s)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Draining reports whether Drain has begun. Safe for concurrent use.
+func (e *Engine) Draining() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.draining
+}

@@ -1,0 +1,87 @@
+package fanout
+
+import (
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	// DefaultHeartbeat is how long a stream may stay silent before it is
+	// sent a comment line, so proxies and clients see it alive.
+	DefaultHeartbeat = 15 * time.Second
+	// DefaultRetry is the base of the jittered retry: hint.
+	DefaultRetry = 2 * time.Second
+	// DefaultWriteTimeout is how long a stream may stay stuck (its socket
+	// full) before it is evicted.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultStallTimeout is how long a writer waits on one full socket
+	// before parking it: long enough for a busy but healthy reader to make
+	// room, short enough that a crowd of stuck ones costs little.
+	DefaultStallTimeout = 200 * time.Microsecond
+	// DefaultMaxQueue is the frames queued per subscriber before it is
+	// evicted (or, in mode=latest, its queue folded by ref).
+	DefaultMaxQueue = 256
+	// DefaultMaxConnections is the streams and long-polls one node takes.
+	DefaultMaxConnections = 50000
+	// DefaultMaxPerClient is the streams per client key: 0, unlimited.
+	DefaultMaxPerClient = 0
+	// DefaultBatchDelay spaces the writes to a busy connection.
+	DefaultBatchDelay = 10 * time.Millisecond
+)
+
+// Options configure an Engine. Zero values take the defaults above.
+type Options struct {
+	Heartbeat      time.Duration // comment line on streams silent this long
+	Retry          time.Duration // base of the jittered retry: hint
+	WriteTimeout   time.Duration // a stream stuck this long is evicted; the handler path's write deadline
+	StallTimeout   time.Duration // how long a writer waits on one full socket
+	MaxQueue       int           // frames queued per subscriber before eviction
+	MaxConnections int           // streams and long-polls; Register fails beyond
+	MaxPerClient   int           // per client key (Spec.Client); 0 = unlimited
+	Writers        int           // writer goroutines; 2×GOMAXPROCS when 0
+	// BatchDelay spaces the writes to a busy connection: one written less
+	// than BatchDelay ago gets its next events when BatchDelay has passed,
+	// together, so under a high event rate a connection costs one syscall
+	// per batch instead of one per event. A connection not written for
+	// BatchDelay is written at once, so an event arriving alone is not
+	// delayed. DefaultBatchDelay when 0; negative turns batching off.
+	BatchDelay time.Duration
+	// Logger receives the engine's logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics are the counters the engine moves; nil fields count nothing.
+	Metrics Metrics
+}
+
+// withDefaults returns o with zero fields set to the defaults.
+func (o Options) withDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.Heartbeat, DefaultHeartbeat)
+	def(&o.Retry, DefaultRetry)
+	def(&o.WriteTimeout, DefaultWriteTimeout)
+	def(&o.StallTimeout, DefaultStallTimeout)
+	if o.MaxQueue <= 0 {
+		o.MaxQueue = DefaultMaxQueue
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxPerClient < 0 {
+		o.MaxPerClient = DefaultMaxPerClient
+	}
+	if o.Writers <= 0 {
+		o.Writers = 2 * runtime.GOMAXPROCS(0)
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = DefaultBatchDelay
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
