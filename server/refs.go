@@ -12,8 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
-	"github.com/refcast/refcast/wire"
 	"github.com/refcast/refcast/server/fanout"
+	"github.com/refcast/refcast/wire"
 )
 
 type snapshotResult struct {

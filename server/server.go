@@ -25,8 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/refcast/refcast/bus"
-	"github.com/refcast/refcast/wire"
 	"github.com/refcast/refcast/server/fanout"
+	"github.com/refcast/refcast/wire"
 )
 
 // Defaults for Options. Those of the fan-out engine are its own (package

@@ -16,8 +16,8 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
-	"github.com/refcast/refcast/wire"
 	"github.com/refcast/refcast/server/fanout"
+	"github.com/refcast/refcast/wire"
 )
 
 const z = bus.ZeroSHA1

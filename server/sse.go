@@ -17,8 +17,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/refcast/refcast/bus"
-	"github.com/refcast/refcast/wire"
 	"github.com/refcast/refcast/server/fanout"
+	"github.com/refcast/refcast/wire"
 )
 
 // streamQuery is a validated /v1/events or /v1/refs request.

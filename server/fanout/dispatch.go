@@ -1,8 +1,8 @@
 package fanout
 
 import (
-	"github.com/refcast/refcast/wire"
 	"context"
+	"github.com/refcast/refcast/wire"
 	"runtime"
 	"time"
 

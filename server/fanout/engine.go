@@ -14,9 +14,9 @@
 package fanout
 
 import (
-	"github.com/refcast/refcast/wire"
 	"context"
 	"errors"
+	"github.com/refcast/refcast/wire"
 	"log/slog"
 	"sync"
 	"time"
@@ -48,7 +48,7 @@ type Engine struct {
 
 	mu      sync.RWMutex
 	started bool                                // guarded by mu: pos and heads are valid
-	pos     wire.Cursor                              // guarded by mu: position after the last dispatched event
+	pos     wire.Cursor                         // guarded by mu: position after the last dispatched event
 	heads   bus.Heads                           // guarded by mu: epochs per partition
 	exact   map[string]map[*subscriber]struct{} // guarded by mu: repo -> subscribers naming it exactly
 	globs   map[*subscriber]struct{}            // guarded by mu: subscribers with a repo glob
