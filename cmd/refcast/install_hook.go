@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,38 +32,24 @@ The publish token is never a flag: set it with
 `
 
 func runInstallHook(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("install-hook", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() { fmt.Fprint(env.Stderr, installHookUsage) }
+	fs := newFlagSet("install-hook", "install-hook PATH [flags]", env)
+	fs.setHelp(installHookUsage)
 	var (
 		mode, url, redisURL, repoName, binary string
 		uninstall                             bool
 	)
-	fs.StringVar(&mode, "mode", hook.ModePostReceive, "")
-	fs.StringVar(&url, "url", "", "")
-	fs.StringVar(&redisURL, "redis", "", "")
-	fs.StringVar(&repoName, "repo", "", "")
-	fs.StringVar(&binary, "binary", "", "")
-	fs.BoolVar(&uninstall, "uninstall", false, "")
-	pos, err := hookParseArgs(fs, args)
+	fs.StringVar(&mode, "mode", hook.ModePostReceive, "post-receive or reference-transaction")
+	fs.StringVar(&url, "url", "", "node base URL")
+	fs.StringVar(&redisURL, "redis", "", "Redis bus URL")
+	fs.StringVar(&repoName, "repo", "", "repo name")
+	fs.StringVar(&binary, "binary", "", "refcast binary the hook runs")
+	fs.BoolVar(&uninstall, "uninstall", false, "remove refcast's hook and configuration")
+	pos, err := parseInterspersed(fs, args, env)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{code: 2}
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, envName := range map[string]string{"mode": "REFCAST_MODE", "url": "REFCAST_URL", "redis": "REFCAST_REDIS", "repo": "REFCAST_REPO", "binary": "REFCAST_BINARY", "uninstall": "REFCAST_UNINSTALL"} {
-		if v := env.Getenv(envName); v != "" && !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return usageError{msg: fmt.Sprintf("install-hook: %s: %v", envName, err)}
-			}
-		}
+		return err
 	}
 	if len(pos) != 1 {
-		fmt.Fprint(env.Stderr, installHookUsage)
-		return exitError{code: 2}
+		return usageError{msg: fmt.Sprintf("install-hook: exactly one repository PATH is required, got %d arguments (refcast install-hook PATH [flags])\n%s", len(pos), fs.pointer())}
 	}
 	repo, err := hook.OpenRepo(ctx, pos[0], "")
 	if err != nil {
