@@ -331,28 +331,34 @@ func nearestFlag(fs *flag.FlagSet, name string) string {
 	return best
 }
 
-// levenshtein is the edit distance between a and b (insertions, deletions
-// and substitutions of runes), in O(len(a)·len(b)) time and O(len(b))
-// space; flag names are short.
+// levenshtein is the edit distance between a and b in runes: insertions,
+// deletions, substitutions and, since "rpeo" for "repo" is the commonest
+// typo, a swap of two neighbours, each one edit (Levenshtein with
+// transpositions, the "optimal string alignment" variant). Flag names are
+// short, so the O(len(a)·len(b)) table costs nothing.
 func levenshtein(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
 		for j := 1; j <= len(rb); j++ {
 			cost := 1
 			if ra[i-1] == rb[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(rb)]
+	return d[len(ra)][len(rb)]
 }
 
 // listFlag is a repeatable string flag.
