@@ -33,11 +33,39 @@ func ParseRefPattern(s string) (RefPattern, error) {
 	}
 	body = collapseStars(body)
 	if err := checkRefFormat(body, true); err != nil {
+		if full := fullRefName(body); full != "" {
+			if p.Negate {
+				full = "^" + full
+			}
+			return RefPattern{}, fmt.Errorf("%w: ref pattern %q: %s; did you mean %q?", ErrInvalid, Clip(s, 80), err, full)
+		}
 		return RefPattern{}, fmt.Errorf("%w: ref pattern %q: %s", ErrInvalid, Clip(s, 80), err)
 	}
 	p.raw = body
 	p.parts = strings.Split(body, "*")
 	return p, nil
+}
+
+// fullRefName is the full ref a short name most likely meant, as git
+// reads "main" as refs/heads/main: refs/ added to heads/, tags/,
+// remotes/ and notes/ names, refs/heads/ to others. It is "" for names
+// already under refs/, for globs (a pattern like "*" has no one meaning:
+// every branch? every ref?), for HEAD, when the result is still not a
+// valid ref, and past 80 bytes, where the message truncates names.
+func fullRefName(name string) string {
+	if strings.HasPrefix(name, "refs/") || strings.Contains(name, "*") || name == "HEAD" || name == "" {
+		return ""
+	}
+	full := "refs/heads/" + name
+	for _, kind := range []string{"heads/", "tags/", "remotes/", "notes/"} {
+		if strings.HasPrefix(name, kind) {
+			full = "refs/" + name
+		}
+	}
+	if len(full) > 80 || checkRefFormat(full, false) != nil {
+		return ""
+	}
+	return full
 }
 
 func collapseStars(s string) string {

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -40,6 +41,36 @@ func TestRefPattern(t *testing.T) {
 		if _, err := ParseRefPattern(bad); err == nil {
 			t.Errorf("ParseRefPattern(%q) accepted", bad)
 		}
+	}
+}
+
+// TestRefPatternSuggestion: a short ref name is refused with the full
+// name it most likely meant; a glob or a name that cannot be one gets none.
+func TestRefPatternSuggestion(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, pattern, want string // want "": no suggestion
+	}{
+		{"branch", "main", `did you mean "refs/heads/main"?`},
+		{"nested branch", "feature/x", `did you mean "refs/heads/feature/x"?`},
+		{"heads", "heads/main", `did you mean "refs/heads/main"?`},
+		{"tag", "tags/v1.0", `did you mean "refs/tags/v1.0"?`},
+		{"negated", "^pull/1", `did you mean "^refs/heads/pull/1"?`},
+		{"glob", "*", ""},
+		{"short glob", "heads/*", ""},
+		{"HEAD", "HEAD", ""},
+		{"not a ref either way", "a..b", ""},
+		{"already under refs/", "refs/heads/a b", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseRefPattern(tc.pattern)
+			if err == nil || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseRefPattern(%q) = %v, want ErrInvalid", tc.pattern, err)
+			}
+			if got := err.Error(); tc.want == "" && strings.Contains(got, "did you mean") || !strings.Contains(got, tc.want) {
+				t.Errorf("ParseRefPattern(%q): %q, want suggestion %q", tc.pattern, got, tc.want)
+			}
+		})
 	}
 }
 

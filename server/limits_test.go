@@ -491,6 +491,8 @@ func TestBadRequests(t *testing.T) {
 		{"bad repo glob", "/v1/events?" + query("repo", "acme/x**"), "**"},
 		{"bad ref pattern", "/v1/events?" + query("repo", "acme/app", "ref", "refs/heads/["), "refs/heads/["},
 		{"ref outside refs/", "/v1/events?" + query("repo", "acme/app", "ref", "heads/main"), "refs/"},
+		{"short branch name", "/v1/events?" + query("repo", "acme/app", "ref", "main"), `did you mean "refs/heads/main"?`},
+		{"short branch name on refs", "/v1/refs?" + query("repo", "acme/app", "ref", "main"), `did you mean "refs/heads/main"?`},
 		{"bad mode", "/v1/events?" + query("repo", "acme/app", "mode", "fast"), "mode"},
 		{"mode on refs", "/v1/refs?" + query("repo", "acme/app", "mode", "latest"), `"mode"`},
 		{"wait on events", "/v1/events?" + query("repo", "acme/app", "wait", "1s"), `"wait"`},

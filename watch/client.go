@@ -130,14 +130,30 @@ type Client struct {
 	serverWait time.Duration // latest retry: hint; guarded by mu
 }
 
+// parseNodeURL checks a node's base URL, and says how to write it when it
+// is not one: "127.0.0.1:8080" (no scheme) is the usual slip.
+func parseNodeURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		return nil, fmt.Errorf("node URL %q has no scheme; write http://%s (or https://)", raw, strings.TrimLeft(raw, "/"))
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("node URL %q: %w; write http://HOST:PORT or https://HOST", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("node URL %q: scheme %q is not http or https; write http://HOST:PORT or https://HOST", raw, u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("node URL %q names no host; write %s://HOST:PORT", raw, u.Scheme)
+	}
+	return u, nil
+}
+
 // NewClient checks opts and returns a client that has not connected yet.
 func NewClient(opts ClientOptions) (*Client, error) {
-	u, err := url.Parse(opts.URL)
+	u, err := parseNodeURL(opts.URL)
 	if err != nil {
-		return nil, fmt.Errorf("node URL: %w", err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("node URL %q: want http:// or https://HOST", opts.URL)
+		return nil, err
 	}
 	if len(opts.Repos) == 0 {
 		return nil, errors.New("at least one repo pattern is required")

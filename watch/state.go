@@ -32,15 +32,22 @@ func LoadState(path string) (string, error) {
 	}
 	var st stateV1
 	if err := json.Unmarshal(b, &st); err != nil {
-		return "", fmt.Errorf("state file %s: %w", path, err)
+		return "", corruptState(path, err)
 	}
 	if st.V != 1 {
-		return "", fmt.Errorf("state file %s: unknown version %d", path, st.V)
+		return "", corruptState(path, fmt.Errorf("unknown version %d (written by a newer refcast?)", st.V))
 	}
 	if err := wire.ValidateCursor(st.Cursor); err != nil {
-		return "", fmt.Errorf("state file %s: %w", path, err)
+		return "", corruptState(path, err)
 	}
 	return st.Cursor, nil
+}
+
+// corruptState says what to do about a state file that holds no cursor:
+// the watcher does not guess one, since starting from now would silently
+// skip what happened while it was down.
+func corruptState(path string, err error) error {
+	return fmt.Errorf("state file %s is corrupt (%w): delete it to start from now (changes since the last run are not replayed), or restore it", path, err)
 }
 
 // SaveState stores cursor at path atomically: it writes a temporary file in

@@ -82,6 +82,7 @@ func newHookFlags(name string, env Env) *hookFlags {
 	fs.DurationVar(&f.timeout, "timeout", 0, "timeout")
 	fs.DurationVar(&f.enrichBudget, "enrich-budget", 0, "enrichment budget")
 	fs.IntVar(&f.partitions, "partitions", 0, "Redis bus partitions")
+	explainFlagErrors(fs, env, hookUsage) // a bad flag: one line and a pointer to -h, not the whole help
 	return f
 }
 

@@ -228,7 +228,7 @@ func TestHookMisuse(t *testing.T) {
 	}{
 		{"malformed line", a + " " + b + " refs/heads/x\n" + a + " " + b + "\n", "refcast hook: line 2: ", []string{"hook", "post-receive", "--url", "http://127.0.0.1:1"}},
 		{"unknown hook", "", "unknown hook", []string{"hook", "pre-receive"}},
-		{"bad flag", "", "flag provided but not defined", []string{"hook", "post-receive", "--nope"}},
+		{"bad flag", "", "unknown flag --nope", []string{"hook", "post-receive", "--nope"}},
 		{"txn without state", "", "exactly one argument", []string{"hook", "reference-transaction"}},
 		{"both destinations", a + " " + b + " refs/heads/x\n", "keep one", []string{"hook", "post-receive", "--url", "http://x", "--redis", "redis://x"}},
 		{"bad repo name", a + " " + b + " refs/heads/x\n", "repo name from --repo", []string{"hook", "post-receive", "--repo", "a b"}},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -77,40 +76,28 @@ func runInstallHook(ctx context.Context, args []string, env Env) error {
 	}))
 }
 
-// parseInstallHookFlags parses the command line, fills flags not given
-// from their environment twins, and returns the repository path and which
-// flags the command line set.
+// parseInstallHookFlags parses the command line on the shared flag layer
+// (environment twins, one-line errors), and returns the repository path
+// and which flags were set.
 func parseInstallHookFlags(f *installHookFlags, args []string, env Env) (string, map[string]bool, error) {
-	fs := flag.NewFlagSet("install-hook", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() { fmt.Fprint(env.Stderr, installHookUsage) }
-	fs.StringVar(&f.mode, "mode", hook.ModePostReceive, "")
-	fs.StringVar(&f.url, "url", "", "")
-	fs.StringVar(&f.redis, "redis", "", "")
-	fs.StringVar(&f.repo, "repo", "", "")
-	fs.StringVar(&f.binary, "binary", "", "")
-	fs.BoolVar(&f.check, "check", false, "")
-	fs.BoolVar(&f.uninstall, "uninstall", false, "")
-	pos, err := hookParseArgs(fs, args)
+	fs := newFlagSet("install-hook", "install-hook PATH [flags]", env)
+	fs.setHelp(installHookUsage)
+	fs.StringVar(&f.mode, "mode", hook.ModePostReceive, "post-receive or reference-transaction")
+	fs.StringVar(&f.url, "url", "", "node base URL")
+	fs.StringVar(&f.redis, "redis", "", "Redis bus URL")
+	fs.StringVar(&f.repo, "repo", "", "repo name")
+	fs.StringVar(&f.binary, "binary", "", "refcast binary the hook runs")
+	fs.BoolVar(&f.check, "check", false, "prove the destination answers and accepts the token first")
+	fs.BoolVar(&f.uninstall, "uninstall", false, "remove refcast's hook and configuration")
+	pos, err := parseInterspersed(fs, args, env)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return "", nil, exitError{code: 0}
-		}
-		return "", nil, exitError{code: 2}
+		return "", nil, err
+	}
+	if len(pos) != 1 {
+		return "", nil, usageError{msg: fmt.Sprintf("install-hook: exactly one repository PATH is required, got %d arguments (refcast install-hook PATH [flags])\n%s", len(pos), fs.pointer())}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, envName := range map[string]string{"mode": "REFCAST_MODE", "url": "REFCAST_URL", "redis": "REFCAST_REDIS", "repo": "REFCAST_REPO", "binary": "REFCAST_BINARY", "check": "REFCAST_CHECK", "uninstall": "REFCAST_UNINSTALL"} {
-		if v := env.Getenv(envName); v != "" && !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return "", nil, usageError{msg: fmt.Sprintf("install-hook: %s: %v", envName, err)}
-			}
-		}
-	}
-	if len(pos) != 1 {
-		fmt.Fprint(env.Stderr, installHookUsage)
-		return "", nil, exitError{code: 2}
-	}
 	return pos[0], set, nil
 }
 

@@ -35,6 +35,8 @@ type serveConfig struct {
 	spool          string
 	authSecretFile string
 	authJWKS       string
+	authIssuer     string
+	authAudience   string
 	public         listFlag
 	maxConnections int
 	maxPerClient   int
@@ -65,6 +67,8 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&c.spool, "spool", "", "hook spool directory to drain (pushes a hook could not publish)")
 	fs.StringVar(&c.authSecretFile, "auth-secret-file", "", "HS256 secret file: turns token authorization on")
 	fs.StringVar(&c.authJWKS, "auth-jwks", "", "JWKS file or URL with public keys (RS256/ES256/EdDSA): turns token authorization on")
+	fs.StringVar(&c.authIssuer, "auth-issuer", "", "refuse tokens whose iss claim is not this (with a shared identity provider; refcast token --issuer)")
+	fs.StringVar(&c.authAudience, "auth-audience", "", "refuse tokens whose aud claim does not include this (set it with a shared identity provider; refcast token --audience)")
 	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
 	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
 	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")

@@ -50,12 +50,17 @@ func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, 
 		if len(c.public) > 0 {
 			log.Warn("--public has no effect without --auth-secret-file or --auth-jwks: every repo is readable")
 		}
+		if c.authIssuer != "" || c.authAudience != "" {
+			log.Warn("--auth-issuer and --auth-audience have no effect without --auth-secret-file or --auth-jwks: no token is checked")
+		}
 		return func() {}, nil
 	}
 	a, err := auth.New(ctx, auth.Config{
 		SecretFile: c.authSecretFile,
 		JWKS:       c.authJWKS,
 		Public:     c.public,
+		Issuer:     c.authIssuer,
+		Audience:   c.authAudience,
 		Logger:     log.With("component", "auth"),
 	})
 	if err != nil {

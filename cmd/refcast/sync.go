@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 )
 
 const syncUsage = `Usage: refcast sync PATH [--repo NAME] [--url URL | --redis URL]
@@ -18,7 +17,7 @@ for 'refcast hook' (flags, REFCAST_* variables, git config refcast.*).
 
 func runSync(ctx context.Context, args []string, env Env) error {
 	f := newHookFlags("sync", env)
-	f.fs.Usage = func() { fmt.Fprint(env.Stderr, syncUsage) }
+	explainFlagErrors(f.fs, env, syncUsage)
 	pos, err := hookParseArgs(f.fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -40,6 +38,9 @@ type claimFlag struct {
 
 func (f *claimFlag) String() string { return strings.Join(f.vals, ",") }
 
+// repeatable marks the environment twin as a comma-separated list.
+func (f *claimFlag) repeatable() {}
+
 func (f *claimFlag) Set(v string) error {
 	if err := f.parse(v); err != nil {
 		return err
@@ -47,6 +48,12 @@ func (f *claimFlag) Set(v string) error {
 	f.vals = append(f.vals, v)
 	return nil
 }
+
+const tokenSynopsis = `token --secret-file FILE [--read REPO_GLOB[:REF_PATTERN]]... [--publish REPO_GLOB]... [--ttl 1h] [--sub NAME]
+
+Prints an HS256 access token on stdout. Repo globs: '*' within one segment, '**' any depth;
+ref patterns as in git refspecs ('refs/heads/*' includes refs/heads/a/b).
+Lists in the environment are comma-separated.`
 
 // runToken mints an HS256 token: `refcast token --secret-file FILE --read
 // 'REPO_GLOB[:REF_PATTERN]' --publish 'REPO_GLOB' --ttl 1h [--sub NAME]`.
@@ -57,40 +64,21 @@ func runToken(_ context.Context, args []string, env Env) error {
 		read                              = claimFlag{parse: func(s string) error { _, err := auth.ParseReadClaim(s); return err }}
 		publish                           = claimFlag{parse: func(s string) error { _, err := auth.ParsePublishClaim(s); return err }}
 	)
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("token", tokenSynopsis, env)
+	fs.envNames = tokenEnv
 	fs.StringVar(&secretFile, "secret-file", "", "file holding the HS256 secret the nodes verify with (or the secret itself in "+secretEnv+")")
 	fs.Var(&read, "read", "grant reading REPO_GLOB[:REF_PATTERN], all refs without a pattern (repeatable)")
 	fs.Var(&publish, "publish", "grant publishing to repos matching REPO_GLOB (repeatable)")
 	fs.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token; streams opened with it end when it expires")
 	fs.StringVar(&sub, "sub", "", "subject: who the token is for, shown in the nodes' logs")
-	fs.StringVar(&issuer, "issuer", "", "iss claim, for nodes that check it")
-	fs.StringVar(&audience, "audience", "", "aud claim, for nodes that check it")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: refcast token --secret-file FILE [--read REPO_GLOB[:REF_PATTERN]]... [--publish REPO_GLOB]... [--ttl 1h] [--sub NAME]\n\n"+
-			"Prints an HS256 access token on stdout. Repo globs: '*' within one segment, '**' any depth;\n"+
-			"ref patterns as in git refspecs ('refs/heads/*' includes refs/heads/a/b).\n\n"+
-			"Flags (each also read from the environment variable shown; lists comma-separated):\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(fs.Output(), "  --%s (%s)\n    \t%s", f.Name, tokenEnv[f.Name], f.Usage)
-			if f.DefValue != "" {
-				fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
-			}
-			fmt.Fprintln(fs.Output())
-		})
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{code: 2} // flag printed the reason
+	fs.StringVar(&issuer, "issuer", "", "iss claim, for nodes that check it (serve --auth-issuer)")
+	fs.StringVar(&audience, "audience", "", "aud claim, for nodes that check it (serve --auth-audience)")
+	if err := parseFlags(fs, args, env); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		// Not echoed: a stray argument may well be a secret.
 		return usageError{msg: fmt.Sprintf("token: takes no arguments, got %d (secrets go in a file or %s, never on the command line)", fs.NArg(), secretEnv)}
-	}
-	if err := tokenFromEnv(fs, env); err != nil {
-		return err
 	}
 	if len(read.vals) == 0 && len(publish.vals) == 0 {
 		return usageError{msg: "token: give at least one --read or --publish: a token that grants nothing is useless"}
@@ -125,31 +113,5 @@ func runToken(_ context.Context, args []string, env Env) error {
 		return fmt.Errorf("token: %w", err)
 	}
 	_, err = fmt.Fprintln(env.Stdout, tok)
-	return err
-}
-
-// tokenFromEnv fills every flag not given on the command line from its
-// environment twin; lists are comma-separated.
-func tokenFromEnv(fs *flag.FlagSet, env Env) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := tokenEnv[f.Name]
-		v := env.Getenv(name)
-		if set[f.Name] || err != nil || v == "" {
-			return
-		}
-		vals := []string{v}
-		if _, ok := f.Value.(*claimFlag); ok {
-			vals = strings.Split(v, ",")
-		}
-		for _, one := range vals {
-			if e := f.Value.Set(strings.TrimSpace(one)); e != nil {
-				err = usageError{msg: fmt.Sprintf("token: %s: %v", name, e)}
-				return
-			}
-		}
-	})
 	return err
 }

@@ -136,18 +136,18 @@ func TestTokenMisuse(t *testing.T) {
 		code     int
 		contains string
 	}{
-		{name: "bad repo glob", args: []string{"--secret-file", secret, "--read", "acme/**x"}, code: 2, contains: `invalid value "acme/**x" for flag -read: read claim "acme/**x": invalid: repo pattern "acme/**x": '**' must be a whole segment`},
+		{name: "bad repo glob", args: []string{"--secret-file", secret, "--read", "acme/**x"}, code: 2, contains: `--read: read claim "acme/**x": invalid: repo pattern "acme/**x": '**' must be a whole segment`},
 		{name: "bad ref pattern", args: []string{"--secret-file", secret, "--read", "acme/app:heads/main"}, code: 2, contains: "must start with refs/"},
 		{name: "negative ref pattern", args: []string{"--secret-file", secret, "--read", "acme/app:^refs/pull/*"}, code: 2, contains: "cannot be negative"},
 		{name: "bad publish glob", args: []string{"--secret-file", secret, "--publish", "acme/app.git"}, code: 2, contains: `publish claim "acme/app.git"`},
-		{name: "bad pattern from the environment", environ: map[string]string{"REFCAST_TOKEN_READ": "acme/app,acme//x"}, args: []string{"--secret-file", secret}, code: 2, contains: `REFCAST_TOKEN_READ: read claim "acme//x"`},
+		{name: "bad pattern from the environment", environ: map[string]string{"REFCAST_TOKEN_READ": "acme/app,acme//x"}, args: []string{"--secret-file", secret}, code: 2, contains: `REFCAST_TOKEN_READ (--read): read claim "acme//x"`},
 		{name: "no grant", args: []string{"--secret-file", secret}, code: 2, contains: "at least one --read or --publish"},
 		{name: "zero ttl", args: []string{"--secret-file", secret, "--read", "a/b", "--ttl", "0s"}, code: 2, contains: "--ttl must be positive"},
-		{name: "bad ttl", args: []string{"--secret-file", secret, "--read", "a/b", "--ttl", "soon"}, code: 2, contains: `invalid value "soon" for flag -ttl`},
+		{name: "bad ttl", args: []string{"--secret-file", secret, "--read", "a/b", "--ttl", "soon"}, code: 2, contains: `--ttl: "soon" is not a duration; use a number with a unit`},
 		{name: "no secret", args: []string{"--read", "a/b"}, code: 2, contains: "--secret-file (or REFCAST_AUTH_SECRET_FILE, or REFCAST_AUTH_SECRET) is required"},
 		{name: "two secrets", environ: map[string]string{"REFCAST_AUTH_SECRET": tokenTestSecret}, args: []string{"--secret-file", secret, "--read", "a/b"}, code: 2, contains: "use one"},
 		{name: "secret on the command line", args: []string{"--read", "a/b", tokenTestSecret}, code: 2, contains: "never on the command line"},
-		{name: "unknown flag", args: []string{"--secret", tokenTestSecret}, code: 2, contains: "flag provided but not defined: -secret"},
+		{name: "unknown flag", args: []string{"--secret", tokenTestSecret}, code: 2, contains: "unknown flag --secret; did you mean --secret-file?"},
 		{name: "short secret", args: []string{"--secret-file", short, "--read", "a/b"}, code: 1, contains: "at least 32"},
 		{name: "missing secret file", args: []string{"--secret-file", short + ".nope", "--read", "a/b"}, code: 1, contains: "read secret file"},
 		{name: "help", args: []string{"-h"}, code: 0, contains: "REFCAST_TOKEN_READ"},

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -159,32 +158,4 @@ func retriesOrNone(n int) int {
 		return -1
 	}
 	return n
-}
-
-// parseInterspersed parses flags that may follow positional arguments
-// (refcast watch URL --repo R), then fills unset flags from the
-// environment. It returns the positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string, env Env) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, exitError{code: 0}
-			}
-			return nil, exitError{code: 2}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if i := len(args) - fs.NArg() - 1; i >= 0 && args[i] == "--" {
-			pos = append(pos, fs.Args()...) // everything after -- is positional
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if err := parseFlags(fs, nil, env); err != nil {
-		return nil, err
-	}
-	return pos, nil
 }

@@ -396,7 +396,7 @@ func TestWatchUsage(t *testing.T) {
 		{"bad failure mode", []string{"http://x", "--repo", "a", "--on-failure", "maybe"}, 2, "--on-failure"},
 		{"debounce without exec", []string{"http://x", "--repo", "a", "--debounce", "1s"}, 2, "set --exec"},
 		{"bad url", []string{"localhost:1", "--repo", "a"}, 2, "http://"},
-		{"bad flag", []string{"http://x", "--nope"}, 2, "not defined"},
+		{"bad flag", []string{"http://x", "--nope"}, 2, "unknown flag --nope"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
