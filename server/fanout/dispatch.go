@@ -63,6 +63,7 @@ func (e *Engine) handOff() {
 			if s.conn != nil && s.lastWrite.Load() > recent && !s.queueHalfFull(e.opts.MaxQueue) {
 				ring = ring || len(e.later) == 0
 				e.later = append(e.later, s)
+				e.heldBack++
 			} else {
 				kept = append(kept, s)
 			}

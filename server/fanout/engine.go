@@ -70,6 +70,9 @@ type Engine struct {
 
 	laterMu sync.Mutex
 	later   []*subscriber // guarded by laterMu: busy subscribers waiting for BatchDelay
+	// heldBack counts hand-offs set aside for BatchDelay (guarded by
+	// laterMu): what tests check instead of timing deliveries.
+	heldBack int
 	// laterSpare is later's previous array, reused so batching allocates
 	// nothing in steady state; guarded by laterMu.
 	laterSpare []*subscriber
