@@ -40,6 +40,10 @@ type serveConfig struct {
 	public         listFlag
 	maxConnections int
 	maxPerClient   int
+	publishRate    float64
+	publishBurst   int
+	snapshotRate   float64
+	snapshotBurst  int
 	heartbeat      time.Duration
 	batchDelay     time.Duration
 	retry          time.Duration
@@ -54,63 +58,17 @@ type serveConfig struct {
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
-	var c serveConfig
-	fs := newFlagSet("serve", "serve [flags]", env)
-	fs.StringVar(&c.listen, "listen", "localhost:8080", "address to listen on, HOST:PORT")
-	fs.StringVar(&c.publishToken, "publish-token", "", "shared token accepted on POST /v1/publish (prefer the environment variable or --publish-token-file)")
-	fs.StringVar(&c.publishTokFile, "publish-token-file", "", "file holding the shared publish token")
-	fs.StringVar(&c.redis, "redis", "", "Redis URL (redis://, rediss://, redis-sentinel://h1:p1,h2:p2/master, redis-cluster://h1:p1,h2:p2); empty runs the embedded bus")
-	fs.StringVar(&c.data, "data", "", "directory where the embedded bus keeps its history and ref state (default: the user's state directory)")
-	fs.IntVar(&c.partitions, "partitions", bus.DefaultPartitions, "partitions repos are spread over; the same for every node and hook of a deployment")
-	fs.IntVar(&c.history, "history", bus.DefaultHistory, "events kept per partition for resume")
-	fs.DurationVar(&c.historyAge, "history-age", 0, "also trim events older than this (0: by count only)")
-	fs.StringVar(&c.spool, "spool", "", "hook spool directory to drain (pushes a hook could not publish)")
-	fs.StringVar(&c.authSecretFile, "auth-secret-file", "", "HS256 secret file: turns token authorization on")
-	fs.StringVar(&c.authJWKS, "auth-jwks", "", "JWKS file or URL with public keys (RS256/ES256/EdDSA): turns token authorization on")
-	fs.StringVar(&c.authIssuer, "auth-issuer", "", "refuse tokens whose iss claim is not this (with a shared identity provider; refcast token --issuer)")
-	fs.StringVar(&c.authAudience, "auth-audience", "", "refuse tokens whose aud claim does not include this (set it with a shared identity provider; refcast token --audience)")
-	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
-	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
-	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")
-	publishRate := fs.Float64("publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a load balancer, set --trusted-proxy)")
-	publishBurst := fs.Int("publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")
-	snapshotRate := fs.Float64("snapshot-rate", server.DefaultSnapshotRate, "GET /v1/refs requests per second per client IP (IPv6: /64), a long-poll counting once; negative: unlimited")
-	snapshotBurst := fs.Int("snapshot-burst", server.DefaultSnapshotBurst, "snapshot requests a client may make at once before --snapshot-rate applies")
-	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "heartbeat interval on idle streams")
-	fs.DurationVar(&c.batchDelay, "batch-delay", server.DefaultBatchDelay, "a stream written less than this ago gets its next events together when it has passed (fewer writes under a high event rate; a stream that was quiet is written at once); 0: write every event at once")
-	fs.DurationVar(&c.retry, "retry", server.DefaultRetry, "base reconnect delay sent as retry: (jittered up to twice)")
-	fs.DurationVar(&c.drain, "drain", server.DefaultDrain, "on shutdown, spread closing streams over this window")
-	fs.DurationVar(&c.maxWait, "max-wait", server.DefaultMaxWait, "longest wait= a long-poll may ask for")
-	fs.Var(&c.trustedProxies, "trusted-proxy", "CIDR of a load balancer whose X-Forwarded-For names the client for per-client limits (repeatable)")
-	fs.Var(&c.corsOrigins, "cors-origin", "origin allowed to read from a browser, or * (repeatable)")
-	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
-	if err := parseFlags(fs, args, env); err != nil {
+	c, err := parseServeFlags(args, env)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{msg: fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
-	}
-	if c.data == "" && c.redis == "" {
-		c.data = defaultDataDir(env)
 	}
 	log, err := newLogger(c.logLevel, c.logFormat, env)
 	if err != nil {
 		return err
 	}
-	var trusted []netip.Prefix
-	for _, cidr := range c.trustedProxies {
-		p, err := netip.ParsePrefix(cidr)
-		if err != nil {
-			if a, aerr := netip.ParseAddr(cidr); aerr == nil {
-				p = netip.PrefixFrom(a, a.BitLen())
-			} else {
-				return usageError{msg: fmt.Sprintf("--trusted-proxy: %q is not an address or CIDR", cidr)}
-			}
-		}
-		trusted = append(trusted, p.Masked())
+	trusted, err := c.trustedPrefixes()
+	if err != nil {
+		return err
 	}
 	if c.publishTokFile != "" {
 		b, err := os.ReadFile(c.publishTokFile)
@@ -120,34 +78,13 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		c.publishToken = strings.TrimSpace(string(b))
 	}
 
-	b, closeBus, err := openServeBus(ctx, &c, log)
+	b, closeBus, err := openServeBus(ctx, c, log)
 	if err != nil {
 		return err
 	}
 	defer closeBus()
-
-	opts := server.Options{
-		Registry:       prometheus.NewRegistry(),
-		Bus:            b,
-		Logger:         log,
-		PublishToken:   c.publishToken,
-		MaxConnections: c.maxConnections,
-		MaxPerClient:   c.maxPerClient,
-		PublishRate:    *publishRate,
-		PublishBurst:   *publishBurst,
-		SnapshotRate:   *snapshotRate,
-		SnapshotBurst:  *snapshotBurst,
-		Heartbeat:      c.heartbeat,
-		BatchDelay:     batchDelayOption(c.batchDelay),
-		Retry:          c.retry,
-		MaxWait:        c.maxWait,
-		CORSOrigins:    c.corsOrigins,
-		TrustedProxies: trusted,
-	}
-	if hc, ok := b.(bus.HealthChecker); ok {
-		opts.Readiness = hc.Ping
-	}
-	release, err := wireServeExtras(ctx, &c, &opts, log)
+	opts := c.serverOptions(b, log, trusted)
+	release, err := wireServeExtras(ctx, c, &opts, log)
 	if err != nil {
 		return err
 	}
@@ -176,18 +113,116 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		}
 		defer stopDebug()
 	}
-	log.Info("refcast serving", "addr", ln.Addr().String(), "bus", busName(&c), "version", version)
+	logServeStart(log, c, &opts, ln.Addr().String())
+	err = srv.Serve(ctx, ln, c.drain)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// parseServeFlags declares serve's flags and parses the command line and
+// the environment.
+func parseServeFlags(args []string, env Env) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := newFlagSet("serve", "serve [flags]", env)
+	fs.StringVar(&c.listen, "listen", "localhost:8080", "address to listen on, HOST:PORT")
+	fs.StringVar(&c.publishToken, "publish-token", "", "shared token accepted on POST /v1/publish (prefer the environment variable or --publish-token-file)")
+	fs.StringVar(&c.publishTokFile, "publish-token-file", "", "file holding the shared publish token")
+	fs.StringVar(&c.redis, "redis", "", "Redis URL (redis://, rediss://, redis-sentinel://h1:p1,h2:p2/master, redis-cluster://h1:p1,h2:p2); empty runs the embedded bus")
+	fs.StringVar(&c.data, "data", "", "directory where the embedded bus keeps its history and ref state (default: the user's state directory)")
+	fs.IntVar(&c.partitions, "partitions", bus.DefaultPartitions, "partitions repos are spread over; the same for every node and hook of a deployment")
+	fs.IntVar(&c.history, "history", bus.DefaultHistory, "events kept per partition for resume")
+	fs.DurationVar(&c.historyAge, "history-age", 0, "also trim events older than this (0: by count only)")
+	fs.StringVar(&c.spool, "spool", "", "hook spool directory to drain (pushes a hook could not publish)")
+	fs.StringVar(&c.authSecretFile, "auth-secret-file", "", "HS256 secret file: turns token authorization on")
+	fs.StringVar(&c.authJWKS, "auth-jwks", "", "JWKS file or URL with public keys (RS256/ES256/EdDSA): turns token authorization on")
+	fs.StringVar(&c.authIssuer, "auth-issuer", "", "refuse tokens whose iss claim is not this (with a shared identity provider; refcast token --issuer)")
+	fs.StringVar(&c.authAudience, "auth-audience", "", "refuse tokens whose aud claim does not include this (set it with a shared identity provider; refcast token --audience)")
+	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
+	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
+	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")
+	fs.Float64Var(&c.publishRate, "publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a load balancer, set --trusted-proxy)")
+	fs.IntVar(&c.publishBurst, "publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")
+	fs.Float64Var(&c.snapshotRate, "snapshot-rate", server.DefaultSnapshotRate, "GET /v1/refs requests per second per client IP (IPv6: /64), a long-poll counting once; negative: unlimited")
+	fs.IntVar(&c.snapshotBurst, "snapshot-burst", server.DefaultSnapshotBurst, "snapshot requests a client may make at once before --snapshot-rate applies")
+	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "heartbeat interval on idle streams")
+	fs.DurationVar(&c.batchDelay, "batch-delay", server.DefaultBatchDelay, "a stream written less than this ago gets its next events together when it has passed (fewer writes under a high event rate; a stream that was quiet is written at once); 0: write every event at once")
+	fs.DurationVar(&c.retry, "retry", server.DefaultRetry, "base reconnect delay sent as retry: (jittered up to twice)")
+	fs.DurationVar(&c.drain, "drain", server.DefaultDrain, "on shutdown, spread closing streams over this window")
+	fs.DurationVar(&c.maxWait, "max-wait", server.DefaultMaxWait, "longest wait= a long-poll may ask for")
+	fs.Var(&c.trustedProxies, "trusted-proxy", "CIDR of a load balancer whose X-Forwarded-For names the client for per-client limits (repeatable)")
+	fs.Var(&c.corsOrigins, "cors-origin", "origin allowed to read from a browser, or * (repeatable)")
+	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
+	if err := parseFlags(fs, args, env); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{msg: fmt.Sprintf("serve: unexpected argument %q\n%s", fs.Arg(0), fs.pointer())}
+	}
+	if c.data == "" && c.redis == "" {
+		c.data = defaultDataDir(env)
+	}
+	return c, nil
+}
+
+// trustedPrefixes parses --trusted-proxy: CIDRs, or single addresses.
+func (c *serveConfig) trustedPrefixes() ([]netip.Prefix, error) {
+	var trusted []netip.Prefix
+	for _, cidr := range c.trustedProxies {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			a, aerr := netip.ParseAddr(cidr)
+			if aerr != nil {
+				return nil, usageError{msg: fmt.Sprintf("--trusted-proxy: %q is not an address or CIDR; use e.g. 10.0.0.0/8 or 10.0.0.5", cidr)}
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	return trusted, nil
+}
+
+// serverOptions maps the configuration onto the node's options; auth,
+// public repos and the dashboard are added by wireServeExtras.
+func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip.Prefix) server.Options {
+	opts := server.Options{
+		Registry:       prometheus.NewRegistry(),
+		Bus:            b,
+		Logger:         log,
+		PublishToken:   c.publishToken,
+		MaxConnections: c.maxConnections,
+		MaxPerClient:   c.maxPerClient,
+		PublishRate:    c.publishRate,
+		PublishBurst:   c.publishBurst,
+		SnapshotRate:   c.snapshotRate,
+		SnapshotBurst:  c.snapshotBurst,
+		Heartbeat:      c.heartbeat,
+		BatchDelay:     batchDelayOption(c.batchDelay),
+		Retry:          c.retry,
+		MaxWait:        c.maxWait,
+		CORSOrigins:    c.corsOrigins,
+		TrustedProxies: trusted,
+	}
+	if hc, ok := b.(bus.HealthChecker); ok {
+		opts.Readiness = hc.Ping
+	}
+	return opts
+}
+
+// logServeStart says where the node listens and warns about settings that
+// leave it open or unable to take pushes.
+func logServeStart(log *slog.Logger, c *serveConfig, opts *server.Options, addr string) {
+	log.Info("refcast serving", "addr", addr, "bus", busName(c), "version", version)
 	if opts.Auth == nil {
 		log.Warn("AUTHORIZATION IS OFF: every repo's refs are readable by anyone who can reach this node; set --auth-secret-file or --auth-jwks")
 	}
 	if c.publishToken == "" && opts.Auth == nil {
 		log.Warn("publishing over HTTP is disabled: set --publish-token (or auth) so hooks can publish to this node")
 	}
-	err = srv.Serve(ctx, ln, c.drain)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return err
 }
 
 func busName(c *serveConfig) string {

@@ -48,55 +48,9 @@ The token is read from REFCAST_TOKEN or --token-file, never from argv.
 URL may also come from REFCAST_URL. See docs/watch.md.`
 
 func runWatch(ctx context.Context, args []string, env Env) error {
-	var c watchConfig
-	fs := newFlagSet("watch", watchSynopsis, env)
-	fs.Var(&c.repos, "repo", "repo name or glob to follow (repeatable; required)")
-	fs.Var(&c.refs, "ref", "ref pattern, e.g. 'refs/heads/*', '^refs/pull/*' excludes (repeatable; default every ref)")
-	fs.BoolVar(&c.json, "json", false, "print each event as one JSON object per line, as received")
-	fs.StringVar(&c.exec, "exec", "", "command run with sh -c per change (per repo and window with --debounce)")
-	fs.DurationVar(&c.debounce, "debounce", 0, "coalesce a repo's events within this window into one --exec run (0: one run per event)")
-	fs.StringVar(&c.state, "state", "", "file storing the cursor of the last handled event; a restart resumes from it")
-	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the access token (else REFCAST_TOKEN)")
-	fs.IntVar(&c.retries, "retries", watch.DefaultRetries, "retries of a failed --exec run, with exponential backoff (0: none)")
-	fs.IntVar(&c.parallel, "parallel", watch.DefaultParallel, "--exec runs of different repos at the same time (one repo's runs never overlap)")
-	fs.StringVar(&c.onFailure, "on-failure", "exit", "when a run still fails after --retries: exit (non-zero; the state stays before it) or skip")
-	fs.DurationVar(&c.grace, "grace", watch.DefaultGrace, "on SIGINT/SIGTERM, wait this long for running commands before terminating them")
-	fs.DurationVar(&c.minBackoff, "min-backoff", watch.DefaultMinBackoff, "first reconnect delay when the node sent no retry: hint")
-	fs.DurationVar(&c.maxBackoff, "max-backoff", watch.DefaultMaxBackoff, "longest reconnect delay (reconnects never give up)")
-	fs.DurationVar(&c.idleTimeout, "idle-timeout", watch.DefaultIdleTimeout, "reconnect when the node sent nothing, not even a heartbeat, for this long (0: never)")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
-	pos, err := parseInterspersed(fs, args, env)
+	c, err := parseWatchFlags(args, env)
 	if err != nil {
 		return err
-	}
-	switch len(pos) {
-	case 0:
-		c.url = env.Getenv("REFCAST_URL")
-	case 1:
-		c.url = pos[0]
-	default:
-		return usageError{msg: fmt.Sprintf("watch: unexpected argument %q", pos[1])}
-	}
-	if c.url == "" {
-		return usageError{msg: "watch: the node URL is required (refcast watch URL --repo R)"}
-	}
-	if len(c.repos) == 0 {
-		return usageError{msg: "watch: at least one --repo is required"}
-	}
-	var skip bool
-	switch c.onFailure {
-	case "exit":
-	case "skip":
-		skip = true
-	default:
-		return usageError{msg: fmt.Sprintf("watch: --on-failure must be exit or skip, got %q", c.onFailure)}
-	}
-	if c.debounce < 0 || c.grace < 0 || c.retries < 0 || c.parallel < 1 {
-		return usageError{msg: "watch: --debounce, --grace and --retries must not be negative, --parallel at least 1"}
-	}
-	if c.debounce > 0 && c.exec == "" {
-		return usageError{msg: "watch: --debounce applies to --exec runs; set --exec"}
 	}
 	token := env.Getenv("REFCAST_TOKEN")
 	if c.tokenFile != "" {
@@ -128,7 +82,7 @@ func runWatch(ctx context.Context, args []string, env Env) error {
 	}
 	cfg := watch.Config{
 		Out: env.Stdout, JSON: c.json,
-		Debounce: c.debounce, Parallel: c.parallel, Retries: retriesOrNone(c.retries), SkipFailed: skip,
+		Debounce: c.debounce, Parallel: c.parallel, Retries: retriesOrNone(c.retries), SkipFailed: c.onFailure == "skip",
 		Grace: c.grace, StatePath: c.state, Since: since, Logger: log,
 	}
 	if c.exec != "" {
@@ -142,6 +96,59 @@ func runWatch(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("watch: %w", err)
 	}
 	return nil
+}
+
+// parseWatchFlags declares watch's flags, parses the command line and the
+// environment, and checks the combination.
+func parseWatchFlags(args []string, env Env) (*watchConfig, error) {
+	c := &watchConfig{}
+	fs := newFlagSet("watch", watchSynopsis, env)
+	fs.Var(&c.repos, "repo", "repo name or glob to follow (repeatable; required)")
+	fs.Var(&c.refs, "ref", "ref pattern, e.g. 'refs/heads/*', '^refs/pull/*' excludes (repeatable; default every ref)")
+	fs.BoolVar(&c.json, "json", false, "print each event as one JSON object per line, as received")
+	fs.StringVar(&c.exec, "exec", "", "command run with sh -c per change (per repo and window with --debounce)")
+	fs.DurationVar(&c.debounce, "debounce", 0, "coalesce a repo's events within this window into one --exec run (0: one run per event)")
+	fs.StringVar(&c.state, "state", "", "file storing the cursor of the last handled event; a restart resumes from it")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the access token (else REFCAST_TOKEN)")
+	fs.IntVar(&c.retries, "retries", watch.DefaultRetries, "retries of a failed --exec run, with exponential backoff (0: none)")
+	fs.IntVar(&c.parallel, "parallel", watch.DefaultParallel, "--exec runs of different repos at the same time (one repo's runs never overlap)")
+	fs.StringVar(&c.onFailure, "on-failure", "exit", "when a run still fails after --retries: exit (non-zero; the state stays before it) or skip")
+	fs.DurationVar(&c.grace, "grace", watch.DefaultGrace, "on SIGINT/SIGTERM, wait this long for running commands before terminating them")
+	fs.DurationVar(&c.minBackoff, "min-backoff", watch.DefaultMinBackoff, "first reconnect delay when the node sent no retry: hint")
+	fs.DurationVar(&c.maxBackoff, "max-backoff", watch.DefaultMaxBackoff, "longest reconnect delay (reconnects never give up)")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", watch.DefaultIdleTimeout, "reconnect when the node sent nothing, not even a heartbeat, for this long (0: never)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	pos, err := parseInterspersed(fs, args, env)
+	if err != nil {
+		return nil, err
+	}
+	switch len(pos) {
+	case 0:
+		c.url = env.Getenv("REFCAST_URL")
+	case 1:
+		c.url = pos[0]
+	default:
+		return nil, usageError{msg: fmt.Sprintf("watch: unexpected argument %q", pos[1])}
+	}
+	if c.url == "" {
+		return nil, usageError{msg: "watch: the node URL is required (refcast watch URL --repo R)"}
+	}
+	if len(c.repos) == 0 {
+		return nil, usageError{msg: "watch: at least one --repo is required"}
+	}
+	switch c.onFailure {
+	case "exit", "skip":
+	default:
+		return nil, usageError{msg: fmt.Sprintf("watch: --on-failure must be exit or skip, got %q", c.onFailure)}
+	}
+	if c.debounce < 0 || c.grace < 0 || c.retries < 0 || c.parallel < 1 {
+		return nil, usageError{msg: "watch: --debounce, --grace and --retries must not be negative, --parallel at least 1"}
+	}
+	if c.debounce > 0 && c.exec == "" {
+		return nil, usageError{msg: "watch: --debounce applies to --exec runs; set --exec"}
+	}
+	return c, nil
 }
 
 // idleOrOff maps the flag's 0 ("never") to the option's "disabled".
