@@ -11,9 +11,18 @@ func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	return Cut(s, n) + "…"
+}
+
+// Cut shortens s to at most n bytes, cut at a rune boundary, with no
+// mark: for fields with a hard byte limit (a commit subject in an event).
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
 	n = max(n, 0)
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n] + "…"
+	return s[:n]
 }

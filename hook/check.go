@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/refcast/refcast/bus"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,9 +61,9 @@ func redactURL(s string) string {
 		return u.Redacted()
 	}
 	if i := strings.LastIndexByte(s, '@'); i >= 0 {
-		return "..." + clip(s[i:])
+		return "..." + bus.Clip(s[i:], 80)
 	}
-	return clip(s)
+	return bus.Clip(s, 80)
 }
 
 // validateFor checks the resolved settings a hook run will use: one

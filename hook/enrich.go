@@ -291,7 +291,7 @@ func tip(u *bus.RefUpdate, resolved map[string]rawObject, st *state) bool {
 			}
 			u.Commit = &bus.Commit{
 				Subject: c.subject,
-				Author:  truncateUTF8(strings.ToValidUTF8(c.author, "\uFFFD"), bus.MaxSubjectLen),
+				Author:  bus.Cut(strings.ToValidUTF8(c.author, "\uFFFD"), bus.MaxSubjectLen),
 				Time:    c.time,
 			}
 			return true

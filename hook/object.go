@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/refcast/refcast/bus"
 	"io"
 	"os/exec"
 	"strconv"
@@ -328,17 +329,7 @@ func subject(msg []byte) string {
 	s := strings.TrimLeft(string(msg), "\n")
 	s, _, _ = strings.Cut(s, "\n")
 	s = strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD")
-	return truncateUTF8(s, 1024)
-}
-
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && (s[n]&0xC0) == 0x80 {
-		n--
-	}
-	return s[:n]
+	return bus.Cut(s, 1024)
 }
 
 // parseTagTarget returns the object an annotated tag points at and its type.

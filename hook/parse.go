@@ -69,7 +69,7 @@ func ParseUpdates(r io.Reader, mode ParseMode) ([]bus.RefUpdate, error) {
 		old, rest, ok1 := strings.Cut(line, " ")
 		nw, ref, ok2 := strings.Cut(rest, " ")
 		if !ok1 || !ok2 {
-			return out, fail("want \"<old> <new> <ref>\", got %q", clip(line))
+			return out, fail("want \"<old> <new> <ref>\", got %q", bus.Clip(line, 80))
 		}
 		if mode == ReferenceTransaction {
 			// Symbolic-ref updates (git >= 2.46) carry "ref:<target>" values;
@@ -137,13 +137,6 @@ func checkIDs(old, nw string, idLen *int) error {
 // the LineError already says the input is malformed.
 func unwrapInvalid(err error) error {
 	return errors.New(strings.TrimPrefix(err.Error(), bus.ErrInvalid.Error()+": "))
-}
-
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
 }
 
 // scanLines is bufio.ScanLines without its dropping of a trailing '\r', so

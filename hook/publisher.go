@@ -119,7 +119,7 @@ func errorMessage(resp *http.Response) string {
 	}
 	var e wire.Error
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		return clip(strings.ToValidUTF8(e.Error, "?"))
+		return bus.Clip(strings.ToValidUTF8(e.Error, "?"), 80)
 	}
 	return http.StatusText(resp.StatusCode)
 }

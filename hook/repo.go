@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/refcast/refcast/bus"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -152,5 +153,5 @@ func (r *Repo) readConfig(ctx context.Context, scope ...string) (Config, error) 
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	return clip(s)
+	return bus.Clip(s, 80)
 }

@@ -37,7 +37,7 @@ func (s *Server) handleHistory(c echo.Context) error {
 		switch k {
 		case "repo", "ref", "limit", "access_token":
 		default:
-			return badRequest(fmt.Errorf("unknown query parameter %q (known: repo, ref, limit)", truncateParam(k)))
+			return badRequest(fmt.Errorf("unknown query parameter %q (known: repo, ref, limit)", bus.Clip(k, 40)))
 		}
 	}
 	f, err := bus.ParseFilter(q["repo"], q["ref"])
@@ -48,7 +48,7 @@ func (s *Server) handleHistory(c echo.Context) error {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > MaxHistoryLimit {
-			return badRequest(fmt.Errorf("limit must be an integer from 1 to %d, got %q", MaxHistoryLimit, truncateParam(v)))
+			return badRequest(fmt.Errorf("limit must be an integer from 1 to %d, got %q", MaxHistoryLimit, bus.Clip(v, 40)))
 		}
 		limit = n
 	}

@@ -102,5 +102,5 @@ func jsonErr(err error) string {
 	case errors.Is(err, io.EOF):
 		return "empty body"
 	}
-	return truncateParam(err.Error())
+	return bus.Clip(err.Error(), 40)
 }

@@ -321,10 +321,10 @@ func parseWait(v string, maxWait time.Duration) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		return 0, badRequest(fmt.Errorf("wait must be a duration such as 30s, got %q", truncateParam(v)))
+		return 0, badRequest(fmt.Errorf("wait must be a duration such as 30s, got %q", bus.Clip(v, 40)))
 	}
 	if d <= 0 {
-		return 0, badRequest(fmt.Errorf("wait must be positive, got %q", truncateParam(v)))
+		return 0, badRequest(fmt.Errorf("wait must be positive, got %q", bus.Clip(v, 40)))
 	}
 	return min(d, maxWait), nil
 }

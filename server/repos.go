@@ -48,14 +48,14 @@ func decodeReposCursor(s string) (string, error) {
 	rest, ok := strings.CutPrefix(s, reposCursorPrefix)
 	// base64 of MaxRepoLen bytes is 340 characters.
 	if !ok || len(rest) > base64.RawURLEncoding.EncodedLen(bus.MaxRepoLen) {
-		return "", fmt.Errorf("%w: cursor %q is not a /v1/repos cursor: send the \"next\" value of the previous page", bus.ErrInvalid, truncateParam(s))
+		return "", fmt.Errorf("%w: cursor %q is not a /v1/repos cursor: send the \"next\" value of the previous page", bus.ErrInvalid, bus.Clip(s, 40))
 	}
 	b, err := base64.RawURLEncoding.DecodeString(rest)
 	if err != nil {
-		return "", fmt.Errorf("%w: cursor %q is not a /v1/repos cursor: send the \"next\" value of the previous page", bus.ErrInvalid, truncateParam(s))
+		return "", fmt.Errorf("%w: cursor %q is not a /v1/repos cursor: send the \"next\" value of the previous page", bus.ErrInvalid, bus.Clip(s, 40))
 	}
 	if err := bus.ValidateRepo(string(b)); err != nil {
-		return "", fmt.Errorf("%w: cursor %q does not name a repo: send the \"next\" value of the previous page", bus.ErrInvalid, truncateParam(s))
+		return "", fmt.Errorf("%w: cursor %q does not name a repo: send the \"next\" value of the previous page", bus.ErrInvalid, bus.Clip(s, 40))
 	}
 	return string(b), nil
 }
@@ -72,7 +72,7 @@ func parseReposQuery(q url.Values) (*reposQuery, error) {
 		switch k {
 		case "repo", "limit", "cursor", "access_token":
 		default:
-			return nil, fmt.Errorf("%w: unknown query parameter %q (known: repo, limit, cursor)", bus.ErrInvalid, truncateParam(k))
+			return nil, fmt.Errorf("%w: unknown query parameter %q (known: repo, limit, cursor)", bus.ErrInvalid, bus.Clip(k, 40))
 		}
 	}
 	rq := &reposQuery{limit: DefaultReposLimit}
@@ -89,7 +89,7 @@ func parseReposQuery(q url.Values) (*reposQuery, error) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > MaxReposLimit {
-			return nil, fmt.Errorf("%w: limit must be an integer from 1 to %d, got %q", bus.ErrInvalid, MaxReposLimit, truncateParam(v))
+			return nil, fmt.Errorf("%w: limit must be an integer from 1 to %d, got %q", bus.ErrInvalid, MaxReposLimit, bus.Clip(v, 40))
 		}
 		rq.limit = n
 	}

@@ -41,7 +41,7 @@ func (s *Server) parseQuery(r *http.Request, endpoint string) (*streamQuery, err
 	q := r.URL.Query()
 	for k := range q {
 		if !allowedParams[endpoint][k] {
-			return nil, badRequest(fmt.Errorf("unknown query parameter %q", truncateParam(k)))
+			return nil, badRequest(fmt.Errorf("unknown query parameter %q", bus.Clip(k, 40)))
 		}
 	}
 	f, err := bus.ParseFilter(q[wire.ParamRepo], q[wire.ParamRef])
@@ -54,7 +54,7 @@ func (s *Server) parseQuery(r *http.Request, endpoint string) (*streamQuery, err
 	case wire.ModeLatest:
 		sq.latest = true
 	default:
-		return nil, badRequest(fmt.Errorf("mode must be \"all\" or \"latest\", got %q", truncateParam(m)))
+		return nil, badRequest(fmt.Errorf("mode must be \"all\" or \"latest\", got %q", bus.Clip(m, 40)))
 	}
 	raw := r.Header.Get(wire.HeaderLastEventID)
 	if raw == "" {
@@ -75,13 +75,6 @@ func (s *Server) parseQuery(r *http.Request, endpoint string) (*streamQuery, err
 		sq.expires = exp
 	}
 	return sq, nil
-}
-
-func truncateParam(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
 }
 
 // relevantPartitions marks the partitions a filter can receive events
