@@ -1,7 +1,6 @@
 package hook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -149,30 +148,14 @@ var ErrNotANode = errors.New("not a refcast node")
 // claim) before the push, so 400 for the incomplete push means the token
 // passed; 401 or 403 mean it did not (ErrUnauthorized). c may be nil.
 func CheckNode(ctx context.Context, c *http.Client, base, token, repo string) error {
-	endpoint, err := publishURL(base)
-	if err != nil {
-		return err
-	}
 	body, err := json.Marshal(map[string]string{"repo": repo})
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
+	resp, endpoint, err := postPublish(ctx, c, base, token, body)
 	if err != nil {
-		return fmt.Errorf("check %s: %w", endpoint.Redacted(), err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // it repeats the URL unredacted
+		if endpoint.Host == "" { // the URL itself is wrong
+			return err
 		}
 		return fmt.Errorf("node %s does not answer: %w (is it running, and is the URL the one it listens on?)", endpoint.Redacted(), err)
 	}

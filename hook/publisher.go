@@ -58,28 +58,10 @@ func (h *HTTPPublisher) Publish(ctx context.Context, p *bus.Push) error {
 	if err != nil {
 		return fmt.Errorf("encode push: %w", err)
 	}
-	endpoint, err := publishURL(h.URL)
+	resp, endpoint, err := postPublish(ctx, h.Client, h.URL, h.Token, body)
 	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("publish to %s: %w", endpoint.Redacted(), err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if h.Token != "" {
-		req.Header.Set(wire.HeaderAuthorization, wire.Bearer(h.Token))
-	}
-	c := h.Client
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		// *url.Error repeats the URL unredacted; say it once, redacted.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
+		if endpoint.Host == "" { // the URL itself is wrong
+			return err
 		}
 		return fmt.Errorf("publish to %s: %w", endpoint.Redacted(), err)
 	}
@@ -95,6 +77,37 @@ func (h *HTTPPublisher) Publish(ctx context.Context, p *bus.Push) error {
 	default:
 		return fmt.Errorf("publish to %s: node answered %d: %s", endpoint.Redacted(), resp.StatusCode, msg)
 	}
+}
+
+// postPublish POSTs body to base's publish endpoint with the token, on c
+// (http.DefaultClient when nil). A transport error comes back without the
+// unredacted URL that *url.Error repeats; endpoint is set whenever the URL
+// parsed, for the caller's message.
+func postPublish(ctx context.Context, c *http.Client, base, token string, body []byte) (resp *http.Response, endpoint *url.URL, err error) {
+	endpoint, err = publishURL(base)
+	if err != nil {
+		return nil, &url.URL{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, endpoint, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set(wire.HeaderAuthorization, wire.Bearer(token))
+	}
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err = c.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it repeats the URL unredacted
+		}
+		return nil, endpoint, err
+	}
+	return resp, endpoint, nil
 }
 
 func publishURL(base string) (*url.URL, error) {
