@@ -105,9 +105,9 @@ func Resolve(src Sources, repo *Repo, needName bool) (Settings, error) {
 	}
 	if src.Flags.Partitions != nil {
 		s.Partitions = *src.Flags.Partitions
-	} else if v := pick(src.env("REFCAST_PARTITIONS"), src.Config.Get("partitions")); v != "" {
+	} else if v, from := source(src, "REFCAST_PARTITIONS", "partitions"); v != "" {
 		if s.Partitions, err = strconv.Atoi(v); err != nil {
-			return s, usagef("hook: --partitions: %v", err)
+			return s, usagef("hook: %s (--partitions): %q is not a whole number; use the deployment's partition count, like 16", from, v)
 		}
 	}
 	s.Spool = str(src.Flags.Spool, "REFCAST_SPOOL", "spool")
@@ -126,15 +126,27 @@ func resolveDuration(src Sources, name string, flag *time.Duration, envName, cfg
 	if flag != nil {
 		return *flag, nil
 	}
-	v := pick(src.env(envName), src.Config.Get(cfgKey))
+	v, from := source(src, envName, cfgKey)
 	if v == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		return 0, usagef("hook: --%s: %v", name, err)
+		return 0, usagef("hook: %s (--%s): %q is not a duration; use a number with a unit, like 5s or 500ms", from, name, v)
 	}
 	return d, nil
+}
+
+// source returns the value of a setting from the environment, else git
+// config, and names where it came from for error messages.
+func source(src Sources, envName, cfgKey string) (v, from string) {
+	if v := src.env(envName); v != "" {
+		return v, envName
+	}
+	if v := src.Config.Get(cfgKey); v != "" {
+		return v, "git config refcast." + cfgKey
+	}
+	return "", ""
 }
 
 func resolveName(src Sources, repo *Repo, root string) (string, error) {
