@@ -71,6 +71,7 @@ func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, 
 	}
 	opts.Auth = authAdapter{a}
 	opts.TokenFromRequest = auth.TokenFromRequest
+	opts.Subject = a.Subject
 	return func() { _ = a.Close() }, nil
 }
 
