@@ -48,7 +48,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		attrs = append(attrs,
 			slog.Int("status", status),
-			slog.Duration("duration", time.Since(start)),
+			slog.String("duration", time.Since(start).String()), // a string whatever the handler
 			slog.Int64("bytes", c.Response().Size),
 			slog.String("remote", s.clientKey(r)),
 		)
