@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -37,25 +39,59 @@ func durationsAsStrings(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
+// redisRepeatWindow is how long a go-redis line identical to the last one
+// is counted instead of written. During an outage every pooled dial fails
+// the same way, several times a second per partition (16 by default); one
+// line a minute, with the count, says as much.
+const redisRepeatWindow = time.Minute
+
 // redisLogger adapts go-redis's process-global logger (redis.SetLogger) to a
 // slog.Logger, so its lines ("failed to dial after 5 attempts") come out in
 // the command's format, one line each, instead of as plain text on stderr.
+// A line repeating the previous one within redisRepeatWindow is counted,
+// not written; the count is written, as "repeated" on that line's text,
+// when the window has passed or another line comes. Its state is
+// one string and two numbers under a mutex: no goroutine, no queue.
 type redisLogger struct {
 	log   *slog.Logger
 	level slog.Level
+	now   func() time.Time
+
+	mu       sync.Mutex
+	last     string    // the last line written
+	at       time.Time // when it was written
+	repeated int       // identical lines since, not written
 }
 
-func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+func (r *redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	if !r.log.Enabled(ctx, r.level) {
 		return
 	}
-	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
-	r.log.Log(ctx, r.level, "go-redis: "+msg)
+	msg := "go-redis: " + strings.TrimSpace(fmt.Sprintf(format, v...))
+	r.mu.Lock()
+	now := r.now()
+	if msg == r.last && now.Sub(r.at) < redisRepeatWindow {
+		r.repeated++
+		r.mu.Unlock()
+		return
+	}
+	last, repeated := r.last, r.repeated
+	r.last, r.at, r.repeated = msg, now, 0
+	r.mu.Unlock()
+	switch {
+	case repeated > 0 && last == msg:
+		r.log.Log(ctx, r.level, msg, "repeated", repeated)
+	case repeated > 0: // close the run of the previous line first
+		r.log.Log(ctx, r.level, last, "repeated", repeated)
+		fallthrough
+	default:
+		r.log.Log(ctx, r.level, msg)
+	}
 }
 
 // routeRedisLog sends go-redis's own log lines through log at level. The
 // logger is a process global of go-redis, so only command wiring sets it,
 // once per process (serve and hook are separate processes).
 func routeRedisLog(log *slog.Logger, level slog.Level) {
-	goredis.SetLogger(redisLogger{log: log, level: level})
+	goredis.SetLogger(&redisLogger{log: log, level: level, now: time.Now})
 }

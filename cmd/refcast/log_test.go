@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -242,5 +244,42 @@ func TestLogNeverHoldsSecrets(t *testing.T) {
 	}
 	if subs == 0 {
 		t.Errorf("no line names a verified token's sub:\n%s", log)
+	}
+}
+
+// TestRedisLoggerCollapsesRepeats: go-redis's identical lines within a
+// minute are one JSON line, and one more with how many were not written.
+func TestRedisLoggerCollapsesRepeats(t *testing.T) {
+	env, _, errb := wtEnv(nil)
+	log, err := newLogger("info", "json", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	r := &redisLogger{log: log, level: slog.LevelWarn, now: func() time.Time { return now }}
+	ctx := context.Background()
+	for range 10 {
+		r.Printf(ctx, "pool.go:770: failed to dial after %d attempts\n", 5)
+	}
+	r.Printf(ctx, "something else")
+	now = now.Add(2 * redisRepeatWindow)
+	r.Printf(ctx, "something else")
+	lines := jsonLines(t, errb.String())
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want 4:\n%s", len(lines), errb)
+	}
+	if lines[0]["msg"] != "go-redis: pool.go:770: failed to dial after 5 attempts" || lines[0]["level"] != "WARN" {
+		t.Errorf("first line: %v", lines[0])
+	}
+	if lines[1]["msg"] != lines[0]["msg"] || lines[1]["repeated"] != float64(9) {
+		t.Errorf("the run's count: %v", lines[1])
+	}
+	if lines[2]["msg"] != "go-redis: something else" || lines[2]["repeated"] != nil || lines[3]["repeated"] != nil {
+		t.Errorf("the other line: %v, %v", lines[2], lines[3])
+	}
+	debug := &redisLogger{log: log, level: slog.LevelDebug, now: time.Now}
+	debug.Printf(ctx, "not at info")
+	if n := len(jsonLines(t, errb.String())); n != 4 {
+		t.Errorf("a debug line was written at info level")
 	}
 }
