@@ -283,3 +283,30 @@ func TestRedisLoggerCollapsesRepeats(t *testing.T) {
 		t.Errorf("a debug line was written at info level")
 	}
 }
+
+// TestLogRedisDownAtStartJSON: a node started while its Redis is down
+// writes only JSON lines, and warns once that the feed is unavailable,
+// not once per retry (the retries are at debug).
+func TestLogRedisDownAtStartJSON(t *testing.T) {
+	t.Parallel()
+	bin := testnode.Build(t)
+	rs := redistest.Start(t, redistest.Options{})
+	rs.Stop()
+	n := startLoggedNode(t, bin, "--redis", rs.URL(), "--log-format", "json", "--log-level", "debug")
+	n.waitReadyz(t, http.StatusServiceUnavailable, 15*time.Second)
+	// Retries are logged at debug: wait for one, so the warning count
+	// below covers more than one attempt.
+	n.waitLog(t, `"level":"DEBUG","msg":"bus feed unavailable, retrying"`, 15*time.Second)
+	warned := 0
+	for _, l := range jsonLines(t, n.log()) {
+		if l["msg"] == "bus feed unavailable, retrying" && l["level"] == "WARN" {
+			warned++
+			if _, ok := l["backoff"].(string); !ok {
+				t.Errorf("backoff %v is not a duration string", l["backoff"])
+			}
+		}
+	}
+	if warned != 1 {
+		t.Fatalf("%d bus feed warnings, want 1:\n%s", warned, n.log())
+	}
+}
