@@ -325,6 +325,20 @@ func (a *Authorizer) AuthorizePublish(token string, repo string) (Grant, error) 
 	return Grant{}, forbidden("not allowed to publish to repo %q", repo)
 }
 
+// Subject is the sub of a token that verifies (signature, algorithm,
+// expiry), "" otherwise: for log lines, which name who was denied without
+// the token itself.
+func (a *Authorizer) Subject(token string) string {
+	if !a.Enabled() || token == "" {
+		return ""
+	}
+	c, _, err := a.verify(token)
+	if err != nil {
+		return ""
+	}
+	return c.Subject
+}
+
 func grantOf(c *Claims) Grant {
 	g := Grant{Subject: c.Subject}
 	if c.ExpiresAt != nil {

@@ -438,3 +438,20 @@ func TestAlgorithmConfusion(t *testing.T) {
 		})
 	}
 }
+
+// TestSubject: the sub of a token that verifies, whatever it grants; ""
+// for a token that does not (forged, expired, garbage) or no token.
+func TestSubject(t *testing.T) {
+	a := newAuth(t, Config{SecretFile: writeFile(t, "secret", testSecret)})
+	good := mint(t, Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "reader-bot"}, Read: []string{"x/*"}}, time.Hour, testNow)
+	expired := mint(t, Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "old"}}, time.Hour, testNow.Add(-3*time.Hour))
+	forged, err := Mint([]byte("another-secret-of-32-bytes-or-more!!"), Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "mallory"}}, time.Hour, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tok, want := range map[string]string{good: "reader-bot", expired: "", forged: "", "x.y.z": "", "": ""} {
+		if got := a.Subject(tok); got != want {
+			t.Errorf("Subject(%.20s…) = %q, want %q", tok, got, want)
+		}
+	}
+}

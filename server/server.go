@@ -81,6 +81,11 @@ type Options struct {
 	Auth Authorizer
 	// TokenFromRequest extracts the credential (header, cookie, query).
 	TokenFromRequest func(*http.Request) string
+	// Subject, when set, is the sub of a token that verifies ("" if it
+	// does not), for the log lines of requests (accesslog.go).
+	Subject func(token string) string
+	// AccessLog logs one line per request; 401 and 403 are logged anyway.
+	AccessLog bool
 
 	Heartbeat      time.Duration // comment line on idle streams
 	Retry          time.Duration // base of the jittered retry: hint
@@ -317,6 +322,7 @@ func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.httpError
+	e.Use(s.accessLog)
 	e.Use(s.cors)
 	e.GET(wire.PathEvents, s.handleEvents)
 	snapshotLimit := s.rateLimit(s.snapshotLimit, "snapshot")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -36,7 +37,8 @@ func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(b.ctx, cancel)
-	s := &subscription{c: make(chan bus.Message), cancel: cancel, done: make(chan struct{})}
+	s := &subscription{c: make(chan bus.Message), cancel: cancel, done: make(chan struct{}),
+		outage: outage{log: b.log, failing: make([]bool, len(b.parts))}}
 	b.subs.Add(1)
 	var wg sync.WaitGroup
 	for pi := range b.parts {
@@ -58,6 +60,7 @@ type subscription struct {
 	c      chan bus.Message   // closed when every tailer has returned
 	cancel context.CancelFunc // stops the tailers
 	done   chan struct{}      // closed after c
+	outage outage             // shared by the tailers
 }
 
 func (s *subscription) C() <-chan bus.Message { return s.c }
@@ -219,7 +222,7 @@ func (t *tailer) fail(ctx context.Context, op string, err error) {
 	}
 	t.failures++
 	if t.failures == 1 {
-		t.b.log.Warn("redis bus: subscription error, retrying", "partition", t.pi, "op", op, "err", err)
+		t.s.outage.fail(t.pi, op, err)
 	}
 	d := min(50*time.Millisecond<<min(t.failures-1, 6), 2*time.Second)
 	d = d/2 + rand.N(d/2+1)
@@ -233,7 +236,53 @@ func (t *tailer) fail(ctx context.Context, op string, err error) {
 
 func (t *tailer) recovered() {
 	if t.failures > 0 {
-		t.b.log.Info("redis bus: subscription recovered", "partition", t.pi, "after_errors", t.failures)
+		t.s.outage.recovered(t.pi)
 		t.failures = 0
+	}
+}
+
+// outage turns the tailers' errors into one line when Redis goes away and
+// one when it is back, instead of one per partition (16 by default) per
+// outage. It is plain state under a mutex, driven by the tailers: no
+// goroutine of its own. Its memory is one bool per partition.
+type outage struct {
+	log      *slog.Logger
+	mu       sync.Mutex
+	failing  []bool    // by partition: in a run of errors
+	down     int       // partitions failing now
+	affected int       // distinct partitions that failed during this outage
+	since    time.Time // first error of this outage
+}
+
+// fail records the first error of a partition's run of errors; the first
+// partition to fail opens the outage and logs it.
+func (o *outage) fail(pi int, op string, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failing[pi] {
+		return
+	}
+	o.failing[pi] = true
+	o.down++
+	o.affected++
+	if o.down == 1 && o.affected == 1 {
+		o.since = time.Now()
+		o.log.Warn("redis bus: unavailable, retrying", "partitions", len(o.failing), "op", op, "err", err)
+	}
+}
+
+// recovered records a partition reading again; the last one to recover
+// closes the outage and logs how many partitions it affected and for how long.
+func (o *outage) recovered(pi int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.failing[pi] {
+		return
+	}
+	o.failing[pi] = false
+	o.down--
+	if o.down == 0 {
+		o.log.Info("redis bus: back", "partitions", o.affected, "outage", time.Since(o.since).Round(time.Millisecond))
+		o.affected = 0
 	}
 }

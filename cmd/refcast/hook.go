@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -145,6 +146,9 @@ func newHookRunner(flags hook.Flags, env Env) *hook.Runner {
 // openHookBus opens the Redis bus a hook publishes to; redis.Open checks
 // that Redis answers.
 func openHookBus(ctx context.Context, url string, partitions int) (hook.Bus, error) {
+	// go-redis's own lines would reach the pusher as "remote: redis: ..."
+	// before the hook's one warning that says what happened: drop them.
+	routeRedisLog(slog.New(slog.DiscardHandler), slog.LevelDebug)
 	b, err := redis.Open(ctx, url, redis.Options{Partitions: partitions})
 	if err != nil {
 		return nil, err // not a typed nil in the interface

@@ -54,6 +54,7 @@ type serveConfig struct {
 	commitURL      string
 	logLevel       string
 	logFormat      string
+	accessLog      bool
 	debugAddr      string
 }
 
@@ -156,6 +157,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.commitURL, "commit-url", "", "dashboard link template for commits, e.g. https://git.example.com/{repo}/commit/{sha}")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.accessLog, "access-log", false, "log one info line per request (method, path, query without tokens, status, duration, bytes, remote, sub); 401 and 403 are logged anyway")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
 	if err := parseFlags(fs, args, env); err != nil {
 		return nil, err
@@ -206,6 +208,7 @@ func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip
 		MaxWait:        c.maxWait,
 		CORSOrigins:    c.corsOrigins,
 		TrustedProxies: trusted,
+		AccessLog:      c.accessLog,
 	}
 	if hc, ok := b.(bus.HealthChecker); ok {
 		opts.Readiness = hc.Ping

@@ -19,6 +19,9 @@ import (
 // openRedisBus opens the Redis bus. Redis need not answer yet: at start as
 // during an outage, the node runs and reports not ready until it does.
 func openRedisBus(ctx context.Context, c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) {
+	// go-redis's own lines (a dial failing in its pool) are warnings in
+	// this node's log format; the bus's outage line says what it means.
+	routeRedisLog(log.With("component", "redis"), slog.LevelWarn)
 	b, err := redis.Dial(c.redis, redis.Options{
 		Partitions: c.partitions,
 		History:    c.history,
@@ -68,6 +71,7 @@ func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, 
 	}
 	opts.Auth = authAdapter{a}
 	opts.TokenFromRequest = auth.TokenFromRequest
+	opts.Subject = a.Subject
 	return func() { _ = a.Close() }, nil
 }
 

@@ -137,12 +137,17 @@ func (e *Engine) Run(ctx context.Context) error {
 // engine's position if the feed ends while ctx is alive.
 func (e *Engine) read(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
+	failures := 0 // consecutive, so an outage logs one warning, not one per retry
 	for ctx.Err() == nil {
 		from, err := e.startPosition(ctx)
 		if err == nil {
 			var sub bus.Subscription
 			sub, err = e.bus.Subscribe(ctx, from)
 			if err == nil {
+				if failures > 0 { // one line back for the one line down
+					e.log.Info("bus feed back", "after_errors", failures)
+					failures = 0
+				}
 				backoff = 50 * time.Millisecond
 				e.follow(ctx, sub)
 				_ = sub.Close()
@@ -155,7 +160,12 @@ func (e *Engine) read(ctx context.Context) error {
 		if errors.Is(err, bus.ErrClosed) {
 			return err
 		}
-		e.log.Warn("bus feed unavailable, retrying", "err", err, "backoff", backoff)
+		failures++
+		lvl := slog.LevelWarn // the first of a run of errors; the retries are debug
+		if failures > 1 {
+			lvl = slog.LevelDebug
+		}
+		e.log.Log(ctx, lvl, "bus feed unavailable, retrying", "err", err, "backoff", backoff)
 		e.metrics.BusReconnects.Inc()
 		select {
 		case <-ctx.Done():
