@@ -128,6 +128,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 
 	opts := server.Options{
 		Registry:       prometheus.NewRegistry(),
+		Version:        version,
 		Bus:            b,
 		Logger:         log,
 		PublishToken:   c.publishToken,
