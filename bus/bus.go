@@ -97,6 +97,15 @@ type Message struct {
 	// before is gone, and Head is where the new life starts. Events is empty.
 	Reset bool
 	Head  PartitionHead
+	// Err, when set, says reading the partition failed and the bus is
+	// retrying by itself from the same position, so nothing is lost;
+	// Events is empty and Reset false. A bus that retries internally sends
+	// one per failed attempt, and once the partition reads again, one
+	// empty message (no Events, no Err, no Reset) saying so. Readers that
+	// only want events may ignore both: they carry no data. Buses that end
+	// the feed on an error instead (the subscriber resubscribes) never set
+	// it. It exists so a node can report the bus's health (refcast_bus_up).
+	Err error
 }
 
 // Subscription is a node's feed of everything published after a starting

@@ -116,7 +116,7 @@ func TestRedisClusterExample(t *testing.T) {
 func TestOperationsDoc(t *testing.T) {
 	doc := string(readFile(t, "docs/operations.md"))
 	metrics := []string{
-		"refcast_connections", "refcast_subscriptions", "refcast_events_published_total",
+		"refcast_connections", "refcast_bus_up", "refcast_events_published_total",
 		"refcast_events_received_total", "refcast_deliveries_total", "refcast_fanout_latency_seconds",
 		"refcast_evictions_total", "refcast_bus_reconnects_total", "refcast_replays_total",
 		"refcast_resets_total", "refcast_hook_spool_depth",

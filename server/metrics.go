@@ -1,7 +1,10 @@
 package server
 
 import (
+	"runtime"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/refcast/refcast/server/fanout"
 )
@@ -16,17 +19,30 @@ type metrics struct {
 	deliveries    prometheus.Counter
 	writes        prometheus.Counter
 	fanoutLatency prometheus.Histogram
+	publishAge    prometheus.Histogram
 	evictions     *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
 	stalls        prometheus.Counter
 	coalesced     prometheus.Counter
 	busReconnects prometheus.Counter
+	busUp         prometheus.Gauge
+	busOutage     prometheus.Counter
 	replays       prometheus.Counter
 	resets        prometheus.Counter
 	snapshots     *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the node's collectors on reg, with the Go runtime's
+// and the process's (go_*, process_*) and refcast_build_info for version
+// ("" is "unknown").
+func newMetrics(reg prometheus.Registerer, version string) *metrics {
+	if version == "" {
+		version = "unknown"
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "refcast_build_info", Help: "Always 1; the labels say the node's version and the Go release that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "go": runtime.Version()}})
+	buildInfo.Set(1)
 	m := &metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "refcast_connections", Help: "Open event streams and long-polls on this node."}),
@@ -39,8 +55,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		writes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "refcast_stream_writes_total", Help: "Write system calls to hijacked streams (one per batch)."}),
 		fanoutLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "refcast_fanout_latency_seconds", Help: "From the hook's push time to the event being queued to every matching subscriber.",
+			Name: "refcast_fanout_latency_seconds", Help: "From the node's read of an event from the bus to its being queued to every matching subscriber.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		// 1 ms to about 9 h: a push is normally published within
+		// milliseconds, but a hook's spool can hold one for hours.
+		publishAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "refcast_publish_age_seconds", Help: "From the hook's push time to the node's read of the event from the bus.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 26)}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refcast_evictions_total", Help: "Streams closed by the node, by reason (queue_full, slow_client, write_error)."}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,16 +71,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "refcast_coalesced_total", Help: "Queued updates folded into one for mode=latest subscribers."}),
 		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "refcast_bus_reconnects_total", Help: "Times the node resubscribed to the bus after its feed failed."}),
+			Name: "refcast_bus_reconnects_total", Help: "Bus errors that interrupted the node's feed: failed subscribes, ended feeds, and failed reads the bus retried."}),
+		busUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "refcast_bus_up", Help: "1 while the node follows the bus feed without errors, else 0."}),
+		busOutage: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "refcast_bus_outage_seconds_total", Help: "Seconds the node's bus feed was down, added when it comes back."}),
 		replays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "refcast_replays_total", Help: "Resumes served from the history."}),
 		resets: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "refcast_resets_total", Help: "Reset events sent (cursor too old, or history lost)."}),
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "refcast_snapshot_requests_total", Help: "Requests to /v1/refs by outcome (full, delta, not_modified)."}, []string{"outcome"}),
+			Name: "refcast_snapshot_requests_total", Help: "Requests to /v1/refs by outcome (full, reset, delta, not_modified)."}, []string{"outcome"}),
 	}
 	reg.MustRegister(m.connections, m.eventsIn, m.published, m.deliveries, m.writes, m.fanoutLatency,
-		m.evictions, m.rejected, m.stalls, m.coalesced, m.busReconnects, m.replays, m.resets, m.snapshots)
+		m.evictions, m.rejected, m.stalls, m.coalesced, m.busReconnects, m.replays, m.resets, m.snapshots,
+		m.publishAge, m.busUp, m.busOutage, buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every known label value starts at 0, so a series exists before its
+	// first count: rate() and absence alerts see it, and docs checks can.
+	for _, reason := range []string{fanout.ReasonQueueFull, fanout.ReasonSlowClient, fanout.ReasonWriteError} {
+		m.evictions.WithLabelValues(reason)
+	}
+	for _, limit := range []string{"node_limit", "client_limit", "publish_rate", "snapshot_rate"} {
+		m.rejected.WithLabelValues(limit)
+	}
+	for _, outcome := range []string{"full", "reset", "delta", "not_modified"} {
+		m.snapshots.WithLabelValues(outcome)
+	}
 	return m
 }
 
@@ -71,6 +109,9 @@ func (m *metrics) engine() fanout.Metrics {
 		Deliveries:    m.deliveries,
 		Writes:        m.writes,
 		FanoutLatency: m.fanoutLatency,
+		PublishAge:    m.publishAge,
+		BusUp:         m.busUp,
+		BusOutage:     m.busOutage,
 		Stalls:        m.stalls,
 		Coalesced:     m.coalesced,
 		BusReconnects: m.busReconnects,

@@ -134,6 +134,9 @@ type Options struct {
 	Dashboard http.Handler
 	// Registry receives the node's metrics; a new one when nil.
 	Registry *prometheus.Registry
+	// Version is the node's version, the version label of
+	// refcast_build_info; "" reports "unknown".
+	Version string
 	// Readiness, when set, is consulted by /readyz besides the hub's state
 	// (e.g. a bus ping).
 	Readiness func(context.Context) error
@@ -215,7 +218,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	m := newMetrics(opts.Registry)
+	m := newMetrics(opts.Registry, opts.Version)
 	s := &Server{opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry,
 		publishLimit:  newRateLimiter(opts.PublishRate, opts.PublishBurst, rateLimitKeys, nil),
 		snapshotLimit: newRateLimiter(opts.SnapshotRate, opts.SnapshotBurst, rateLimitKeys, nil)}

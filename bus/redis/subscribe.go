@@ -26,6 +26,10 @@ import (
 // head, when the history it needs is gone: the epoch differs (Redis lost its
 // data), the next seq was trimmed, or the partition is behind the position
 // or holds other events at it (a restart lost acknowledged writes).
+//
+// Each failed read is reported on the feed as a Message with Err, and the
+// first successful read after a run of them as an empty Message, so the
+// node can tell the feed is down although the subscription stays open.
 func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, error) {
 	if len(from) != len(b.parts) {
 		return nil, fmt.Errorf("%w: subscribe from %d partitions, bus has %d", bus.ErrInvalid, len(from), len(b.parts))
@@ -91,7 +95,9 @@ func (t *tailer) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if check {
 			if err := t.check(ctx); err != nil {
-				t.fail(ctx, "check head", err)
+				if !t.fail(ctx, "check head", err) {
+					return
+				}
 				continue
 			}
 			check = false
@@ -106,18 +112,24 @@ func (t *tailer) run(ctx context.Context) {
 			check = true
 			continue
 		case err != nil:
-			t.fail(ctx, "xread", err)
+			if !t.fail(ctx, "xread", err) {
+				return
+			}
 			check = true
 			continue
 		}
-		t.recovered()
+		if !t.recovered(ctx) {
+			return
+		}
 		if len(res) == 0 || len(res[0].Messages) == 0 {
 			continue
 		}
 		msg, ok := t.decode(res[0].Messages)
 		if !ok { // another epoch's entries, or a gap: the history we need is gone
 			if err := t.reset(ctx); err != nil {
-				t.fail(ctx, "reset", err)
+				if !t.fail(ctx, "reset", err) {
+					return
+				}
 				check = true
 			}
 			continue
@@ -183,7 +195,9 @@ func (t *tailer) check(ctx context.Context) error {
 	if lost {
 		return t.deliverReset(ctx, head)
 	}
-	t.recovered()
+	if !t.recovered(ctx) {
+		return ctx.Err()
+	}
 	return nil
 }
 
@@ -214,15 +228,20 @@ func (t *tailer) send(ctx context.Context, m bus.Message) bool {
 	}
 }
 
-// fail logs the first of a run of errors and sleeps a jittered,
-// exponentially growing backoff (50ms to 2s) before the next attempt.
-func (t *tailer) fail(ctx context.Context, op string, err error) {
+// fail logs the first of a run of errors, reports the error on the feed
+// (a Message with Err), and sleeps a jittered, exponentially growing
+// backoff (50ms to 2s) before the next attempt. It reports false when ctx
+// ended.
+func (t *tailer) fail(ctx context.Context, op string, err error) bool {
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	t.failures++
 	if t.failures == 1 {
 		t.s.outage.fail(t.pi, op, err)
+	}
+	if !t.send(ctx, bus.Message{Partition: t.pi, Err: fmt.Errorf("redis bus: partition %d: %s: %w", t.pi, op, err)}) {
+		return false
 	}
 	d := min(50*time.Millisecond<<min(t.failures-1, 6), 2*time.Second)
 	d = d/2 + rand.N(d/2+1)
@@ -230,15 +249,22 @@ func (t *tailer) fail(ctx context.Context, op string, err error) {
 	defer timer.Stop()
 	select {
 	case <-timer.C:
+		return true
 	case <-ctx.Done():
+		return false
 	}
 }
 
-func (t *tailer) recovered() {
-	if t.failures > 0 {
-		t.s.outage.recovered(t.pi)
-		t.failures = 0
+// recovered ends a run of errors: the outage tracker logs the recovery
+// once for all partitions, and the feed gets an empty Message saying the
+// partition reads again. It reports false when ctx ended.
+func (t *tailer) recovered(ctx context.Context) bool {
+	if t.failures == 0 {
+		return true
 	}
+	t.s.outage.recovered(t.pi)
+	t.failures = 0
+	return t.send(ctx, bus.Message{Partition: t.pi})
 }
 
 // outage turns the tailers' errors into one line when Redis goes away and

@@ -193,6 +193,7 @@ func (c *serveConfig) trustedPrefixes() ([]netip.Prefix, error) {
 func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip.Prefix) server.Options {
 	opts := server.Options{
 		Registry:       prometheus.NewRegistry(),
+		Version:        version,
 		Bus:            b,
 		Logger:         log,
 		PublishToken:   c.publishToken,

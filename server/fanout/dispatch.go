@@ -22,15 +22,15 @@ const maxDispatchBatch = 256
 const handOffChunk = 256
 
 // handle queues a bus message's events, or carries out a reset. last: the
-// message ends the batch.
-func (e *Engine) handle(msg bus.Message, last bool) {
+// message ends the batch; read: when the engine read it from the feed.
+func (e *Engine) handle(msg bus.Message, last bool, read time.Time) {
 	if msg.Reset {
 		e.flushScheduled()
 		e.reset(msg)
 		return
 	}
 	for i := range msg.Events {
-		e.queueEvent(&msg.Events[i], last && i == len(msg.Events)-1)
+		e.queueEvent(&msg.Events[i], last && i == len(msg.Events)-1, read)
 		if (i+1)%maxDispatchBatch == 0 && i+1 < len(msg.Events) {
 			// A large push is written while it is still being queued, so
 			// queues stay near their bound and mode=latest streams do
@@ -133,8 +133,9 @@ func (e *Engine) batcher(ctx context.Context) {
 // queueEvent encodes an event once and queues it for every matching
 // subscriber; the subscribers that need a writer are collected in
 // toSchedule for flushScheduled, or handed off every handOffChunk when
-// last (no event follows in this batch). Called by the bus reader only.
-func (e *Engine) queueEvent(ev *bus.Event, last bool) {
+// last (no event follows in this batch). read is when the engine read the
+// event from the feed. Called by the bus reader only.
+func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	e.metrics.EventsIn.Inc()
 	var evict []*subscriber
 	e.mu.Lock()
@@ -183,8 +184,11 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool) {
 	}
 	e.mu.Unlock()
 	e.metrics.Deliveries.Add(float64(n))
+	e.metrics.FanoutLatency.Observe(time.Since(read).Seconds())
 	if !ev.Time.IsZero() {
-		e.metrics.FanoutLatency.Observe(time.Since(ev.Time).Seconds())
+		// Clocks of the hook's and the node's hosts may differ: an event
+		// from the future is 0 s old rather than a negative sample.
+		e.metrics.PublishAge.Observe(max(read.Sub(ev.Time).Seconds(), 0))
 	}
 	for _, s := range evict {
 		e.remove(s, ReasonQueueFull)

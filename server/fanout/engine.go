@@ -67,6 +67,7 @@ type Engine struct {
 	// toSchedule are subscribers with frames queued by the bus reader and
 	// not yet handed to a writer; owned by the bus reader.
 	toSchedule []*subscriber
+	health     feedHealth // owned by the bus reader
 
 	laterMu sync.Mutex
 	later   []*subscriber // guarded by laterMu: busy subscribers waiting for BatchDelay
@@ -136,6 +137,8 @@ func (e *Engine) Run(ctx context.Context) error {
 // read follows the bus from its current heads, resubscribing from the
 // engine's position if the feed ends while ctx is alive.
 func (e *Engine) read(ctx context.Context) error {
+	e.feedStart(time.Now())
+	defer func() { e.feedStop(time.Now()) }()
 	backoff := 50 * time.Millisecond
 	failures := 0 // consecutive, so an outage logs one warning, not one per retry
 	for ctx.Err() == nil {
@@ -149,8 +152,10 @@ func (e *Engine) read(ctx context.Context) error {
 					failures = 0
 				}
 				backoff = 50 * time.Millisecond
+				e.feedSubscribed(true, time.Now())
 				e.follow(ctx, sub)
 				_ = sub.Close()
+				e.feedSubscribed(false, time.Now())
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -212,6 +217,9 @@ func (e *Engine) follow(ctx context.Context, sub bus.Subscription) {
 			if !ok {
 				return
 			}
+			// The fan-out latency is measured from here: the engine's
+			// read of the batch (its first message) from the feed.
+			read := time.Now()
 			// Take the messages already waiting too, and queue all their
 			// events before a writer sees any: a subscriber that several
 			// of them match gets them in one write, so under load a
@@ -233,7 +241,9 @@ func (e *Engine) follow(ctx context.Context, sub bus.Subscription) {
 				}
 			}
 			for i := range msgs {
-				e.handle(msgs[i], i == len(msgs)-1)
+				if e.feedMessage(&msgs[i], read) {
+					e.handle(msgs[i], i == len(msgs)-1, read)
+				}
 			}
 			clear(msgs)
 			e.flushScheduled()

@@ -32,7 +32,7 @@ func testHub(tb testing.TB, partitions int, mod func(*Options)) *Engine {
 // (follow): a message of one event that ends the batch, then the hand-off
 // to writers.
 func dispatch(h *Engine, ev *bus.Event) {
-	h.handle(bus.Message{Partition: ev.Partition, Events: unsafe.Slice(ev, 1)}, true)
+	h.handle(bus.Message{Partition: ev.Partition, Events: unsafe.Slice(ev, 1)}, true, time.Now())
 	h.flushScheduled()
 }
 

@@ -22,15 +22,30 @@ type Observer interface {
 // concurrent use; Counter and Observer are called on the dispatch path, so
 // they must not block.
 type Metrics struct {
-	Connections   Gauge    // registered streams and long-polls
-	EventsIn      Counter  // events read from the bus
-	Deliveries    Counter  // events queued to subscribers, one per subscriber
-	Writes        Counter  // successful writes to hijacked streams, one per batch
-	FanoutLatency Observer // seconds from an event's Time to its being queued to all
-	Stalls        Counter  // writes parked because a socket was full
-	Coalesced     Counter  // updates folded for mode=latest subscribers
-	BusReconnects Counter  // resubscriptions after the bus feed failed
-	Resets        Counter  // partitions whose history was lost (bus resets)
+	Connections Gauge   // registered streams and long-polls
+	EventsIn    Counter // events read from the bus
+	Deliveries  Counter // events queued to subscribers, one per subscriber
+	Writes      Counter // successful writes to hijacked streams, one per batch
+	// FanoutLatency: seconds from the engine's read of an event from the
+	// bus feed to its being queued to every matching subscriber.
+	FanoutLatency Observer
+	// PublishAge: seconds from an event's Time (the push's time) to the
+	// engine's read of it; a spooled or delayed push shows here, not in
+	// FanoutLatency.
+	PublishAge Observer
+	Stalls     Counter // writes parked because a socket was full
+	Coalesced  Counter // updates folded for mode=latest subscribers
+	// BusReconnects counts bus errors that interrupted following: a failed
+	// subscribe or an ended feed (the engine resubscribes), and each failed
+	// read the bus reports while it retries by itself (bus.Message.Err).
+	BusReconnects Counter
+	// BusUp is 1 while the feed works (subscribed, no partition failing),
+	// else 0.
+	BusUp Gauge
+	// BusOutage counts the seconds the feed was down, added when it comes
+	// back (or when Run returns).
+	BusOutage Counter
+	Resets    Counter // partitions whose history was lost (bus resets)
 	// Evictions returns the counter of streams the engine closed for a
 	// reason: ReasonQueueFull, ReasonSlowClient, ReasonWriteError.
 	Evictions func(reason string) Counter
@@ -41,16 +56,20 @@ type Metrics struct {
 
 // withDefaults fills the nil fields with counters that count nothing.
 func (m Metrics) withDefaults() Metrics {
-	if m.Connections == nil {
-		m.Connections = discard{}
+	for _, g := range []*Gauge{&m.Connections, &m.BusUp} {
+		if *g == nil {
+			*g = discard{}
+		}
 	}
-	for _, c := range []*Counter{&m.EventsIn, &m.Deliveries, &m.Writes, &m.Stalls, &m.Coalesced, &m.BusReconnects, &m.Resets} {
+	for _, c := range []*Counter{&m.EventsIn, &m.Deliveries, &m.Writes, &m.Stalls, &m.Coalesced, &m.BusReconnects, &m.BusOutage, &m.Resets} {
 		if *c == nil {
 			*c = discard{}
 		}
 	}
-	if m.FanoutLatency == nil {
-		m.FanoutLatency = discard{}
+	for _, o := range []*Observer{&m.FanoutLatency, &m.PublishAge} {
+		if *o == nil {
+			*o = discard{}
+		}
 	}
 	if m.Evictions == nil {
 		m.Evictions = func(string) Counter { return discard{} }
