@@ -5,10 +5,36 @@ import (
 	"strings"
 )
 
-// Limits on a filter, so a subscription's matching cost stays bounded.
+// Limits on a subscription's filter. They bound what one stream costs the
+// node: its memory (the patterns are kept for the stream's life) and its
+// CPU (every event is matched against every glob subscriber's patterns).
+// Each refusal is a 400 naming the limit and its value; docs/protocol.md
+// lists them.
 const (
+	// MaxReposPerFilter is the repo names or patterns one subscription may
+	// give; more repos take a glob.
+	MaxReposPerFilter = 64
+	// MaxPatternsPerFilter is the ref patterns one subscription may give.
 	MaxPatternsPerFilter = 64
-	MaxReposPerFilter    = 64
+	// MaxRefPatternLen is the bytes of one ref pattern (a repo pattern's
+	// bound is MaxRepoLen). Ref names may be longer; patterns that long
+	// serve no one but make every match slower.
+	MaxRefPatternLen = 256
+	// MaxWildcards is the stars one pattern may hold, a run of stars
+	// ("**") counting once. Eight covers any real glob ("refs/heads/*",
+	// "acme/**/ci-*"); a pattern of hundreds of stars was the costliest
+	// thing a client could ask to be matched.
+	MaxWildcards = 8
+	// MaxFilterBytes is the bytes of all the repo and ref values of one
+	// subscription together: 2 KB, the longest query every browser and
+	// proxy passes, and what keeps a worst-case stream within 16 KB of
+	// the node's memory (see docs/security.md).
+	MaxFilterBytes = 2048
+	// MaxSegmentsBetweenDoubleStars is the segments a repo pattern may hold
+	// between two "**" ("**/ci/jobs/**" has 2). Such a run is searched for
+	// along the repo name, so it is what makes a match cost more than one
+	// pass: at most this many segment comparisons per repo segment.
+	MaxSegmentsBetweenDoubleStars = 4
 )
 
 // RefPattern matches ref names the way git refspecs do: '*' matches any run
@@ -18,12 +44,15 @@ const (
 // negates it, as in git's negative refspecs.
 type RefPattern struct {
 	Negate bool
-	raw    string   // without the '^'
-	parts  []string // literal pieces between stars; len 1 means exact
+	// raw is the pattern without its '^', runs of stars collapsed to one;
+	// it is matched as it is, with no parsed parts kept, so a pattern
+	// costs the stream its bytes and nothing more.
+	raw string
 }
 
 // ParseRefPattern validates a pattern: with its stars removed it must be a
-// well-formed ref name (see ValidateRef).
+// well-formed ref name (see ValidateRef) of at most MaxRefPatternLen bytes
+// and MaxWildcards stars.
 func ParseRefPattern(s string) (RefPattern, error) {
 	p := RefPattern{}
 	body := s
@@ -31,7 +60,13 @@ func ParseRefPattern(s string) (RefPattern, error) {
 		p.Negate = true
 		body = body[1:]
 	}
+	if len(body) > MaxRefPatternLen {
+		return RefPattern{}, fmt.Errorf("%w: ref pattern %q is %d bytes, at most %d allowed (limit: ref pattern length)", ErrInvalid, Clip(s, 80), len(body), MaxRefPatternLen)
+	}
 	body = collapseStars(body)
+	if n := strings.Count(body, "*"); n > MaxWildcards {
+		return RefPattern{}, fmt.Errorf("%w: ref pattern %q has %d wildcards, at most %d allowed (limit: wildcards per pattern)", ErrInvalid, Clip(s, 80), n, MaxWildcards)
+	}
 	if err := checkRefFormat(body, true); err != nil {
 		if full := fullRefName(body); full != "" {
 			if p.Negate {
@@ -42,7 +77,6 @@ func ParseRefPattern(s string) (RefPattern, error) {
 		return RefPattern{}, fmt.Errorf("%w: ref pattern %q: %s", ErrInvalid, Clip(s, 80), err)
 	}
 	p.raw = body
-	p.parts = strings.Split(body, "*")
 	return p, nil
 }
 
@@ -83,67 +117,90 @@ func (p RefPattern) String() string {
 	return p.raw
 }
 
-// Match reports whether ref matches the pattern, ignoring Negate.
-func (p RefPattern) Match(ref string) bool { return globMatch(p.parts, ref, false) }
+// Match reports whether ref matches the pattern, ignoring Negate. It does
+// not allocate and takes O(len(pattern) + len(ref)) steps whatever the
+// pattern (see starMatch).
+func (p RefPattern) Match(ref string) bool { return starMatch(p.raw, ref) }
 
 // Prefix is the literal text before the first '*', the part of the namespace
 // the pattern can reach.
-func (p RefPattern) Prefix() string { return p.parts[0] }
-
-// globMatch matches s against literal parts separated by stars. With
-// noSlash, a star does not cross '/'.
-func globMatch(parts []string, s string, noSlash bool) bool {
-	if len(parts) == 1 {
-		return s == parts[0]
+func (p RefPattern) Prefix() string {
+	if i := strings.IndexByte(p.raw, '*'); i >= 0 {
+		return p.raw[:i]
 	}
-	if !strings.HasPrefix(s, parts[0]) {
+	return p.raw
+}
+
+// starMatch reports whether s matches pat, where each '*' matches any run
+// of bytes. The literal pieces between stars are matched in order: the
+// first at the start, the last at the end, each other at its leftmost
+// occurrence after the previous one; a later occurrence would only leave
+// less room for the pieces after it, so the first fit is the only one to
+// try and nothing is ever retried. strings.Index is linear (it falls back
+// to Rabin-Karp after a few false starts), so the whole match is
+// O(len(pat) + len(s)).
+func starMatch(pat, s string) bool {
+	i := strings.IndexByte(pat, '*')
+	if i < 0 {
+		return pat == s
+	}
+	if !strings.HasPrefix(s, pat[:i]) {
 		return false
 	}
-	s = s[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, part := range parts[1 : len(parts)-1] {
-		j := strings.Index(s, part)
-		if j < 0 || (noSlash && strings.Contains(s[:j], "/")) {
+	s, pat = s[i:], pat[i+1:]
+	for {
+		j := strings.IndexByte(pat, '*')
+		if j < 0 {
+			return strings.HasSuffix(s, pat)
+		}
+		k := strings.Index(s, pat[:j])
+		if k < 0 {
 			return false
 		}
-		s = s[j+len(part):]
+		s, pat = s[k+j:], pat[j+1:]
 	}
-	if !strings.HasSuffix(s, last) {
-		return false
-	}
-	return !noSlash || !strings.Contains(s[:len(s)-len(last)], "/")
 }
 
 // RepoPattern matches repository names. '*' matches within one path segment
 // ("acme/*" matches "acme/app", not "acme/tools/app" nor "acme-evil/app");
 // "**" as a whole segment matches any number of segments ("acme/**").
 type RepoPattern struct {
+	// raw is the pattern as given, matched as it is: no parsed segments
+	// are kept, so a pattern costs the stream its bytes and nothing more.
 	raw   string
-	exact bool       // no wildcard: set at parse, asked on every event
-	segs  [][]string // per segment: literal parts between stars; nil means "**"
+	exact bool // no wildcard: set at parse, asked on every event
 }
 
-// ParseRepoPattern validates a repo name or glob.
+// ParseRepoPattern validates a repo name or glob: at most MaxRepoLen bytes
+// and MaxWildcards wildcards ('*' in a segment, or a "**" segment).
 func ParseRepoPattern(s string) (RepoPattern, error) {
 	if s == "" {
 		return RepoPattern{}, fmt.Errorf("%w: repo is empty", ErrInvalid)
 	}
 	if len(s) > MaxRepoLen {
-		return RepoPattern{}, fmt.Errorf("%w: repo pattern is %d bytes, at most %d allowed", ErrInvalid, len(s), MaxRepoLen)
+		return RepoPattern{}, fmt.Errorf("%w: repo pattern is %d bytes, at most %d allowed (limit: repo pattern length)", ErrInvalid, len(s), MaxRepoLen)
 	}
 	p := RepoPattern{raw: s, exact: !strings.Contains(s, "*")}
+	wild, run, starred := 0, 0, false
 	for seg := range strings.SplitSeq(s, "/") {
 		if seg == "**" {
-			p.segs = append(p.segs, nil)
+			if starred && run > MaxSegmentsBetweenDoubleStars {
+				return RepoPattern{}, fmt.Errorf("%w: repo pattern %q has %d segments between two '**', at most %d allowed (limit: segments between '**')", ErrInvalid, Clip(s, 80), run, MaxSegmentsBetweenDoubleStars)
+			}
+			wild, run, starred = wild+1, 0, true
 			continue
 		}
+		run++
 		if strings.Contains(seg, "**") {
 			return RepoPattern{}, fmt.Errorf("%w: repo pattern %q: '**' must be a whole segment", ErrInvalid, s)
 		}
 		if err := validateRepoSegment(strings.ReplaceAll(seg, "*", "x")); err != nil {
 			return RepoPattern{}, fmt.Errorf("%w: repo pattern %q: %s", ErrInvalid, s, err)
 		}
-		p.segs = append(p.segs, strings.Split(seg, "*"))
+		wild += strings.Count(seg, "*")
+	}
+	if wild > MaxWildcards {
+		return RepoPattern{}, fmt.Errorf("%w: repo pattern %q has %d wildcards, at most %d allowed (limit: wildcards per pattern)", ErrInvalid, Clip(s, 80), wild, MaxWildcards)
 	}
 	return p, nil
 }
@@ -160,48 +217,97 @@ func (p RepoPattern) Match(repo string) bool {
 	if p.Exact() {
 		return repo == p.raw
 	}
-	return matchSegs(p.segs, repo)
+	return matchSegs(p.raw, repo)
 }
 
-// matchSegs matches the '/'-separated segments of name against pat, "**"
-// matching any run of whole segments. It is the classic wildcard walk with
-// one backtrack point (the last "**"), so it takes O(segments × pattern)
-// steps whatever the pattern: a hostile "**/**/**/…/x" cannot make it
-// exponential.
-func matchSegs(pat [][]string, name string) bool {
-	done := len(name) + 1 // pos past the last segment
-	nextSeg := func(pos int) int {
-		if i := strings.IndexByte(name[pos:], '/'); i >= 0 {
-			return pos + i + 1
-		}
-		return done
+// segment returns the '/'-separated segment of s starting at at, and where
+// the next one starts (len(s)+1 after the last).
+func segment(s string, at int) (string, int) {
+	if i := strings.IndexByte(s[at:], '/'); i >= 0 {
+		return s[at : at+i], at + i + 1
 	}
-	pi, pos := 0, 0
-	starPi, starPos := -1, 0
-	for {
-		if pos >= done {
-			for pi < len(pat) && pat[pi] == nil {
-				pi++
-			}
-			if pi == len(pat) {
-				return true
-			}
-		} else if pi < len(pat) && pat[pi] == nil {
-			starPi, starPos = pi, pos
-			pi++
-			continue
-		} else if pi < len(pat) {
-			next := nextSeg(pos)
-			if globMatch(pat[pi], name[pos:next-1], true) {
-				pi, pos = pi+1, next
-				continue
-			}
+	return s[at:], len(s) + 1
+}
+
+// hasDoubleStar reports whether pat has a "**" segment.
+func hasDoubleStar(pat string) bool {
+	for at := 0; at <= len(pat); {
+		var seg string
+		seg, at = segment(pat, at)
+		if seg == "**" {
+			return true
 		}
-		if starPi < 0 || starPos >= done {
+	}
+	return false
+}
+
+// matchTail matches the segments of name from from on against tail, what
+// follows a pattern's last "**": that "**" takes whatever precedes the
+// last segments(tail) segments of name, so there is one alignment to try.
+func matchTail(tail, name string, from int) bool {
+	if tail == "" {
+		return true
+	}
+	n := strings.Count(tail, "/") + 1
+	at := len(name) + 1
+	for ; n > 0 && at > from; n-- {
+		at = strings.LastIndexByte(name[:at-1], '/') + 1
+	}
+	if n > 0 || at < from {
+		return false
+	}
+	for pi := 0; pi <= len(tail); {
+		var ps, ns string
+		ps, pi = segment(tail, pi)
+		ns, at = segment(name, at)
+		if !starMatch(ps, ns) {
 			return false
 		}
-		starPos = nextSeg(starPos) // the last "**" takes one more segment
-		pi, pos = starPi+1, starPos
+	}
+	return true
+}
+
+// matchSegs matches the '/'-separated segments of name against those of
+// pat, a "**" segment matching any run of whole segments and any other
+// segment one segment (a star in it never crosses '/': starMatch on the
+// segment alone). It is the wildcard walk with one backtrack point, the
+// last "**": a failed segment lets that "**" take one more name segment
+// and retries only what follows it, never an earlier "**". What follows
+// the last "**" has one alignment, at the end (matchTail); what lies
+// between two is at most MaxSegmentsBetweenDoubleStars segments, tried at
+// each name segment the "**" can reach, and the backtrack point only moves
+// forward. So a match is O(len(pat) + 4 × len(name)) whatever the pattern:
+// BenchmarkFilterWorst measures the worst accepted filter.
+func matchSegs(pat, name string) bool {
+	pDone, nDone := len(pat)+1, len(name)+1
+	pi, ni := 0, 0
+	starPi, starNi := -1, 0 // after the last "**"; where it stopped taking segments
+	for {
+		if pi < pDone {
+			ps, pnext := segment(pat, pi)
+			if ps == "**" {
+				if !hasDoubleStar(pat[min(pnext, len(pat)):]) {
+					return matchTail(pat[min(pnext, len(pat)):], name, ni)
+				}
+				starPi, starNi = pnext, ni
+				pi = pnext
+				continue
+			}
+			if ni < nDone {
+				ns, nnext := segment(name, ni)
+				if starMatch(ps, ns) {
+					pi, ni = pnext, nnext
+					continue
+				}
+			}
+		} else if ni >= nDone {
+			return true
+		}
+		if starPi < 0 || starNi >= nDone {
+			return false
+		}
+		_, starNi = segment(name, starNi) // the last "**" takes one more segment
+		pi, ni = starPi, starNi
 	}
 }
 
@@ -215,29 +321,56 @@ type Filter struct {
 }
 
 // ParseFilter builds a filter from query values; an empty refs list means
-// every ref.
+// every ref. Beyond the limits of each pattern, it refuses more than
+// MaxReposPerFilter repos, MaxPatternsPerFilter ref patterns and
+// MaxFilterBytes bytes of them all.
 func ParseFilter(repos, refs []string) (Filter, error) {
 	var f Filter
-	// The strings often point into a request's query; copies let the
-	// request go while a long-lived subscription keeps its filter.
 	if len(repos) == 0 {
 		return f, fmt.Errorf("%w: at least one repo is required", ErrInvalid)
 	}
 	if len(repos) > MaxReposPerFilter {
-		return f, fmt.Errorf("%w: %d repos, at most %d per subscription", ErrInvalid, len(repos), MaxReposPerFilter)
+		return f, fmt.Errorf("%w: %d repos, at most %d per subscription (limit: repos per subscription)", ErrInvalid, len(repos), MaxReposPerFilter)
 	}
 	if len(refs) > MaxPatternsPerFilter {
-		return f, fmt.Errorf("%w: %d ref patterns, at most %d per subscription", ErrInvalid, len(refs), MaxPatternsPerFilter)
+		return f, fmt.Errorf("%w: %d ref patterns, at most %d per subscription (limit: ref patterns per subscription)", ErrInvalid, len(refs), MaxPatternsPerFilter)
 	}
+	total := 0
+	for _, v := range repos {
+		total += len(v)
+	}
+	for _, v := range refs {
+		total += len(v)
+	}
+	if total > MaxFilterBytes {
+		return f, fmt.Errorf("%w: the repo and ref values add up to %d bytes, at most %d per subscription (limit: filter bytes)", ErrInvalid, total, MaxFilterBytes)
+	}
+	// The strings often point into a request's query; one copy of them
+	// all lets the request go while a long-lived subscription keeps its
+	// filter, in a single allocation.
+	var b strings.Builder
+	b.Grow(total)
+	for _, v := range repos {
+		b.WriteString(v)
+	}
+	for _, v := range refs {
+		b.WriteString(v)
+	}
+	all, at := b.String(), 0
+	next := func(v string) string {
+		at += len(v)
+		return all[at-len(v) : at]
+	}
+	f.Repos = make([]RepoPattern, 0, len(repos))
 	for _, r := range repos {
-		p, err := ParseRepoPattern(strings.Clone(r))
+		p, err := ParseRepoPattern(next(r))
 		if err != nil {
 			return Filter{}, err
 		}
 		f.Repos = append(f.Repos, p)
 	}
 	for _, r := range refs {
-		p, err := ParseRefPattern(strings.Clone(r))
+		p, err := ParseRefPattern(next(r))
 		if err != nil {
 			return Filter{}, err
 		}

@@ -189,13 +189,33 @@ func FuzzRepoPattern(f *testing.F) {
 	})
 }
 
-// matchSegsRef is the obvious recursive matcher, exponential on hostile
-// patterns but easy to trust: the fuzz target checks matchSegs against it.
-func matchSegsRef(pat [][]string, name []string) bool {
+// globRef is the obvious recursive glob matcher, exponential on hostile
+// patterns but easy to trust: the fuzz targets check the matchers against
+// it. A '*' matches any run of bytes, not '/' when noSlash.
+func globRef(pat, s string, noSlash bool) bool {
+	if pat == "" {
+		return s == ""
+	}
+	if pat[0] == '*' {
+		for i := 0; i <= len(s); i++ {
+			if globRef(pat[1:], s[i:], noSlash) {
+				return true
+			}
+			if i < len(s) && noSlash && s[i] == '/' {
+				return false
+			}
+		}
+		return false
+	}
+	return s != "" && s[0] == pat[0] && globRef(pat[1:], s[1:], noSlash)
+}
+
+// matchSegsRef is the obvious recursive segment matcher.
+func matchSegsRef(pat, name []string) bool {
 	if len(pat) == 0 {
 		return len(name) == 0
 	}
-	if pat[0] == nil {
+	if pat[0] == "**" {
 		for i := 0; i <= len(name); i++ {
 			if matchSegsRef(pat[1:], name[i:]) {
 				return true
@@ -203,37 +223,131 @@ func matchSegsRef(pat [][]string, name []string) bool {
 		}
 		return false
 	}
-	return len(name) > 0 && globMatch(pat[0], name[0], true) && matchSegsRef(pat[1:], name[1:])
+	return len(name) > 0 && globRef(pat[0], name[0], true) && matchSegsRef(pat[1:], name[1:])
 }
 
 func FuzzRepoPatternReference(f *testing.F) {
-	for _, s := range [][2]string{{"acme/**", "acme/a/b"}, {"**/app", "a/b/app"}, {"a/**/b/**/c", "a/x/b/y/b/c"}, {"**", "x"}, {"a/*/**", "a/b"}} {
+	for _, s := range [][2]string{{"acme/**", "acme/a/b"}, {"**/app", "a/b/app"}, {"a/**/b/**/c", "a/x/b/y/b/c"}, {"**", "x"}, {"a/*/**", "a/b"}, {"a*b*c/**/x*", "aXbYc/q/xx"}, {"**/a*a*a/z", "b/aaaa/z"}} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, pattern, repo string) {
 		p, err := ParseRepoPattern(pattern)
-		if err != nil || ValidateRepo(repo) != nil || strings.Count(pattern, "**") > 6 {
+		if err != nil || ValidateRepo(repo) != nil {
 			return
 		}
-		if got, want := p.Match(repo), matchSegsRef(p.segs, strings.Split(repo, "/")); got != want {
+		if got, want := p.Match(repo), matchSegsRef(strings.Split(pattern, "/"), strings.Split(repo, "/")); got != want {
 			t.Fatalf("%q ~ %q: got %v, reference says %v", pattern, repo, got, want)
 		}
 	})
 }
 
-// TestRepoPatternHostileIsFast: an exponential matcher would not finish
-// this before the test timeout.
-func TestRepoPatternHostileIsFast(t *testing.T) {
-	p, err := ParseRepoPattern(strings.Repeat("**/", 40) + "zz")
-	if err != nil {
-		t.Fatal(err)
+func FuzzRefPatternReference(f *testing.F) {
+	for _, s := range [][2]string{{"refs/heads/*", "refs/heads/a/b"}, {"refs/*a*a*a", "refs/aaa"}, {"refs/*/x*y", "refs/q/xyxy"}, {"refs/*ab*ab", "refs/abab"}, {"refs/heads/main", "refs/heads/main"}} {
+		f.Add(s[0], s[1])
 	}
-	name := strings.TrimSuffix(strings.Repeat("a/", 120), "/")
-	if allocs := testing.AllocsPerRun(10, func() {
-		if p.Match(name) {
-			t.Fatal("matched")
+	f.Fuzz(func(t *testing.T, pattern, ref string) {
+		p, err := ParseRefPattern(pattern)
+		if err != nil || len(ref) > 300 {
+			return
 		}
-	}); allocs != 0 {
-		t.Fatalf("Match allocates %v times", allocs)
+		if got, want := p.Match(ref), globRef(p.raw, ref, false); got != want {
+			t.Fatalf("%q ~ %q: got %v, reference says %v", p.raw, ref, got, want)
+		}
+	})
+}
+
+// TestPatternLimits: each limit refuses one past its value, accepts its
+// value, and says which limit and what value.
+func TestPatternLimits(t *testing.T) {
+	stars := func(n int) string { return "refs/" + strings.Repeat("*a", n) }
+	repoStars := func(n int) string { return strings.TrimSuffix(strings.Repeat("a*/", n), "/") }
+	many := func(n int, v string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = v
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name        string
+		repos, refs []string
+		want        string // "" accepts
+	}{
+		{"wildcards at the limit", []string{repoStars(MaxWildcards)}, []string{stars(MaxWildcards)}, ""},
+		{"ref wildcards", []string{"a"}, []string{stars(MaxWildcards + 1)}, "at most 8 allowed (limit: wildcards per pattern)"},
+		{"star runs count once", []string{"a"}, []string{"refs/" + strings.Repeat("**a", MaxWildcards)}, ""},
+		{"repo wildcards", []string{repoStars(MaxWildcards + 1)}, nil, "at most 8 allowed (limit: wildcards per pattern)"},
+		{"double star counts", []string{strings.Repeat("**/", MaxWildcards) + "x"}, nil, ""},
+		{"double star past", []string{strings.Repeat("**/", MaxWildcards+1) + "x"}, nil, "limit: wildcards per pattern"},
+		{"ref pattern length", []string{"a"}, []string{"refs/" + strings.Repeat("x", MaxRefPatternLen)}, "at most 256 allowed (limit: ref pattern length)"},
+		{"ref pattern at length", []string{"a"}, []string{"refs/" + strings.Repeat("x", MaxRefPatternLen-5)}, ""},
+		{"repo pattern length", []string{strings.Repeat("a/", 128)}, nil, "at most 255 allowed (limit: repo pattern length)"},
+		{"repos", many(MaxReposPerFilter+1, "a"), nil, "at most 64 per subscription (limit: repos per subscription)"},
+		{"refs", []string{"a"}, many(MaxPatternsPerFilter+1, "refs/x"), "at most 64 per subscription (limit: ref patterns per subscription)"},
+		{"bytes", many(MaxReposPerFilter, strings.Repeat("a", MaxFilterBytes/MaxReposPerFilter)), []string{"refs/x"}, "at most 2048 per subscription (limit: filter bytes)"},
+		{"segments between double stars", []string{"**/" + strings.Repeat("a/", MaxSegmentsBetweenDoubleStars) + "**"}, nil, ""},
+		{"segments between double stars past", []string{"**/" + strings.Repeat("a/", MaxSegmentsBetweenDoubleStars+1) + "**"}, nil, "at most 4 allowed (limit: segments between '**')"},
+		{"long runs before and after", []string{strings.Repeat("a/", 20) + "**/" + strings.Repeat("a/", 20) + "b"}, nil, ""},
+		{"bytes at the limit", many(MaxReposPerFilter, strings.Repeat("a", MaxFilterBytes/MaxReposPerFilter)), nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseFilter(tc.repos, tc.refs)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatal("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q does not say %q", err, tc.want)
+			case err != nil && !errors.Is(err, ErrInvalid):
+				t.Fatalf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+// worstFilter is the costliest filter ParseFilter accepts, as far as a
+// client can choose: as many globs as the byte budget holds, each with
+// the longest run between two "**" and a ref pattern of the most stars,
+// all failing as late as they can.
+func worstFilter(tb testing.TB) Filter {
+	tb.Helper()
+	repo := "**/" + strings.Repeat("a/", MaxSegmentsBetweenDoubleStars-1) + "b/**"
+	ref := "refs/" + strings.Repeat("*a", MaxWildcards-1) + "*b"
+	var repos, refs []string
+	// The last repo glob matches, so every ref pattern is tried too.
+	for n := len("**"); len(repos) < MaxReposPerFilter-1 && n+len(repo)+len(ref) <= MaxFilterBytes; n += len(repo) + len(ref) {
+		repos, refs = append(repos, repo), append(refs, ref)
+	}
+	repos = append(repos, "**")
+	f, err := ParseFilter(repos, refs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}
+
+// BenchmarkFilterWorst matches events against the worst accepted filter:
+// what one hostile stream costs the node per event. The repo name decides
+// how long a match walks, and publishers choose it, not subscribers:
+// "typical" is a three-segment name, "deepest" the deepest the bus takes
+// (127 segments of "a", which every run almost matches).
+func BenchmarkFilterWorst(b *testing.B) {
+	f := worstFilter(b)
+	for _, tc := range []struct {
+		name string
+		ev   Event
+	}{
+		{"typical", Event{Repo: "acme/team/app", Ref: "refs/heads/feature/" + strings.Repeat("a", 40)}},
+		{"deepest", Event{Repo: strings.TrimSuffix(strings.Repeat("a/", MaxRepoLen/2), "/"), Ref: "refs/" + strings.Repeat("a", MaxRefLen-5)}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if f.Match(&tc.ev) {
+					b.Fatal("matched")
+				}
+			}
+		})
 	}
 }

@@ -96,6 +96,7 @@ func runHostile(t testing.TB, fixed bool) hostileFigures {
 
 	n := startNode(t, newBus(t, memory.Options{}), 200*time.Millisecond, func(o *Options) {
 		o.MaxConnections = 10000
+		o.MaxPerAnonymous = -1 // thousands of clients, all from 127.0.0.1
 		o.ReadHeaderTimeout = headerWait
 		o.WriteTimeout = writeTimeout
 	})

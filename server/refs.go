@@ -191,8 +191,9 @@ func (s *Server) handleRefs(c echo.Context) error {
 	// between is missed.
 	var waiter fanout.Waiter
 	if wait > 0 {
+		client, anonymous := s.streamClient(r)
 		var err error
-		if waiter, err = s.engine.Watch(sq.filter, s.clientKey(r)); err != nil {
+		if waiter, err = s.engine.Watch(sq.filter, client, anonymous); err != nil {
 			return err
 		}
 		defer waiter.Close()

@@ -39,12 +39,17 @@ const (
 	DefaultMaxQueue       = fanout.DefaultMaxQueue
 	DefaultMaxConnections = fanout.DefaultMaxConnections
 	DefaultMaxPerClient   = fanout.DefaultMaxPerClient // unlimited
-	DefaultMaxWait        = 60 * time.Second
-	DefaultSnapshotMaxAge = 1 * time.Second
-	DefaultDrain          = 10 * time.Second
-	DefaultMaxBody        = 4 << 20
-	DefaultBatchDelay     = fanout.DefaultBatchDelay
-	DefaultMaxSnapshot    = 1000 // repos in one snapshot
+	// DefaultMaxPerAnonymous is the streams one anonymous client key (IP,
+	// IPv6 /64) may hold: a browser tab or bot needs one or a few, a
+	// household or office behind one address a few dozen; 64 of the
+	// costliest accepted streams pin about 1 MB (docs/security.md).
+	DefaultMaxPerAnonymous = 64
+	DefaultMaxWait         = 60 * time.Second
+	DefaultSnapshotMaxAge  = 1 * time.Second
+	DefaultDrain           = 10 * time.Second
+	DefaultMaxBody         = 4 << 20
+	DefaultBatchDelay      = fanout.DefaultBatchDelay
+	DefaultMaxSnapshot     = 1000 // repos in one snapshot
 
 	DefaultReadHeaderTimeout = 10 * time.Second
 	// Per client (IP address, or IPv6 /64): requests per second and burst.
@@ -93,12 +98,17 @@ type Options struct {
 	StallTimeout   time.Duration // how long a writer waits on one full socket
 	MaxQueue       int           // frames queued per subscriber before eviction
 	MaxConnections int           // streams and long-polls per node; 503 beyond
-	MaxPerClient   int           // per client IP (or token subject); 0 = unlimited
-	MaxWait        time.Duration // bound on a long-poll's wait=
-	SnapshotMaxAge time.Duration // Cache-Control max-age on /v1/refs
-	MaxSnapshot    int           // repos one snapshot may cover
-	MaxBody        int64         // publish body bytes
-	Writers        int           // writer goroutines; 2×GOMAXPROCS when 0
+	MaxPerClient   int           // per client IP (IPv6: /64), anonymous or not; 0 = unlimited
+	// MaxPerAnonymous limits the streams of clients that show no
+	// credential (every client when Auth is nil) per client IP (IPv6:
+	// /64), where stricter than MaxPerClient. 0 takes
+	// DefaultMaxPerAnonymous; negative: no such limit.
+	MaxPerAnonymous int
+	MaxWait         time.Duration // bound on a long-poll's wait=
+	SnapshotMaxAge  time.Duration // Cache-Control max-age on /v1/refs
+	MaxSnapshot     int           // repos one snapshot may cover
+	MaxBody         int64         // publish body bytes
+	Writers         int           // writer goroutines; 2×GOMAXPROCS when 0
 	// BatchDelay spaces the writes to a busy connection: one written less
 	// than BatchDelay ago gets its next events when BatchDelay has passed,
 	// together, so under a high event rate a connection costs one syscall
@@ -200,6 +210,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
+	if opts.MaxPerAnonymous == 0 {
+		opts.MaxPerAnonymous = DefaultMaxPerAnonymous
+	}
 	if opts.MaxSnapshot <= 0 {
 		opts.MaxSnapshot = DefaultMaxSnapshot
 	}
@@ -223,17 +236,18 @@ func New(opts Options) (*Server, error) {
 		publishLimit:  newRateLimiter(opts.PublishRate, opts.PublishBurst, rateLimitKeys, nil),
 		snapshotLimit: newRateLimiter(opts.SnapshotRate, opts.SnapshotBurst, rateLimitKeys, nil)}
 	s.engine = fanout.New(opts.Bus, fanout.Options{
-		Heartbeat:      opts.Heartbeat,
-		Retry:          opts.Retry,
-		WriteTimeout:   opts.WriteTimeout,
-		StallTimeout:   opts.StallTimeout,
-		MaxQueue:       opts.MaxQueue,
-		MaxConnections: opts.MaxConnections,
-		MaxPerClient:   opts.MaxPerClient,
-		Writers:        opts.Writers,
-		BatchDelay:     opts.BatchDelay,
-		Logger:         opts.Logger,
-		Metrics:        m.engine(),
+		Heartbeat:       opts.Heartbeat,
+		Retry:           opts.Retry,
+		WriteTimeout:    opts.WriteTimeout,
+		StallTimeout:    opts.StallTimeout,
+		MaxQueue:        opts.MaxQueue,
+		MaxConnections:  opts.MaxConnections,
+		MaxPerClient:    opts.MaxPerClient,
+		MaxPerAnonymous: max(opts.MaxPerAnonymous, 0),
+		Writers:         opts.Writers,
+		BatchDelay:      opts.BatchDelay,
+		Logger:          opts.Logger,
+		Metrics:         m.engine(),
 	})
 	s.echo = s.routes()
 	return s, nil

@@ -106,10 +106,10 @@ func (s *Server) handleEvents(c echo.Context) error {
 	if sq.cursor == nil { // a resuming client was told at its first hello
 		sq.hint = s.hint(r.Context(), r, &sq.filter, nil)
 	}
-	client := s.clientKey(r)
+	client, anonymous := s.streamClient(r)
 	hj, canHijack := c.Response().Writer.(http.Hijacker)
 	hijack := canHijack && !s.opts.DisableHijack && r.ProtoMajor == 1
-	sub, pos, err := s.engine.Register(fanout.Spec{Filter: sq.filter, Latest: sq.latest, Expires: sq.expires, Client: client, Handler: !hijack})
+	sub, pos, err := s.engine.Register(fanout.Spec{Filter: sq.filter, Latest: sq.latest, Expires: sq.expires, Client: client, Anonymous: anonymous, Handler: !hijack})
 	if errors.Is(err, fanout.ErrDraining) {
 		return s.bounce(c)
 	}
@@ -314,6 +314,13 @@ func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, 
 		at.Seqs[p] = max(at.Seqs[p], pos.Seqs[p])
 	}
 	return nil
+}
+
+// streamClient is the key streams and long-polls count against for the
+// per-client limits, the rate limits' (IP, IPv6 /64), and whether the
+// client is anonymous: it showed no credential, or the node checks none.
+func (s *Server) streamClient(r *http.Request) (key string, anonymous bool) {
+	return s.rateKey(r), s.opts.Auth == nil || s.opts.TokenFromRequest(r) == ""
 }
 
 // clientKey identifies a client for per-client limits: its IP. Behind a

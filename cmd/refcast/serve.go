@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,22 +41,25 @@ type serveConfig struct {
 	public         listFlag
 	maxConnections int
 	maxPerClient   int
-	publishRate    float64
-	publishBurst   int
-	snapshotRate   float64
-	snapshotBurst  int
-	heartbeat      time.Duration
-	batchDelay     time.Duration
-	retry          time.Duration
-	drain          time.Duration
-	maxWait        time.Duration
-	corsOrigins    listFlag
-	trustedProxies listFlag
-	commitURL      string
-	logLevel       string
-	logFormat      string
-	accessLog      bool
-	debugAddr      string
+	// maxPerClientSet: --max-per-client was given (flag or environment),
+	// replacing the default limit on anonymous clients.
+	maxPerClientSet bool
+	publishRate     float64
+	publishBurst    int
+	snapshotRate    float64
+	snapshotBurst   int
+	heartbeat       time.Duration
+	batchDelay      time.Duration
+	retry           time.Duration
+	drain           time.Duration
+	maxWait         time.Duration
+	corsOrigins     listFlag
+	trustedProxies  listFlag
+	commitURL       string
+	logLevel        string
+	logFormat       string
+	accessLog       bool
+	debugAddr       string
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -142,7 +146,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.authAudience, "auth-audience", "", "refuse tokens whose aud claim does not include this (set it with a shared identity provider; refcast token --audience)")
 	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
 	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
-	fs.IntVar(&c.maxPerClient, "max-per-client", 0, "streams per client IP (0: unlimited)")
+	fs.IntVar(&c.maxPerClient, "max-per-client", 0, fmt.Sprintf("streams and long-polls per client IP (IPv6: /64), for every client; when not set, %d for clients without a token and unlimited with one; 0: unlimited for everyone", server.DefaultMaxPerAnonymous))
 	fs.Float64Var(&c.publishRate, "publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a load balancer, set --trusted-proxy)")
 	fs.IntVar(&c.publishBurst, "publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")
 	fs.Float64Var(&c.snapshotRate, "snapshot-rate", server.DefaultSnapshotRate, "GET /v1/refs requests per second per client IP (IPv6: /64), a long-poll counting once; negative: unlimited")
@@ -161,6 +165,10 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
 	if err := parseFlags(fs, args, env); err != nil {
 		return nil, err
+	}
+	fs.Visit(func(f *flag.Flag) { c.maxPerClientSet = c.maxPerClientSet || f.Name == "max-per-client" })
+	if c.maxPerClient < 0 {
+		return nil, usageError{msg: fmt.Sprintf("--max-per-client: %d is negative; give a number of streams, or 0 for no limit", c.maxPerClient)}
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{msg: fmt.Sprintf("serve: unexpected argument %q\n%s", fs.Arg(0), fs.pointer())}
@@ -210,6 +218,11 @@ func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip
 		CORSOrigins:    c.corsOrigins,
 		TrustedProxies: trusted,
 		AccessLog:      c.accessLog,
+	}
+	if c.maxPerClientSet {
+		// An explicit --max-per-client applies to everyone, 0 meaning no
+		// limit at all; without it, anonymous clients get the default.
+		opts.MaxPerAnonymous = -1
 	}
 	if hc, ok := b.(bus.HealthChecker); ok {
 		opts.Readiness = hc.Ping

@@ -332,7 +332,7 @@ func (e *Engine) register(s *subscriber) (wire.Cursor, error) {
 	case len(e.all) >= e.opts.MaxConnections:
 		e.metrics.Rejected("node_limit").Inc()
 		return wire.Cursor{}, ErrTooManyConnections
-	case s.client != "" && e.opts.MaxPerClient > 0 && e.perKey[s.client] >= e.opts.MaxPerClient:
+	case s.client != "" && e.perClientLimit(s) > 0 && e.perKey[s.client] >= e.perClientLimit(s):
 		e.metrics.Rejected("client_limit").Inc()
 		return wire.Cursor{}, ErrTooManyForClient
 	}
@@ -345,6 +345,17 @@ func (e *Engine) register(s *subscriber) (wire.Cursor, error) {
 	s.lastWrite.Store(time.Now().UnixNano())
 	e.metrics.Connections.Set(float64(len(e.all)))
 	return e.pos.Clone(), nil
+}
+
+// perClientLimit is the streams s's client key may hold: MaxPerClient, or
+// for an anonymous client MaxPerAnonymous if that is stricter; 0 is
+// unlimited.
+func (e *Engine) perClientLimit(s *subscriber) int {
+	limit := e.opts.MaxPerClient
+	if a := e.opts.MaxPerAnonymous; s.anonymous && a > 0 && (limit == 0 || a < limit) {
+		limit = a
+	}
+	return limit
 }
 
 // remove unregisters and closes a subscriber. Safe to call more than once

@@ -40,7 +40,11 @@ type Options struct {
 	MaxQueue       int           // frames queued per subscriber before eviction
 	MaxConnections int           // streams and long-polls; Register fails beyond
 	MaxPerClient   int           // per client key (Spec.Client); 0 = unlimited
-	Writers        int           // writer goroutines; 2×GOMAXPROCS when 0
+	// MaxPerAnonymous is the streams per client key of anonymous clients
+	// (Spec.Anonymous), where stricter than MaxPerClient; 0 = no such
+	// limit. The server sets it by default (server.DefaultMaxPerAnonymous).
+	MaxPerAnonymous int
+	Writers         int // writer goroutines; 2×GOMAXPROCS when 0
 	// BatchDelay spaces the writes to a busy connection: one written less
 	// than BatchDelay ago gets its next events when BatchDelay has passed,
 	// together, so under a high event rate a connection costs one syscall
@@ -74,6 +78,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxPerClient < 0 {
 		o.MaxPerClient = DefaultMaxPerClient
 	}
+	o.MaxPerAnonymous = max(o.MaxPerAnonymous, 0)
 	if o.Writers <= 0 {
 		o.Writers = 2 * runtime.GOMAXPROCS(0)
 	}

@@ -24,6 +24,9 @@ type Spec struct {
 	// Client keys the per-client limit (Options.MaxPerClient); "" is not
 	// limited.
 	Client string
+	// Anonymous: the client showed no credential, so the stricter
+	// Options.MaxPerAnonymous applies to its key as well.
+	Anonymous bool
 	// Handler: the stream is written on its handler's goroutine with
 	// FlushHTTP (HTTP/2, or a connection that is not hijacked), instead of
 	// by the writer pool on a connection handed over with Attach.
@@ -50,7 +53,7 @@ type Stream struct{ s *subscriber }
 // concurrent use; a stream that registered must be removed (Remove), or
 // it is by the engine when it is evicted, drained, expires or Run returns.
 func (e *Engine) Register(sp Spec) (Stream, wire.Cursor, error) {
-	s := &subscriber{eng: e, filter: sp.Filter, latest: sp.Latest, expires: sp.Expires, client: sp.Client, idx: -1}
+	s := &subscriber{eng: e, filter: sp.Filter, latest: sp.Latest, expires: sp.Expires, client: sp.Client, anonymous: sp.Anonymous, idx: -1}
 	if sp.Handler {
 		s.wake = make(chan struct{}, 1)
 		s.done = make(chan struct{})
@@ -130,8 +133,8 @@ type Waiter struct{ s *subscriber }
 
 // Watch registers a long-poll for the events f selects, live at once.
 // Errors as Register. The caller must Close it. Safe for concurrent use.
-func (e *Engine) Watch(f bus.Filter, client string) (Waiter, error) {
-	s := &subscriber{eng: e, filter: f, client: client, idx: -1, waiter: true,
+func (e *Engine) Watch(f bus.Filter, client string, anonymous bool) (Waiter, error) {
+	s := &subscriber{eng: e, filter: f, client: client, anonymous: anonymous, idx: -1, waiter: true,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if _, err := e.register(s); err != nil {
 		return Waiter{}, err

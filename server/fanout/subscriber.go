@@ -47,6 +47,8 @@ type subscriber struct {
 	done    chan struct{}   // handler path and long-polls only: closed when removed
 	expires time.Time       // token expiry; zero means never
 	client  string          // per-client limit key
+	// anonymous: no credential, Options.MaxPerAnonymous applies too
+	anonymous bool
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last successful write
 
