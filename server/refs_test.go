@@ -72,12 +72,12 @@ func TestRefsSnapshotETag(t *testing.T) {
 	// Another repo, and a ref of this repo outside the filter: still 304.
 	n.publish(t, newPush("acme/other", upd("refs/heads/main", z, oid(3))))
 	n.publish(t, newPush("acme/app", upd("refs/tags/v2", z, oid(4))))
-	waitDispatched(t, n)
+	n.waitDispatched(t)
 	notModified(snap.Cursor)
 
 	// This repo's filtered refs change: 200 and a new ETag.
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", oid(1), oid(5))))
-	waitDispatched(t, n)
+	n.waitDispatched(t)
 	st, h, body = n.get(t, path, map[string]string{"If-None-Match": `"` + snap.Cursor + `"`})
 	var snap2 snapshotBody
 	if err := json.Unmarshal(body, &snap2); st != 200 || err != nil {
@@ -92,28 +92,6 @@ func TestRefsSnapshotETag(t *testing.T) {
 	if st, _, _ := n.get(t, path, map[string]string{"If-None-Match": `"xyz"`}); st != 200 {
 		t.Fatalf("foreign ETag: %d", st)
 	}
-}
-
-// waitDispatched waits until the node's hub has dispatched everything the
-// bus holds, so a request sees the newest position.
-func waitDispatched(t *testing.T, n *testNode) {
-	t.Helper()
-	eventually(t, 5*time.Second, "hub to catch up", func() bool {
-		heads, err := n.bus.Heads(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		pos, ok := n.srv.engine.Position()
-		if !ok {
-			return false
-		}
-		for p := range heads {
-			if pos.Seqs[p] < heads[p].Last {
-				return false
-			}
-		}
-		return true
-	})
 }
 
 func TestRefsDelta(t *testing.T) {

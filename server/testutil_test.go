@@ -164,6 +164,32 @@ func (n *testNode) publish(t testing.TB, p *bus.Push) {
 	if st != http.StatusOK {
 		t.Fatalf("publish: %d %s", st, resp)
 	}
+	n.waitDispatched(t)
+}
+
+// waitDispatched waits until the node's engine has taken everything the
+// bus holds. A publish returns once the bus has the push; the engine
+// follows on its own goroutine, and on a loaded machine it can lag by
+// seconds. Tests that then resume from a cursor, or compare a hello with
+// the position, must not depend on that race.
+func (n *testNode) waitDispatched(t testing.TB) {
+	t.Helper()
+	eventually(t, patience, "the node to take the published events from the bus", func() bool {
+		heads, err := n.bus.Heads(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, ok := n.srv.engine.Position()
+		if !ok || len(pos.Seqs) != len(heads) {
+			return false
+		}
+		for p := range heads {
+			if pos.Seqs[p] < heads[p].Last {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 var testClient = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
