@@ -45,7 +45,10 @@ func (e *Engine) feedMessage(msg *bus.Message, now time.Time) bool {
 	if msg.Err != nil {
 		e.metrics.BusReconnects.Inc()
 		if _, ok := e.health.failing[msg.Partition]; !ok {
-			e.log.Warn("bus partition unavailable, the bus is retrying", "partition", msg.Partition, "err", msg.Err)
+			// Debug: the bus logs the outage once for all partitions
+			// (one line when it starts, one when it ends); a line per
+			// partition here would be the noise operators asked to lose.
+			e.log.Debug("bus partition unavailable, the bus is retrying", "partition", msg.Partition, "err", msg.Err)
 			e.health.failing[msg.Partition] = struct{}{}
 			e.feedUpdate(now)
 		}
