@@ -149,3 +149,25 @@ func TestPublishStrictBody(t *testing.T) {
 		})
 	}
 }
+
+// TestReadAuthorizationSchemeAsPublish: reads parse Authorization with the
+// same parser as publishing, so the Bearer scheme is case-insensitive on
+// /v1/refs too, and another scheme is no credential.
+func TestReadAuthorizationSchemeAsPublish(t *testing.T) {
+	t.Parallel()
+	ga := globAuth{tokens: map[string][]string{"rtok": {"acme/*"}}}
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) { o.Auth = ga })
+	for _, tc := range []struct {
+		header string
+		want   int
+	}{
+		{"Bearer rtok", http.StatusOK},
+		{"bearer rtok", http.StatusOK},
+		{"BEARER rtok", http.StatusOK},
+		{"Basic rtok", http.StatusForbidden}, // no credential: acme/app is not public
+	} {
+		if st, _, body := n.get(t, wire.PathRefs+"?repo=acme/app", map[string]string{wire.HeaderAuthorization: tc.header}); st != tc.want {
+			t.Errorf("Authorization %q: %d %s, want %d", tc.header, st, body, tc.want)
+		}
+	}
+}
