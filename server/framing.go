@@ -82,6 +82,17 @@ func (c *framingConn) conflicted() bool {
 	return c.sc.conflict
 }
 
+// unwrapFramingConn returns the connection under c's framing watch. A
+// hijacked stream's owner needs it: the fan-out engine writes through the
+// socket's syscall.Conn and sets TCP keep-alives on the *net.TCPConn, and
+// no further request is read from a hijacked connection.
+func unwrapFramingConn(c net.Conn) net.Conn {
+	if fc, ok := c.(*framingConn); ok {
+		return fc.Conn
+	}
+	return c
+}
+
 type framingConnKey struct{}
 
 // framingConnContext is http.Server.ConnContext: it lets checkFraming find
