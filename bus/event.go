@@ -196,6 +196,11 @@ func (p *Push) Validate() error {
 		if err := u.validate(p.Seed); err != nil {
 			return fmt.Errorf("update %d: %w", i+1, err)
 		}
+		// A repository has one object format, so one push has one id
+		// length; a mix is a bug or a forgery, never a real push.
+		if n := len(p.Updates[0].New); len(u.New) != n || (!p.Seed && len(u.Old) != n) || (u.Peeled != "" && len(u.Peeled) != n) {
+			return fmt.Errorf("update %d: %w: object ids mix SHA-1 (40 hex digits) and SHA-256 (64) in one push", i+1, ErrInvalid)
+		}
 		if _, dup := seen[u.Ref]; dup {
 			return fmt.Errorf("update %d: %w: ref %q appears twice in one push", i+1, ErrInvalid, u.Ref)
 		}

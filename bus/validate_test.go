@@ -144,6 +144,14 @@ func TestPushValidateAndKinds(t *testing.T) {
 		{"bad old", func(p *Push) { p.Updates[1].Old = "xyz" }, "old"},
 		{"mixed hash", func(p *Push) { p.Updates[0].New = strings.Repeat("b", 64) }, "differ in length"},
 		{"same ids", func(p *Push) { p.Updates[0].New = a }, "equal"},
+		{"mixed across updates", func(p *Push) {
+			p.Updates[1] = RefUpdate{Ref: "refs/heads/new", Old: ZeroSHA256, New: strings.Repeat("c", 64)}
+		}, "update 2: invalid: object ids mix SHA-1"},
+		{"mixed peeled", func(p *Push) { p.Updates[0].Peeled = strings.Repeat("c", 64) }, "mix SHA-1"},
+		{"mixed seed", func(p *Push) {
+			p.Seed = true
+			p.Updates = []RefUpdate{{Ref: "refs/heads/a", New: a}, {Ref: "refs/heads/b", New: strings.Repeat("c", 64)}}
+		}, "update 2: invalid: object ids mix"},
 		{"dup ref", func(p *Push) { p.Updates[1].Ref = "refs/heads/main" }, "twice"},
 		{"pusher control", func(p *Push) { p.Pusher = "a\nb" }, "pusher"},
 		{"bad enriched", func(p *Push) { p.Updates[0].Enriched = "lots" }, "enriched"},

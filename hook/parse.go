@@ -118,6 +118,33 @@ func ParseUpdates(r io.Reader, mode ParseMode) ([]bus.RefUpdate, error) {
 	return out, nil
 }
 
+// idLens is the object id length, in hex digits, of each object format
+// git knows (`git rev-parse --show-object-format`).
+var idLens = map[string]int{"sha1": 40, "sha256": 64}
+
+// CheckObjectFormat refuses updates whose ids do not have the length of
+// the repository's object format ("sha1": 40 hex digits, "sha256": 64):
+// git never sends such a line, so it comes from someone piping input by
+// hand, and publishing it would announce objects the repository cannot
+// have. The error names the first such ref and is meant for the pusher.
+// A format this version does not know is not checked here (bus
+// validation still accepts only 40 or 64 digits).
+func CheckObjectFormat(ups []bus.RefUpdate, format string) error {
+	want, ok := idLens[format]
+	if !ok {
+		return nil
+	}
+	for _, u := range ups {
+		for _, id := range []string{u.Old, u.New} {
+			if len(id) != want {
+				return fmt.Errorf("%w: %s: object id %s has %d hex digits, but this repository's object format is %s (%d)",
+					ErrMalformed, u.Ref, bus.Clip(id, 80), len(id), format, want)
+			}
+		}
+	}
+	return nil
+}
+
 // checkIDs validates both ids and that every id of the input has one length.
 func checkIDs(old, nw string, idLen *int) error {
 	for _, id := range []string{old, nw} {

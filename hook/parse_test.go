@@ -115,3 +115,39 @@ func FuzzParseUpdates(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckObjectFormat: ids must have the length of the repository's
+// object format; the error names the ref and both lengths.
+func TestCheckObjectFormat(t *testing.T) {
+	t.Parallel()
+	a1, b1 := strings.Repeat("a", 40), strings.Repeat("b", 40)
+	a2, b2 := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	cases := []struct {
+		name, format string
+		ups          []bus.RefUpdate
+		want         string // "" accepts
+	}{
+		{"sha1 ids in sha1", "sha1", []bus.RefUpdate{{Ref: "refs/heads/main", Old: a1, New: b1}}, ""},
+		{"sha256 ids in sha256", "sha256", []bus.RefUpdate{{Ref: "refs/heads/main", Old: a2, New: b2}}, ""},
+		{"zero ids of the format", "sha256", []bus.RefUpdate{{Ref: "refs/heads/new", Old: bus.ZeroSHA256, New: b2}}, ""},
+		{"sha256 ids in sha1", "sha1", []bus.RefUpdate{{Ref: "refs/heads/main", Old: a2, New: b2}},
+			"refs/heads/main: object id " + a2 + " has 64 hex digits, but this repository's object format is sha1 (40)"},
+		{"sha1 ids in sha256", "sha256", []bus.RefUpdate{{Ref: "refs/heads/main", Old: a2, New: b2}, {Ref: "refs/tags/v1", Old: bus.ZeroSHA1, New: b1}},
+			"refs/tags/v1: object id " + bus.ZeroSHA1 + " has 40 hex digits, but this repository's object format is sha256 (64)"},
+		{"unknown format left to bus validation", "sha3", []bus.RefUpdate{{Ref: "refs/heads/main", Old: a1, New: b1}}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckObjectFormat(tc.ups, tc.format)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want ErrMalformed containing %q", err, tc.want)
+			}
+		})
+	}
+}

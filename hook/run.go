@@ -163,6 +163,12 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 	if err != nil {
 		return err
 	}
+	for _, lines := range [][]bus.RefUpdate{txn, ups} {
+		if err := CheckObjectFormat(lines, repo.ObjectFormat); err != nil {
+			r.warnf("%v", err)
+			return ExitStatus(2)
+		}
+	}
 	cfg, err := repo.Config(ctx)
 	if err != nil {
 		return usagef("hook: %v", err)

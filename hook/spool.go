@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -213,18 +214,47 @@ func (s *Spool) count() int {
 	return len(n)
 }
 
+// MaxSpoolFile bounds what Flush reads of one spool file. The largest push
+// the hook writes, bus.MaxUpdatesPerPush updates with every field at its
+// limit (a 1 KiB ref, 1 KiB subject and author, three 64-digit ids), is
+// about 10,000 × 3.4 KB = 34 MB of JSON; 64 MiB leaves room for escaping.
+// A larger file is not a push the hook wrote (a 300 MB one once cost 634
+// MB to read whole before being quarantined), so it is quarantined
+// unread.
+const MaxSpoolFile = 64 << 20
+
 func readSpooled(path string) (*bus.Push, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	var p bus.Push
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("corrupt spool file: %w", err)
+	defer f.Close()
+	// The size is checked on the open file, so a rename in between cannot
+	// swap it; the LimitReader catches a file still growing.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat spool file: %w", err)
 	}
-	if dec.More() {
-		return nil, errors.New("corrupt spool file: trailing data")
+	if fi.Size() > MaxSpoolFile {
+		return nil, fmt.Errorf("spool file is %d bytes, over the %d-byte limit for one push; not read", fi.Size(), MaxSpoolFile)
+	}
+	lr := &io.LimitedReader{R: f, N: MaxSpoolFile + 1}
+	var p bus.Push
+	// The decoder reads the file in pieces, so the file's bytes are held
+	// once (the decoder's buffer), not read whole and then copied.
+	dec := json.NewDecoder(lr)
+	err = dec.Decode(&p)
+	if err == nil {
+		// Anything but white space after the object is corruption.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("trailing data")
+		}
+	}
+	if lr.N <= 0 {
+		return nil, fmt.Errorf("spool file grew past the %d-byte limit for one push while being read", MaxSpoolFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("corrupt spool file: %w", err)
 	}
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("spooled push is invalid: %w", err)

@@ -1,11 +1,15 @@
 package hook
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -179,6 +183,91 @@ func TestSpoolQuarantine(t *testing.T) {
 	// Not retried: a second flush has nothing to do.
 	if res, _ := sp.Flush(context.Background(), pub); res.Published+res.Quarantined != 0 {
 		t.Fatalf("second flush did %+v", res)
+	}
+}
+
+// TestSpoolOversizedFileQuarantinedUnread: a spool file over MaxSpoolFile
+// is quarantined from its size alone, without being read (a 300 MB file
+// once cost 634 MB), with a log line saying why, and the flush goes on.
+// Not parallel: it measures the process's allocations.
+func TestSpoolOversizedFileQuarantinedUnread(t *testing.T) {
+	dir := t.TempDir()
+	var logBuf strings.Builder
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logBuf.Write(b)
+	}), nil))
+	sp, _ := OpenSpool(dir, log)
+	huge := "00000000000000000000-0000000000-00000000-00000000" + spoolExt // sorts first
+	const size = 300 << 20
+	f, err := os.Create(filepath.Join(dir, huge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sparse: costs no disk, and reads as 300 MB of zero bytes.
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sp.Write(testPush(1))
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	pub := &recPub{}
+	res, err := sp.Flush(context.Background(), pub)
+	runtime.ReadMemStats(&after)
+	if err != nil || res.Published != 1 || res.Quarantined != 1 {
+		t.Fatalf("flush: %+v, %v", res, err)
+	}
+	// The bound is far below the file (reading it once is 300 MiB) and
+	// far above what a flush of one small push allocates.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Fatalf("flush allocated %d bytes for a %d-byte spool file; it must not read it", alloc, size)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, QuarantineDir, huge)); err != nil || fi.Size() != size {
+		t.Fatalf("oversized file not quarantined: %v", err)
+	}
+	reason, _ := os.ReadFile(filepath.Join(dir, QuarantineDir, huge+".reason"))
+	want := fmt.Sprintf("spool file is %d bytes, over the %d-byte limit for one push; not read", size, MaxSpoolFile)
+	if !strings.Contains(string(reason), want) {
+		t.Fatalf("reason %q, want %q", reason, want)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if line := logBuf.String(); !strings.Contains(line, "spool file quarantined") || !strings.Contains(line, want) {
+		t.Fatalf("log %q lacks the quarantine line", line)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestSpoolTrailingDataQuarantined: anything but white space after the
+// push object is corruption, a stray '}' included.
+func TestSpoolTrailingDataQuarantined(t *testing.T) {
+	t.Parallel()
+	good, _ := json.Marshal(testPush(1))
+	for _, tc := range []struct {
+		name, tail string
+		bad        bool
+	}{
+		{"white space", " \n", false},
+		{"second object", `{}`, true},
+		{"stray brace", `}`, true},
+		{"garbage", "x", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "a"+spoolExt)
+			os.WriteFile(path, append(bytes.Clone(good), tc.tail...), 0o600)
+			_, err := readSpooled(path)
+			if tc.bad != (err != nil) {
+				t.Fatalf("readSpooled = %v, want error %v", err, tc.bad)
+			}
+		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"unicode"
 
 	"github.com/labstack/echo/v4"
 
@@ -70,8 +71,9 @@ func (s *Server) handlePublish(c echo.Context) error {
 }
 
 // decodePush parses a publish body strictly: one JSON object of the push
-// schema, no unknown fields, nothing after it, and a valid repo name (what
-// authorization needs). The rest is checked by Push.Validate.
+// schema, no unknown fields, no key twice in any object, nothing but white
+// space after it, and a valid repo name (what authorization needs). The
+// rest is checked by Push.Validate.
 func decodePush(body []byte) (*bus.Push, error) {
 	var p bus.Push
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -79,13 +81,93 @@ func decodePush(body []byte) (*bus.Push, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("body is not a valid push: %s", jsonErr(err))
 	}
-	if dec.More() {
-		return nil, errors.New("body has data after the push object")
+	// Decoder.More reports false for a stray '}' or ']', so the tail is
+	// checked byte by byte. Positions count from 1, as in jsonErr's syntax
+	// errors.
+	for i := dec.InputOffset(); i < int64(len(body)); i++ {
+		switch body[i] {
+		case ' ', '\t', '\r', '\n':
+		default:
+			return nil, fmt.Errorf("body is not a valid push: trailing data after the JSON object at byte %d", i+1)
+		}
+	}
+	if err := checkDuplicateKeys(body); err != nil {
+		return nil, fmt.Errorf("body is not a valid push: %w", err)
 	}
 	if err := bus.ValidateRepo(p.Repo); err != nil {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// checkDuplicateKeys refuses a JSON value in which an object, at any depth,
+// has a key twice: encoding/json keeps the last, so {"repo":"a","repo":"b"}
+// would be authorized for one repo by a proxy that reads the first and
+// published to another. Keys are compared as encoding/json matches them to
+// fields (after unescaping, case-insensitively with Unicode simple
+// folding), so "Repo" or "re\u0070o" duplicate "repo" too. body must be
+// valid JSON (decodePush has decoded it). One pass over the tokens: linear
+// in len(body), which MaxBody bounds, with one set of keys per open object.
+func checkDuplicateKeys(body []byte) error {
+	type frame struct {
+		keys    map[string]struct{} // nil for an array
+		wantKey bool                // in an object, the next token is a key
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // numbers are skipped; no float conversion
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("scan keys: %s", jsonErr(err))
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			top := &stack[n-1]
+			if top.wantKey {
+				k, _ := tok.(string)
+				f := foldKey(k)
+				if _, dup := top.keys[f]; dup {
+					return fmt.Errorf("duplicate key %q", bus.Clip(k, 40))
+				}
+				top.keys[f] = struct{}{}
+				top.wantKey = false
+				continue
+			}
+			top.wantKey = true // this token is the value; a key comes next
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]struct{}{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		}
+	}
+}
+
+// foldKey maps a key to the representative of what encoding/json treats as
+// the same field name: each rune to the smallest rune of its simple-fold
+// orbit (so 'K', 'k' and the Kelvin sign are one).
+func foldKey(k string) string {
+	b := make([]rune, 0, len(k))
+	for _, r := range k {
+		for {
+			r2 := unicode.SimpleFold(r)
+			if r2 <= r {
+				r = r2
+				break
+			}
+			r = r2
+		}
+		b = append(b, r)
+	}
+	return string(b)
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

@@ -23,6 +23,8 @@ func FuzzPublishBody(f *testing.F) {
 		`{"id":"p2","repo":"acme/app","time":"2026-11-25T14:00:00Z","pusher":"eve\ndata: x","updates":[{"ref":"refs/heads/x","old":"` + a + `","new":"` + b + `","commit":{"subject":"s\r\nevent: reset","author":"a"}}]}`,
 		`{"id":"s","repo":"acme/app","time":"2026-11-25T14:00:00Z","seed":true,"updates":[{"ref":"refs/tags/v1","new":"` + b + `"}]}`,
 		`{}`, `[]`, `{"id":1}`, `{"repo":"../x"}`, `{"id":"p","repo":"a","time":"x"} {}`,
+		`{"id":"p","repo":"acme/app","repo":"acme/other"}`, `{"id":"p","repo":"acme/app"}}`, `{"id":"p","repo":"acme/app"} x`,
+		`{"updates":[{"commit":{"subject":"a","Subject":"b"}}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -30,6 +32,20 @@ func FuzzPublishBody(f *testing.F) {
 		p, err := decodePush(body)
 		if err != nil {
 			return
+		}
+		// An accepted body is one JSON value, and stays refused with any
+		// non-space byte after it or with a key repeated at its top.
+		if !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+		if _, err := decodePush(append(bytes.Clone(body), '}')); err == nil || !strings.Contains(err.Error(), "trailing data") {
+			t.Fatalf("accepted %q with a '}' after it: %v", body, err)
+		}
+		if i := bytes.IndexByte(body, '{'); i >= 0 && p.ID != "" {
+			dup := append(append(bytes.Clone(body[:i+1]), `"ID":"x",`...), body[i+1:]...)
+			if _, err := decodePush(dup); err == nil || !strings.Contains(err.Error(), "duplicate key") {
+				t.Fatalf("accepted %q with the id twice: %v", dup, err)
+			}
 		}
 		if p.Validate() != nil {
 			return
@@ -81,5 +97,77 @@ func TestPublishAuthorizationScheme(t *testing.T) {
 				t.Fatalf("Authorization %q: %d %s, want %d", tc.header, st, resp, tc.want)
 			}
 		})
+	}
+}
+
+// TestPublishStrictBody: a body is one JSON object with no key twice at
+// any depth and nothing but white space after it; the 400 says which.
+func TestPublishStrictBody(t *testing.T) {
+	t.Parallel()
+	a, b := strings.Repeat("a", 40), strings.Repeat("b", 40)
+	upd := `{"ref":"refs/heads/main","old":"` + a + `","new":"` + b + `"}`
+	obj := `{"id":"p1","repo":"acme/app","time":"2026-11-25T14:00:00Z","updates":[` + upd + `]}`
+	cases := []struct {
+		name, body, want string // want "" accepts
+	}{
+		{"plain", obj, ""},
+		{"trailing white space", obj + " \r\n\t", ""},
+		{"trailing brace", obj + "}", "trailing data after the JSON object at byte " + fmt.Sprint(len(obj)+1)},
+		{"trailing bracket after space", obj + "  ]", "trailing data after the JSON object at byte " + fmt.Sprint(len(obj)+3)},
+		{"trailing garbage", obj + "garbage", "trailing data after the JSON object"},
+		{"second object", obj + obj, "trailing data after the JSON object"},
+		{"duplicate repo", `{"id":"p1","repo":"acme/app","repo":"acme/other","time":"2026-11-25T14:00:00Z","updates":[` + upd + `]}`, `duplicate key "repo"`},
+		{"duplicate by case", `{"id":"p1","repo":"acme/app","Repo":"acme/other","time":"2026-11-25T14:00:00Z","updates":[` + upd + `]}`, `duplicate key "Repo"`},
+		{"duplicate by escape", `{"id":"p1","repo":"acme/app","re\u0070o":"acme/other","time":"2026-11-25T14:00:00Z","updates":[` + upd + `]}`, `duplicate key "repo"`},
+		{"duplicate by long s", `{"id":"p1","repo":"acme/app","source":"api","\u017fource":"x","time":"2026-11-25T14:00:00Z","updates":[` + upd + `]}`, "duplicate key"},
+		{"duplicate in update", `{"id":"p1","repo":"acme/app","time":"2026-11-25T14:00:00Z","updates":[{"ref":"refs/heads/main","ref":"refs/heads/x","old":"` + a + `","new":"` + b + `"}]}`, `duplicate key "ref"`},
+		{"duplicate in commit", `{"id":"p1","repo":"acme/app","time":"2026-11-25T14:00:00Z","updates":[{"ref":"refs/heads/main","old":"` + a + `","new":"` + b + `","commit":{"subject":"s","subject":"t"}}]}`, `duplicate key "subject"`},
+		{"same key in sibling objects", `{"id":"p1","repo":"acme/app","time":"2026-11-25T14:00:00Z","updates":[` + upd + `,{"ref":"refs/heads/x","old":"` + a + `","new":"` + b + `"}]}`, ""},
+	}
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodePush([]byte(tc.body))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			// A fresh id of the same length keeps the byte positions.
+			body := strings.Replace(tc.body, `"p1"`, fmt.Sprintf(`"%02d"`, i), 1)
+			st, _, resp := n.publishRaw(t, testToken, "application/json", []byte(body))
+			if tc.want == "" {
+				if st != http.StatusOK {
+					t.Fatalf("status %d %s, want 200", st, resp)
+				}
+				return
+			}
+			if msg := apiErrorBody(t, http.StatusBadRequest, resp); st != http.StatusBadRequest || !strings.Contains(msg, tc.want) {
+				t.Fatalf("status %d %q, want 400 naming %q", st, msg, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadAuthorizationSchemeAsPublish: reads parse Authorization with the
+// same parser as publishing, so the Bearer scheme is case-insensitive on
+// /v1/refs too, and another scheme is no credential.
+func TestReadAuthorizationSchemeAsPublish(t *testing.T) {
+	t.Parallel()
+	ga := globAuth{tokens: map[string][]string{"rtok": {"acme/*"}}}
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) { o.Auth = ga })
+	for _, tc := range []struct {
+		header string
+		want   int
+	}{
+		{"Bearer rtok", http.StatusOK},
+		{"bearer rtok", http.StatusOK},
+		{"BEARER rtok", http.StatusOK},
+		{"Basic rtok", http.StatusForbidden}, // no credential: acme/app is not public
+	} {
+		if st, _, body := n.get(t, wire.PathRefs+"?repo=acme/app", map[string]string{wire.HeaderAuthorization: tc.header}); st != tc.want {
+			t.Errorf("Authorization %q: %d %s, want %d", tc.header, st, body, tc.want)
+		}
 	}
 }

@@ -254,7 +254,9 @@ func New(opts Options) (*Server, error) {
 }
 
 // Handler returns the node's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.echo }
+// Requests with both Content-Length and Transfer-Encoding are refused only
+// on connections Serve accepted (see framing.go).
+func (s *Server) Handler() http.Handler { return checkFraming(s.echo) }
 
 // Ready reports whether the node follows the bus and is not draining.
 func (s *Server) Ready(ctx context.Context) error {
@@ -288,7 +290,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration
 	go func() { hubErr <- s.engine.Run(hubCtx) }()
 
 	srv := &http.Server{
-		Handler:           s.echo,
+		Handler:           s.Handler(),
+		ConnContext:       framingConnContext,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
@@ -301,7 +304,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration
 	srv.Protocols.SetHTTP2(true)
 
 	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(ln) }()
+	go func() { srvErr <- srv.Serve(framingListener{ln}) }()
 
 	var err error
 	select {

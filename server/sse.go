@@ -145,6 +145,7 @@ func (s *Server) streamHijacked(r *http.Request, hj http.Hijacker, sub fanout.St
 		sub.Remove(fanout.ReasonClosed)
 		return fmt.Errorf("hijack: %w", err)
 	}
+	conn = unwrapFramingConn(conn) // no request follows a hijacked stream
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(time.Minute)

@@ -227,6 +227,9 @@ func TestHookMisuse(t *testing.T) {
 		args              []string
 	}{
 		{"malformed line", a + " " + b + " refs/heads/x\n" + a + " " + b + "\n", "refcast hook: line 2: ", []string{"hook", "post-receive", "--url", "http://127.0.0.1:1"}},
+		{"sha256 ids in a sha1 repository", strings.Repeat("1", 64) + " " + strings.Repeat("2", 64) + " refs/heads/x\n",
+			"refs/heads/x: object id " + strings.Repeat("1", 64) + " has 64 hex digits, but this repository's object format is sha1 (40)",
+			[]string{"hook", "post-receive", "--url", "http://127.0.0.1:1"}},
 		{"unknown hook", "", "unknown hook", []string{"hook", "pre-receive"}},
 		{"bad flag", "", "unknown flag --nope", []string{"hook", "post-receive", "--nope"}},
 		{"txn without state", "", "exactly one argument", []string{"hook", "reference-transaction"}},
