@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -160,7 +159,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		drainers.Go(func() { hook.DrainLoop(drainCtx, c.spool, hook.BusPublisher{Bus: b}, hook.DefaultDrainEvery, log) })
 		opts.Registry.MustRegister(spoolDepth(c.spool))
 	}
-	ln, err := net.Listen("tcp", c.listen)
+	ln, err := listenServe(ctx, c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
 	}
