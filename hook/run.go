@@ -3,6 +3,7 @@ package hook
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,6 +38,10 @@ type Runner struct {
 	OpenBus BusOpener
 	// Git is the git binary; "" for DefaultGit.
 	Git string
+	// FlushCommand is the command line of `refcast hook flush --wait` with
+	// this run's destination flags; a hook that spools a push starts it
+	// in the background (see Spool.StartFlusher). Empty: none is started.
+	FlushCommand []string
 }
 
 func (r *Runner) env(name string) string {
@@ -219,12 +224,32 @@ func (r *Runner) deliver(ctx context.Context, s Settings, pushes []*bus.Push, n 
 	case d.Err == nil:
 	case !Retryable(d.Err):
 		r.warnf("warning: push rejected, not retried: %v", d.Err)
+	case len(d.Spooled) > 0 && r.startFlusher(s, sp):
+		r.warnf("warning: %v; push spooled to %s (a background flush publishes it when the destination answers; log: %s)", d.Err, sp.Dir(), FlushLogName)
 	case len(d.Spooled) > 0:
 		r.warnf("warning: %v; push spooled to %s (published on the next push or 'refcast hook flush')", d.Err, sp.Dir())
 	default:
 		r.warnf("warning: %v", d.Err)
 	}
 	return nil
+}
+
+// startFlusher starts the background flush of sp unless turned off,
+// unsupported or already running (then it retries on its own). It reports
+// whether one runs now; failing to start one is a warning, the push is
+// spooled either way.
+func (r *Runner) startFlusher(s Settings, sp *Spool) bool {
+	if s.NoBackground || len(r.FlushCommand) == 0 {
+		return false
+	}
+	if sp.FlusherRunning() {
+		return true
+	}
+	started, err := sp.StartFlusher(r.FlushCommand)
+	if err != nil {
+		r.warnf("warning: %v", err)
+	}
+	return started
 }
 
 // sanitizePusher drops a pusher name the bus would refuse rather than lose
@@ -254,28 +279,11 @@ func (r *Runner) settingsHere(ctx context.Context, cmd string, needName bool) (S
 
 // Flush republishes what the spool holds, in order, and prints a summary.
 func (r *Runner) Flush(ctx context.Context) error {
-	s, _, err := r.settingsHere(ctx, "hook flush", false)
-	if err != nil {
-		return err
-	}
-	if s.Spool == "" {
-		return usagef("hook flush: no spool: give --spool DIR or run inside the repository")
-	}
-	if s.Timeout == 0 {
-		s.Timeout = DefaultFlushTimeout
-	}
-	pub, closePub, err := s.publisher(r.OpenBus)
+	s, sp, pub, closePub, err := r.openFlush(ctx, r.logger())
 	if err != nil {
 		return err
 	}
 	defer closePub()
-	if pub == nil {
-		return usagef("hook flush: no destination: give --url or --redis (or their environment variables or git config)")
-	}
-	sp, err := OpenSpool(s.Spool, r.logger())
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	res, err := sp.Flush(ctx, pub)
@@ -284,6 +292,61 @@ func (r *Runner) Flush(ctx context.Context) error {
 		return fmt.Errorf("hook flush: %w", err)
 	}
 	return nil
+}
+
+// FlushWait is `hook flush --wait`, the background flush a hook starts:
+// it retries until the spool is empty (see Spool.FlushWait), each try
+// bounded by the timeout. Another flusher of the same spool already
+// running is success: that one finishes the job. Its output, a log with
+// timestamps, goes to the spool's FlushLogName.
+func (r *Runner) FlushWait(ctx context.Context) error {
+	log := slog.New(slog.NewTextHandler(r.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, sp, pub, closePub, err := r.openFlush(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer closePub()
+	res, err := sp.FlushWait(ctx, pub, WaitOptions{PerTry: s.Timeout})
+	switch {
+	case errors.Is(err, ErrFlusherRunning):
+		log.Info("another background flush is running", slog.String("spool", s.Spool))
+		return nil
+	case err != nil:
+		log.Error("background flush stopped; the spool waits for the next push or 'refcast hook flush'",
+			slog.String("spool", s.Spool), slog.Int("published", res.Published), slog.Int("pending", res.Left), slog.Any("error", err))
+		return ExitStatus(1)
+	}
+	log.Info("background flush done", slog.String("spool", s.Spool), slog.Int("published", res.Published), slog.Int("quarantined", res.Quarantined))
+	return nil
+}
+
+// openFlush resolves what both flushes need: settings, spool, publisher.
+// closePub must be called when err is nil.
+func (r *Runner) openFlush(ctx context.Context, log *slog.Logger) (Settings, *Spool, Publisher, func(), error) {
+	s, _, err := r.settingsHere(ctx, "hook flush", false)
+	if err != nil {
+		return s, nil, nil, nil, err
+	}
+	if s.Spool == "" {
+		return s, nil, nil, nil, usagef("hook flush: no spool: give --spool DIR or run inside the repository")
+	}
+	if s.Timeout == 0 {
+		s.Timeout = DefaultFlushTimeout
+	}
+	pub, closePub, err := s.publisher(r.OpenBus)
+	if err != nil {
+		return s, nil, nil, nil, err
+	}
+	if pub == nil {
+		closePub()
+		return s, nil, nil, nil, usagef("hook flush: no destination: give --url or --redis (or their environment variables or git config)")
+	}
+	sp, err := OpenSpool(s.Spool, log)
+	if err != nil {
+		closePub()
+		return s, nil, nil, nil, err
+	}
+	return s, sp, pub, closePub, nil
 }
 
 // errNoDestination is the misuse of a command that must publish somewhere.

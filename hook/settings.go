@@ -36,6 +36,7 @@ type Flags struct {
 //	EnrichBudget   --enrich-budget  REFCAST_ENRICH_BUDGET   refcast.enrichBudget
 //	Spool          --spool          REFCAST_SPOOL           refcast.spool, else <common dir>/refcast-spool
 //	Pusher         --pusher         REFCAST_PUSHER, GL_USERNAME, GITEA_PUSHER_NAME, REMOTE_USER
+//	NoBackground   (no flag)        REFCAST_FLUSH_BACKGROUND=false  refcast.flushBackground=false
 //	RepoName       see NameInput: --repo, refcast.repo, REFCAST_REPO, GL_PROJECT_PATH,
 //	               then the first matching --repo-map / REFCAST_REPO_MAP / refcast.repoMap rule,
 //	               then the default rule with --repo-root / REFCAST_REPO_ROOT / refcast.root
@@ -51,6 +52,9 @@ type Settings struct {
 	Spool             string
 	Pusher            string
 	RepoName          string // empty unless Resolve was asked for it
+	// NoBackground turns off the background flush a hook starts when it
+	// spools a push (on by default).
+	NoBackground bool
 }
 
 // Sources are what Resolve reads. Getenv may be nil (nothing set); Config
@@ -113,6 +117,13 @@ func Resolve(src Sources, repo *Repo, needName bool) (Settings, error) {
 	s.Spool = str(src.Flags.Spool, "REFCAST_SPOOL", "spool")
 	if s.Spool == "" && repo != nil {
 		s.Spool = filepath.Join(repo.CommonDir, DefaultSpoolName)
+	}
+	if v := pick(src.env("REFCAST_FLUSH_BACKGROUND"), src.Config.Get("flushbackground")); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return s, usagef("hook: REFCAST_FLUSH_BACKGROUND / refcast.flushBackground must be true or false, got %q", v)
+		}
+		s.NoBackground = !on
 	}
 	s.Pusher = pick(src.Flags.Pusher, src.env("REFCAST_PUSHER"), src.env("GL_USERNAME"), src.env("GITEA_PUSHER_NAME"), src.env("REMOTE_USER"))
 	if !needName {

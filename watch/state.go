@@ -64,7 +64,7 @@ func SaveState(path, cursor string) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("save state: %w", err)
+		return fmt.Errorf("save state %s: %w", path, err)
 	}
 	tmp := f.Name()
 	_, err = f.Write(append(b, '\n'))
@@ -86,4 +86,32 @@ func SaveState(path, cursor string) error {
 		d.Close()
 	}
 	return nil
+}
+
+// CheckState is what a watcher runs before following: it loads the cursor
+// stored at path (see LoadState) and proves that SaveState will be able
+// to write there, by creating and removing a temporary file in the same
+// directory the way SaveState does. A watcher that cannot keep its
+// position must say so at start, not log an error per event and have a
+// restart silently begin from now. The error names the file and what to
+// do.
+func CheckState(path string) (string, error) {
+	cursor, err := LoadState(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: fix or remove the file (removing it starts from now)", err)
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("state file %s is not a regular file: give --state a file path", path)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("state file %s cannot be saved: %w: create the directory %s and let this user write to it, or give --state another path", path, err, dir)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return "", fmt.Errorf("state file %s: remove test file: %w", path, err)
+	}
+	return cursor, nil
 }

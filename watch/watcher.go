@@ -68,7 +68,8 @@ type Config struct {
 	// StatePath, when set, receives the cursor after each handled frame
 	// (see tracker), written atomically. Writes are coalesced: a burst of
 	// 500 handled events makes few writes, never one past an unhandled
-	// event.
+	// event. The first write that fails stops Run with that error: a
+	// watcher that cannot keep its position must not pretend to.
 	StatePath string
 	// Since is the cursor the stream starts from (the state file's).
 	Since string
@@ -167,9 +168,10 @@ func (w *Watcher) Run(parent context.Context, src Source) error {
 
 	saverDone := make(chan struct{})
 	saverStop := make(chan struct{})
+	var saveErr error // written by the saver goroutine, read after saverDone
 	go func() {
 		defer close(saverDone)
-		w.saver(saverStop)
+		saveErr = w.saver(saverStop)
 	}()
 
 	err := src.Run(ctx, w.handle)
@@ -188,6 +190,9 @@ func (w *Watcher) Run(parent context.Context, src Source) error {
 	close(saverStop)
 	<-saverDone
 
+	if saveErr != nil {
+		return saveErr // covers a save failing at stop, after the parent ended
+	}
 	if cause := context.Cause(ctx); cause != nil && parent.Err() == nil {
 		return cause // a batch failed for good
 	}
@@ -217,26 +222,33 @@ func (w *Watcher) stop() {
 }
 
 // saver stores the safe cursor whenever it changes, and once more at stop.
-func (w *Watcher) saver(stop <-chan struct{}) {
+// The first failed write stops Run (through fail) and is returned: events
+// handled after it would be redone by a restart, or, with no state file
+// at all, skipped, and nobody would know.
+func (w *Watcher) saver(stop <-chan struct{}) error {
 	saved := w.cfg.Since
-	save := func() {
+	save := func() error {
 		c := w.track.safeCursor()
 		if w.cfg.StatePath == "" || c == "" || c == saved {
-			return
+			return nil
 		}
 		if err := SaveState(w.cfg.StatePath, c); err != nil {
-			w.cfg.Logger.Error("cannot save state", "err", err)
-			return
+			w.cfg.Logger.Error("cannot save state, stopping", "err", err)
+			err = fmt.Errorf("%w: the watcher stopped because it cannot keep its position; fix the file's directory and restart (it resumes from the last saved cursor)", err)
+			w.fail(err)
+			return err
 		}
 		saved = c
+		return nil
 	}
 	for {
 		select {
 		case <-w.track.changed:
-			save()
+			if err := save(); err != nil {
+				return err
+			}
 		case <-stop:
-			save()
-			return
+			return save()
 		}
 	}
 }

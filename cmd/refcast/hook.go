@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"log/slog"
 	"strings"
 	"time"
@@ -17,6 +18,8 @@ const hookUsage = `Usage:
   refcast hook post-receive [flags]            (git runs this; reads "<old> <new> <ref>" lines)
   refcast hook reference-transaction STATE [flags]
   refcast hook flush [flags]                   republish spooled pushes, in order
+  refcast hook flush --wait [flags]            retry with backoff until the spool is empty (at
+                                               most 24h); what a hook that spools starts, detached
   refcast hook check [flags]                   publish nothing; prove the destination answers
                                                and accepts the token (run in the repository)
 
@@ -61,6 +64,7 @@ type hookFlags struct {
 	timeout      time.Duration
 	enrichBudget time.Duration
 	partitions   int
+	wait         bool
 }
 
 type hookList []string
@@ -83,6 +87,7 @@ func newHookFlags(name string, env Env) *hookFlags {
 	fs.DurationVar(&f.timeout, "timeout", 0, "timeout")
 	fs.DurationVar(&f.enrichBudget, "enrich-budget", 0, "enrichment budget")
 	fs.IntVar(&f.partitions, "partitions", 0, "Redis bus partitions")
+	fs.BoolVar(&f.wait, "wait", false, "flush: retry until the spool is empty")
 	explainFlagErrors(fs, env, hookUsage) // a bad flag: one line and a pointer to -h, not the whole help
 	return f
 }
@@ -143,6 +148,24 @@ func newHookRunner(flags hook.Flags, env Env) *hook.Runner {
 	return &hook.Runner{Flags: flags, Getenv: env.Getenv, Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr, OpenBus: openHookBus}
 }
 
+// flushCommand is "refcast hook flush --wait" with the destination flags
+// this run was given (the environment and git config it inherits supply
+// the rest); nil when this binary cannot be found.
+func (f *hookFlags) flushCommand() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	cmd := []string{exe, "hook", "flush", "--wait"}
+	f.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "url", "redis", "partitions", "timeout":
+			cmd = append(cmd, "--"+fl.Name+"="+fl.Value.String())
+		}
+	})
+	return cmd
+}
+
 // openHookBus opens the Redis bus a hook publishes to; redis.Open checks
 // that Redis answers.
 func openHookBus(ctx context.Context, url string, partitions int) (hook.Bus, error) {
@@ -196,15 +219,22 @@ func runHook(ctx context.Context, args []string, env Env) error {
 		return usageError{msg: "hook reference-transaction: want exactly one argument, the state git passes (prepared, committed, aborted)"}
 	case len(pos) > n:
 		return usageError{msg: fmt.Sprintf("hook %s: unexpected argument %q", sub, pos[n])}
+	case f.wait && sub != "flush":
+		return usageError{msg: fmt.Sprintf("hook %s: --wait applies to hook flush only", sub)}
 	}
 	r := newHookRunner(f.hookFlags(), env)
+	r.FlushCommand = f.flushCommand()
 	switch sub {
 	case hook.ModePostReceive:
 		err = r.PostReceive(ctx)
 	case hook.ModeReferenceTransaction:
 		err = r.ReferenceTransaction(ctx, pos[0])
 	case "flush":
-		err = r.Flush(ctx)
+		if f.wait {
+			err = r.FlushWait(ctx)
+		} else {
+			err = r.Flush(ctx)
+		}
 	case "check":
 		err = r.Check(ctx)
 	}

@@ -306,7 +306,8 @@ func tryCommitFile(work, msg string) (string, error) {
 func gitEnvFor(dir string) []string {
 	return []string{"HOME=" + dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_AUTHOR_NAME=Ada Lovelace", "GIT_AUTHOR_EMAIL=ada@example.com",
-		"GIT_COMMITTER_NAME=Ada Lovelace", "GIT_COMMITTER_EMAIL=ada@example.com", "PATH=" + os.Getenv("PATH")}
+		"GIT_COMMITTER_NAME=Ada Lovelace", "GIT_COMMITTER_EMAIL=ada@example.com", "PATH=" + os.Getenv("PATH"),
+		"REFCAST_FLUSH_BACKGROUND=false"} // as testnode.GitEnv
 }
 
 // gitPush pushes HEAD to origin as refspec and returns its wall time and

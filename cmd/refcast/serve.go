@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -106,7 +105,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		drainers.Go(func() { hook.DrainLoop(drainCtx, c.spool, hook.BusPublisher{Bus: b}, hook.DefaultDrainEvery, log) })
 		opts.Registry.MustRegister(spoolDepth(c.spool))
 	}
-	ln, err := net.Listen("tcp", c.listen)
+	ln, err := listenServe(ctx, c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
 	}

@@ -68,7 +68,7 @@ func runWatch(ctx context.Context, args []string, env Env) error {
 	}
 	var since string
 	if c.state != "" {
-		if since, err = watch.LoadState(c.state); err != nil {
+		if since, err = watch.CheckState(c.state); err != nil {
 			return err
 		}
 	}

@@ -174,7 +174,11 @@ func GitEnv(t testing.TB) []string {
 	home, _ := homeOnce.LoadOrStore(t.Name(), t.TempDir())
 	env := []string{"HOME=" + home.(string), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_AUTHOR_NAME=Ada Lovelace", "GIT_AUTHOR_EMAIL=ada@example.com",
-		"GIT_COMMITTER_NAME=Ada Lovelace", "GIT_COMMITTER_EMAIL=ada@example.com", "PATH=" + os.Getenv("PATH")}
+		"GIT_COMMITTER_NAME=Ada Lovelace", "GIT_COMMITTER_EMAIL=ada@example.com", "PATH=" + os.Getenv("PATH"),
+		// No background flush: tests that spool check the spool and flush
+		// by hand, and a flusher must not outlive them retrying a dead
+		// node. The test of the background flush turns it back on.
+		"REFCAST_FLUSH_BACKGROUND=false"}
 	return env
 }
 
