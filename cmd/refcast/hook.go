@@ -5,8 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
