@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/gitfront"
 	"github.com/refcast/refcast/hook"
 	"github.com/refcast/refcast/server"
 )
@@ -55,6 +56,7 @@ type serveConfig struct {
 	logLevel       string
 	logFormat      string
 	debugAddr      string
+	gitUpstream    string
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -157,11 +159,17 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
+	fs.StringVar(&c.gitUpstream, "git-upstream", "", "git server that /git/ proxies fetches to: an absolute path template run as git upload-pack (/srv/git/{repo}.git) or an http(s) URL template (https://git.example.com/{repo}.git); empty: /git/ serves ref discovery only")
 	if err := parseFlags(fs, args, env); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{msg: fmt.Sprintf("serve: unexpected argument %q\n%s", fs.Arg(0), fs.pointer())}
+	}
+	if c.gitUpstream != "" {
+		if err := gitfront.ValidateUpstream(c.gitUpstream); err != nil {
+			return nil, usageError{msg: "serve: --git-upstream: " + err.Error()}
+		}
 	}
 	if c.data == "" && c.redis == "" {
 		c.data = defaultDataDir(env)
@@ -206,6 +214,7 @@ func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip
 		MaxWait:        c.maxWait,
 		CORSOrigins:    c.corsOrigins,
 		TrustedProxies: trusted,
+		Git:            server.GitOptions{Upstream: c.gitUpstream, Agent: "refcast/" + version},
 	}
 	if hc, ok := b.(bus.HealthChecker); ok {
 		opts.Readiness = hc.Ping
