@@ -133,6 +133,12 @@ func (h *Handler) proxyHTTP(w http.ResponseWriter, r *http.Request, base, proto 
 	}
 	if !advertise {
 		req.Header.Set("Content-Type", typeRequest)
+		// The body is the client's, byte for byte, unless it was gzip:
+		// keep its length so upstreams that refuse chunked bodies (CGI)
+		// still take it.
+		if enc := r.Header.Get("Content-Encoding"); (enc == "" || enc == "identity") && r.ContentLength > 0 {
+			req.ContentLength = r.ContentLength
+		}
 	}
 	resp, err := h.upstream.client.Do(req)
 	if err != nil {
