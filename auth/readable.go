@@ -1,5 +1,7 @@
 package auth
 
+import "github.com/refcast/refcast/bus"
+
 // Readable returns a predicate for the repos a credential may read at
 // least one ref of: every repo when authorization is off, the public globs'
 // repos for an empty token, and besides those the repos of the token's read
@@ -34,6 +36,52 @@ func (a *Authorizer) Readable(token string) (func(repo string) bool, error) {
 		}
 		for _, c := range pc.read {
 			if c.Repo.Match(repo) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// ReadableRefs returns which refs of repo (a name, not a glob) the
+// credential reads: all of them (a nil predicate) when the repo is public,
+// authorization is off, or a read claim covers every ref; otherwise those
+// the claims' ref patterns match, for git's ref advertisement, which must
+// leave out what a limited token may not see. Like AuthorizeRead, it
+// refuses a missing token for a private repo (ErrUnauthenticated) and a
+// token with no claim on the repo (ErrForbidden).
+func (a *Authorizer) ReadableRefs(token, repo string) (func(ref string) bool, error) {
+	if !a.Enabled() {
+		return nil, nil
+	}
+	for _, p := range a.public {
+		if p.Match(repo) {
+			return nil, nil
+		}
+	}
+	if token == "" {
+		return nil, unauthenticated("a token is required to read repo %q", repo)
+	}
+	_, pc, err := a.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	var refs []bus.RefPattern
+	for _, c := range pc.read {
+		if !c.Repo.Match(repo) {
+			continue
+		}
+		if c.Ref == nil {
+			return nil, nil
+		}
+		refs = append(refs, *c.Ref)
+	}
+	if len(refs) == 0 {
+		return nil, forbidden("not allowed to read repo %q", repo)
+	}
+	return func(ref string) bool {
+		for _, p := range refs {
+			if p.Match(ref) {
 				return true
 			}
 		}

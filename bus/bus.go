@@ -84,6 +84,15 @@ type RefState struct {
 	Partition int
 	Epoch     uint64
 	Seq       uint64
+
+	// What git's ref advertisement needs besides Refs (see GitFields).
+	// Head is HEAD's symbolic target, "" when unknown. Peeled maps each
+	// annotated tag to the object it peels to. Complete says
+	// Head is known and every annotated tag's peel is in Peeled: only then
+	// may a git client be answered from this state.
+	Head     string
+	Peeled   map[string]string
+	Complete bool
 }
 
 // Message is what a Subscription delivers: the next events of one partition,

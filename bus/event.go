@@ -103,7 +103,11 @@ type Push struct {
 	// Seed marks a state seed from `refcast sync`: Updates is the repo's
 	// complete ref state (Old ignored); it replaces the stored state and is
 	// announced with a single KindSync event instead of one per ref.
-	Seed    bool        `json:"seed,omitempty"`
+	Seed bool `json:"seed,omitempty"`
+	// Head is HEAD's symbolic target after the push ("refs/heads/main"),
+	// "" when unknown. A push that sets it promises every annotated tag
+	// among its updates is peeled (see GitFields).
+	Head    string      `json:"head,omitempty"`
 	Updates []RefUpdate `json:"updates"`
 }
 
@@ -182,6 +186,9 @@ func (p *Push) Validate() error {
 	if len(p.Source) > MaxSourceLen || !printable(p.Source) {
 		return fmt.Errorf("%w: source must be at most %d printable characters", ErrInvalid, MaxSourceLen)
 	}
+	if err := validateHead(p.Head); err != nil {
+		return err
+	}
 	if p.Time.IsZero() {
 		return fmt.Errorf("%w: push time is missing", ErrInvalid)
 	}
@@ -216,6 +223,11 @@ func (u RefUpdate) validate(seed bool) error {
 	if err := ValidateObjectID(u.New); err != nil {
 		return fmt.Errorf("new: %w", err)
 	}
+	if u.Peeled != "" {
+		if err := ValidateObjectID(u.Peeled); err != nil {
+			return fmt.Errorf("peeled: %w", err)
+		}
+	}
 	if seed {
 		if IsZeroID(u.New) {
 			return fmt.Errorf("%w: a seed cannot contain a deleted ref", ErrInvalid)
@@ -230,11 +242,6 @@ func (u RefUpdate) validate(seed bool) error {
 	}
 	if u.Old == u.New {
 		return fmt.Errorf("%w: old and new object ids are equal", ErrInvalid)
-	}
-	if u.Peeled != "" {
-		if err := ValidateObjectID(u.Peeled); err != nil {
-			return fmt.Errorf("peeled: %w", err)
-		}
 	}
 	if u.Commit != nil {
 		if len(u.Commit.Subject) > MaxSubjectLen || len(u.Commit.Author) > MaxSubjectLen {

@@ -195,8 +195,10 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 	}
 	now := time.Now()
 	repo.Enrich(ctx, ups, EnrichOptions{Budget: s.EnrichBudget})
+	head := r.gitState(ctx, repo, ups)
 	pushes := BuildPushes(NewPushID(now), s.RepoName, sanitizePusher(s.Pusher), source, now, ups)
 	for _, p := range pushes {
+		p.Head = head
 		if err := p.Validate(); err != nil {
 			return usagef("hook: %v", err)
 		}

@@ -48,8 +48,16 @@ func (r *Runner) Sync(ctx context.Context, path string) error {
 	if len(refs) > bus.MaxUpdatesPerPush {
 		return fmt.Errorf("sync: %s has %d refs; a seed holds at most %d", repo.Path, len(refs), bus.MaxUpdatesPerPush)
 	}
+	// HEAD and the peels make the seeded state complete for git clients;
+	// without them the seed still replaces the refs (bus.GitFields).
+	head := ""
+	if err := repo.Peel(ctx, refs); err != nil {
+		fmt.Fprintf(r.Stderr, "refcast sync: warning: %v; git clients of %s will be proxied to the git server\n", err, s.RepoName)
+	} else {
+		head = repo.Head(ctx)
+	}
 	now := time.Now().UTC()
-	push := &bus.Push{ID: NewPushID(now), Repo: s.RepoName, Pusher: s.Pusher, Time: now, Source: SourceSync, Seed: true, Updates: refs}
+	push := &bus.Push{ID: NewPushID(now), Repo: s.RepoName, Pusher: s.Pusher, Time: now, Source: SourceSync, Seed: true, Head: head, Updates: refs}
 	if err := push.Validate(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}

@@ -150,6 +150,8 @@ type Options struct {
 	// Readiness, when set, is consulted by /readyz besides the hub's state
 	// (e.g. a bus ping).
 	Readiness func(context.Context) error
+	// Git configures the /git/ endpoints for git clients (server/git.go).
+	Git GitOptions
 }
 
 // Server is one refcast node.
@@ -249,7 +251,12 @@ func New(opts Options) (*Server, error) {
 		Logger:          opts.Logger,
 		Metrics:         m.engine(),
 	})
+	git, err := s.gitHandler()
+	if err != nil {
+		return nil, err
+	}
 	s.echo = s.routes()
+	mountGit(s.echo, git)
 	return s, nil
 }
 

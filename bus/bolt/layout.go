@@ -8,6 +8,7 @@ package bolt
 //	    head                u64 epoch, u64 first, u64 last
 //	    events/<u64 seq>    i64 unix seconds, u32 nanoseconds (published at), event JSON
 //	    refs/<repo>/<ref>   object id; a repo bucket exists while it has refs
+//	    refs/<repo>/\x00...  git fields (bus.GitFields: HEAD, peels), sorted before every ref
 //	pushes/<push id>        u32 partition, u64 first seq, u64 order
 //	pushorder/<u64 order>   push id, oldest first (the idempotency window)
 

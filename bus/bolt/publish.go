@@ -174,7 +174,8 @@ func (b *Bus) reloadHead(pi int) {
 	b.notify = make(chan struct{})
 }
 
-// applyState updates the repo's ref state.
+// applyState updates the repo's ref state and its reserved git fields
+// (bus.GitFields), kept in the same bucket.
 func applyState(refs *bolt.Bucket, p *bus.Push) error {
 	name := []byte(p.Repo)
 	if p.Seed && refs.Bucket(name) != nil {
@@ -196,7 +197,19 @@ func applyState(refs *bolt.Bucket, p *bus.Push) error {
 			return err
 		}
 	}
-	if k, _ := rb.Cursor().First(); k == nil {
+	for _, f := range p.GitFields() {
+		if f[1] == "" {
+			err = rb.Delete([]byte(f[0]))
+		} else {
+			err = rb.Put([]byte(f[0]), []byte(f[1]))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// The reserved fields start with a NUL byte, so the first key at or
+	// after 0x01 is the first ref: none left, no state (fields included).
+	if k, _ := rb.Cursor().Seek([]byte{1}); k == nil {
 		return refs.DeleteBucket(name)
 	}
 	return nil

@@ -95,10 +95,17 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 			if rb == nil {
 				return nil
 			}
-			return rb.ForEach(func(k, v []byte) error {
-				st.Refs[string(k)] = string(v)
+			fields := map[string]string{}
+			err = rb.ForEach(func(k, v []byte) error {
+				if bus.IsGitField(string(k)) {
+					fields[string(k)] = string(v)
+				} else {
+					st.Refs[string(k)] = string(v)
+				}
 				return nil
 			})
+			st.SetGitFields(fields)
+			return err
 		})
 		if err != nil {
 			return bus.RefState{}, err

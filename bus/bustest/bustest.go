@@ -49,6 +49,7 @@ func Run(t *testing.T, factory Factory) {
 		{"RefState", testRefState},
 		{"SeedReplacesState", testSeed},
 		{"Repos", testRepos},
+		{"GitState", testGitState},
 		{"Heads", testHeads},
 		{"SubscribeExactlyOnceInOrder", testSubscribeExact},
 		{"SubscribeReplaysFromPosition", testSubscribeReplay},
@@ -373,6 +374,76 @@ func testSeed(t *testing.T, f Factory) {
 	}
 	if repos, _ := b.Repos(ctx(t)); slices.Contains(repos, repo) {
 		t.Errorf("repos after empty seed = %v, should not list %s", repos, repo)
+	}
+}
+
+// testGitState checks HEAD's target, tag peels and completeness
+// (bus.GitFields) through seeds and pushes with and without Head.
+func testGitState(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := "acme/git"
+	check := func(step, head string, complete bool, peeled map[string]string) {
+		t.Helper()
+		st, err := b.Refs(ctx(t), repo)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if st.Head != head || st.Complete != complete || !mapsEqual(st.Peeled, peeled) {
+			t.Errorf("%s: head %q complete %v peeled %v; want %q %v %v", step, st.Head, st.Complete, st.Peeled, head, complete, peeled)
+		}
+		for ref := range st.Refs {
+			if bus.IsGitField(ref) {
+				t.Errorf("%s: reserved field %q listed as a ref", step, ref)
+			}
+		}
+	}
+	// A push, even with Head, cannot vouch for refs refcast never saw.
+	p := Push("p1", repo, "refs/heads/main", ID(1))
+	p.Head = "refs/heads/main"
+	mustPublish(t, b, p)
+	check("first push", "refs/heads/main", false, map[string]string{})
+
+	seed := &bus.Push{ID: "seed", Repo: repo, Time: t0, Source: "sync", Seed: true, Head: "refs/heads/dev", Updates: []bus.RefUpdate{
+		{Ref: "refs/heads/dev", New: ID(2)},
+		{Ref: "refs/tags/light", New: ID(2)},
+		{Ref: "refs/tags/v1", New: ID(3), Peeled: ID(2)},
+	}}
+	mustPublish(t, b, seed)
+	check("seed", "refs/heads/dev", true, map[string]string{"refs/tags/v1": ID(2)})
+
+	// A push with Head keeps it complete: a new annotated tag, a moved
+	// one made lightweight, HEAD moved by git symbolic-ref.
+	p = Push("p2", repo, "refs/tags/v2", ID(4), "refs/tags/v1", ID(5))
+	p.Updates[0].Peeled = ID(2)
+	p.Updates[1].Old = ID(3)
+	p.Head = "refs/heads/main"
+	mustPublish(t, b, p)
+	check("push with head", "refs/heads/main", true, map[string]string{"refs/tags/v2": ID(2)})
+
+	p = &bus.Push{ID: "p3", Repo: repo, Time: t0, Head: "refs/heads/main", Updates: []bus.RefUpdate{{Ref: "refs/tags/v2", Old: ID(4), New: bus.ZeroSHA1}}}
+	mustPublish(t, b, p)
+	check("tag deleted", "refs/heads/main", true, map[string]string{})
+
+	// A push without Head (an older hook) may leave a tag unpeeled.
+	mustPublish(t, b, Push("p4", repo, "refs/tags/v3", ID(6)))
+	check("push without head", "refs/heads/main", false, map[string]string{})
+	p = Push("p5", repo, "refs/heads/x", ID(7))
+	p.Head = "refs/heads/main"
+	mustPublish(t, b, p)
+	check("only a seed restores", "refs/heads/main", false, map[string]string{})
+
+	// No refs, no state: the fields go too, and a later push starts over.
+	mustPublish(t, b, &bus.Push{ID: "empty", Repo: repo, Time: t0, Seed: true, Head: "refs/heads/main"})
+	if repos, _ := b.Repos(ctx(t)); slices.Contains(repos, repo) {
+		t.Errorf("repos after empty seed = %v, should not list %s", repos, repo)
+	}
+	mustPublish(t, b, Push("p6", repo, "refs/heads/main", ID(8)))
+	check("after empty seed", "", false, map[string]string{})
+
+	bad := Push("bad", repo, "refs/heads/main", ID(9))
+	bad.Head = "HEAD"
+	if _, err := b.Publish(ctx(t), bad); !errors.Is(err, bus.ErrInvalid) {
+		t.Errorf("head %q: err = %v, want ErrInvalid", bad.Head, err)
 	}
 }
 

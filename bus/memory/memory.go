@@ -61,6 +61,7 @@ type partition struct {
 	events []bus.Event                  // guarded by mu
 	at     []time.Time                  // publish time of each event, for MaxAge; guarded by mu
 	refs   map[string]map[string]string // repo -> ref -> id; guarded by mu
+	git    map[string]map[string]string // repo -> reserved field (bus.GitFields) -> value, while it has refs; guarded by mu
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -89,7 +90,7 @@ func New(opts Options) (*Bus, error) {
 		pushIDs: make(map[string]pushRef),
 	}
 	for range opts.Partitions {
-		b.parts = append(b.parts, &partition{epoch: newEpoch(), first: 1, refs: make(map[string]map[string]string)})
+		b.parts = append(b.parts, &partition{epoch: newEpoch(), first: 1, refs: make(map[string]map[string]string), git: make(map[string]map[string]string)})
 	}
 	return b, nil
 }
@@ -167,16 +168,13 @@ func (b *Bus) rememberPush(id string, r pushRef) {
 	}
 }
 
-// applyState updates the ref state. Called with p.mu held.
+// applyState updates the ref state and its reserved git fields. Called
+// with p.mu held.
 func (part *partition) applyState(p *bus.Push) {
-	refs := part.refs[p.Repo]
-	if p.Seed {
+	refs, git := part.refs[p.Repo], part.git[p.Repo]
+	if p.Seed || refs == nil {
 		refs = make(map[string]string, len(p.Updates))
-		part.refs[p.Repo] = refs
-	}
-	if refs == nil {
-		refs = make(map[string]string)
-		part.refs[p.Repo] = refs
+		git = make(map[string]string)
 	}
 	for _, u := range p.Updates {
 		if bus.IsZeroID(u.New) {
@@ -185,9 +183,19 @@ func (part *partition) applyState(p *bus.Push) {
 			refs[u.Ref] = u.New
 		}
 	}
-	if len(refs) == 0 {
-		delete(part.refs, p.Repo)
+	for _, f := range p.GitFields() {
+		if f[1] == "" {
+			delete(git, f[0])
+		} else {
+			git[f[0]] = f[1]
+		}
 	}
+	if len(refs) == 0 { // no refs, no state: the fields go with it
+		delete(part.refs, p.Repo)
+		delete(part.git, p.Repo)
+		return
+	}
+	part.refs[p.Repo], part.git[p.Repo] = refs, git
 }
 
 // trim drops events beyond the count and age bounds. Called with p.mu held.
@@ -270,6 +278,7 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	for k, v := range part.refs[repo] {
 		st.Refs[k] = v
 	}
+	st.SetGitFields(part.git[repo])
 	return st, nil
 }
 

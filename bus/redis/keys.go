@@ -17,6 +17,7 @@ import (
 //	<prefix>:{pN}:epoch         epoch of this life of the history (decimal uint64 < 2^63)
 //	<prefix>:{pN}:repos         set of repos of the partition that have ref state
 //	<prefix>:{pN}:state:<repo>  hash ref -> object id
+//	<prefix>:{pN}:git:<repo>    hash of git fields (bus.GitFields), while state:<repo> exists
 //	<prefix>:{pN}:push:<id>     first seq of an already published push (expires after PushTTL)
 type partKeys struct {
 	stream, seq, epoch, tip, repos string
@@ -41,6 +42,11 @@ func newPartKeys(prefix string, p int) partKeys {
 // state is the ref state key of a repo; repo must have passed
 // bus.ValidateRepo (its charset needs no escaping in a key).
 func (k partKeys) state(repo string) string { return k.base + "state:" + repo }
+
+// git is the hash of a repo's reserved git fields (bus.GitFields: HEAD,
+// peels), kept beside its state hash so that hash holds refs alone and its
+// existence still means "has refs".
+func (k partKeys) git(repo string) string { return k.base + "git:" + repo }
 
 // push is the idempotency key of a push id; id must have passed
 // bus.ValidatePushID.

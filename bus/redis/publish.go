@@ -38,14 +38,18 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 	if p.Seed {
 		seed = "1"
 	}
-	args := make([]any, 0, 9+2*len(p.Updates)+len(evs))
-	args = append(args, newEpoch(), b.opts.PushTTL.Milliseconds(), b.opts.History, cutoff, now.UnixMilli(), seed, p.Repo, p.ID, len(p.Updates))
+	fields := p.GitFields()
+	args := make([]any, 0, 9+2*(len(p.Updates)+len(fields))+len(evs))
+	args = append(args, newEpoch(), b.opts.PushTTL.Milliseconds(), b.opts.History, cutoff, now.UnixMilli(), seed, p.Repo, p.ID, len(p.Updates)+len(fields))
 	for _, u := range p.Updates {
 		newID := u.New
 		if !p.Seed && bus.IsZeroID(u.New) {
 			newID = ""
 		}
 		args = append(args, u.Ref, newID)
+	}
+	for _, f := range fields {
+		args = append(args, f[0], f[1])
 	}
 	for i := range evs {
 		data, err := json.Marshal(&evs[i])
@@ -54,7 +58,7 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 		}
 		args = append(args, data)
 	}
-	keys := append(k.head(), k.state(p.Repo), k.repos, k.push(p.ID))
+	keys := append(k.head(), k.state(p.Repo), k.repos, k.push(p.ID), k.git(p.Repo))
 
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()

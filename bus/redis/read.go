@@ -181,14 +181,14 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	k := b.parts[pi]
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
-	res, err := refsScript.Run(ctx, b.rdb, append(k.head(), k.state(repo)), newEpoch()).Slice()
+	res, err := refsScript.Run(ctx, b.rdb, append(k.head(), k.state(repo), k.git(repo)), newEpoch()).Slice()
 	if err != nil {
 		return bus.RefState{}, b.wrap("refs of "+repo, err)
 	}
 	bad := func() (bus.RefState, error) {
 		return bus.RefState{}, fmt.Errorf("redis bus: refs of %s: unexpected script reply", repo)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return bad()
 	}
 	es, _ := res[0].(string)
@@ -206,6 +206,14 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 		id, _ := flat[i+1].(string)
 		st.Refs[ref] = id
 	}
+	gflat, _ := res[3].([]any)
+	fields := make(map[string]string, len(gflat)/2)
+	for i := 0; i+1 < len(gflat); i += 2 {
+		f, _ := gflat[i].(string)
+		v, _ := gflat[i+1].(string)
+		fields[f] = v
+	}
+	st.SetGitFields(fields)
 	return st, nil
 }
 

@@ -25,11 +25,12 @@ local function seqof(id) return tonumber(string.match(id, '^(%d+)')) end
 
 // publishScript appends one push.
 //
-// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 state:<repo>, 6 repos, 7 push:<id>
+// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 state:<repo>, 6 repos, 7 push:<id>,
+// 8 git:<repo>
 // ARGV: 1 fresh epoch, 2 push ttl ms, 3 max stream length, 4 age cutoff ms
 // (0: none), 5 now ms, 6 seed "1"/"0", 7 repo, 8 push id, 9 number of
-// updates n, then n pairs (ref, new id or "" to delete), then the events'
-// JSON.
+// pairs n, then n pairs (ref, new id or "" to delete; a name starting with
+// NUL is a git field and goes to KEYS[8]), then the events' JSON.
 //
 // Each entry's v field is the push id of the entry before it (the tip key
 // remembers the last one across trimming), so a reader can tell that what
@@ -67,19 +68,22 @@ end
 redis.call('SET', KEYS[2], string.format('%d', last + count))
 redis.call('SET', KEYS[4], ARGV[8])
 
-if ARGV[6] == '1' then redis.call('DEL', KEYS[5]) end
+if ARGV[6] == '1' then redis.call('DEL', KEYS[5], KEYS[8]) end
 for i = 0, n - 1 do
   local ref, new = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
+  local key = KEYS[5]
+  if string.byte(ref) == 0 then key = KEYS[8] end -- a git field (bus.GitFields)
   if new == '' then
-    redis.call('HDEL', KEYS[5], ref)
+    redis.call('HDEL', key, ref)
   else
-    redis.call('HSET', KEYS[5], ref, new)
+    redis.call('HSET', key, ref, new)
   end
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('SADD', KEYS[6], ARGV[7])
 else
   redis.call('SREM', KEYS[6], ARGV[7])
+  redis.call('DEL', KEYS[8])
 end
 
 redis.call('SET', KEYS[7], string.format('%d', last + 1), 'PX', ARGV[2])
@@ -152,10 +156,10 @@ return out
 
 // refsScript reads a repo's state with the partition's position, atomically.
 //
-// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 state:<repo>
+// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 state:<repo>, 6 git:<repo>
 // ARGV: 1 fresh epoch
 //
-// Returns {epoch, last seq, {ref1, id1, ref2, id2, ...}}.
+// Returns {epoch, last seq, {ref1, id1, ref2, id2, ...}, {field1, value1, ...}}.
 var refsScript = goredis.NewScript(ensureEpoch + `
-return {epoch, redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[5])}
+return {epoch, redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6])}
 `)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/gitfront"
 	"github.com/refcast/refcast/hook"
 	"github.com/refcast/refcast/server"
 )
@@ -59,6 +60,7 @@ type serveConfig struct {
 	logFormat       string
 	accessLog       bool
 	debugAddr       string
+	gitUpstream     string
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -162,6 +164,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.accessLog, "access-log", false, "log one info line per request (method, path, query without tokens, status, duration, bytes, remote, sub); 401 and 403 are logged anyway")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
+	fs.StringVar(&c.gitUpstream, "git-upstream", "", "git server that /git/ proxies fetches to: an absolute path template run as git upload-pack (/srv/git/{repo}.git) or an http(s) URL template (https://git.example.com/{repo}.git); empty: /git/ serves ref discovery only")
 	if err := parseFlags(fs, args, env); err != nil {
 		return nil, err
 	}
@@ -171,6 +174,11 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{msg: fmt.Sprintf("serve: unexpected argument %q\n%s", fs.Arg(0), fs.pointer())}
+	}
+	if c.gitUpstream != "" {
+		if err := gitfront.ValidateUpstream(c.gitUpstream); err != nil {
+			return nil, usageError{msg: "serve: --git-upstream: " + err.Error()}
+		}
 	}
 	if c.data == "" && c.redis == "" {
 		c.data = defaultDataDir(env)
@@ -217,6 +225,7 @@ func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip
 		CORSOrigins:    c.corsOrigins,
 		TrustedProxies: trusted,
 		AccessLog:      c.accessLog,
+		Git:            server.GitOptions{Upstream: c.gitUpstream, Agent: "refcast/" + version},
 	}
 	if c.maxPerClientSet {
 		// An explicit --max-per-client applies to everyone, 0 meaning no

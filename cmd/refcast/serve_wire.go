@@ -78,7 +78,10 @@ func wireServeExtras(ctx context.Context, c *serveConfig, opts *server.Options, 
 // authAdapter maps auth's answers onto the server's error kinds.
 type authAdapter struct{ a *auth.Authorizer }
 
-var _ server.RepoAuthorizer = authAdapter{}
+var (
+	_ server.RepoAuthorizer = authAdapter{}
+	_ server.RefAuthorizer  = authAdapter{}
+)
 
 func (w authAdapter) AuthorizeRead(token string, f *bus.Filter) (time.Time, error) {
 	g, err := w.a.AuthorizeRead(token, f)
@@ -88,6 +91,12 @@ func (w authAdapter) AuthorizeRead(token string, f *bus.Filter) (time.Time, erro
 // ReadableRepos implements server.RepoAuthorizer.
 func (w authAdapter) ReadableRepos(token string) (func(string) bool, error) {
 	ok, err := w.a.Readable(token)
+	return ok, mapAuthErr(err)
+}
+
+// ReadableRefs implements server.RefAuthorizer.
+func (w authAdapter) ReadableRefs(token, repo string) (func(string) bool, error) {
+	ok, err := w.a.ReadableRefs(token, repo)
 	return ok, mapAuthErr(err)
 }
 

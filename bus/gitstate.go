@@ -1,0 +1,93 @@
+package bus
+
+import (
+	"fmt"
+	"strings"
+)
+
+// What git needs besides the refs. A git client's ref advertisement names
+// HEAD's symbolic target and, for every annotated tag, the object it peels
+// to (the "^{}" lines). Both are kept in the repo's ref state as reserved
+// fields, stored next to the refs by every implementation: their names
+// start with a NUL byte, which ValidateRef never accepts, so they can never
+// collide with a ref and sort before every ref.
+const (
+	// FieldHead holds HEAD's symbolic target ("refs/heads/main").
+	FieldHead = "\x00head"
+	// FieldComplete is "1" while the state's peels are known for every ref
+	// (set by a seed that carries Head, cleared by a push without Head).
+	FieldComplete = "\x00complete"
+	// FieldPeeledPrefix, then a ref name, holds what that annotated tag
+	// peels to.
+	FieldPeeledPrefix = "\x00peeled:"
+)
+
+// IsGitField reports whether a state key is one of the reserved fields
+// above rather than a ref.
+func IsGitField(key string) bool { return strings.HasPrefix(key, "\x00") }
+
+// GitFields returns the reserved fields a push writes into its repo's
+// state, applied after its refs (and, for a seed, after the old state and
+// its fields are dropped). An empty value deletes the field.
+//
+// The rules, so that Complete is never claimed for a state refcast cannot
+// vouch for:
+//   - A push that carries Head asserts that Peeled is set on each of its
+//     updates whose new object is an annotated tag (the hook peels every
+//     one, outside its enrichment budget). It sets HEAD and each updated
+//     ref's peel, and leaves completeness as it was.
+//   - A seed with Head makes the state complete: it lists every ref.
+//   - A push without Head (an older hook, an API publisher) may have left
+//     tags unpeeled, so it clears completeness until the next seed.
+//
+// A non-seed push can never make a state complete, even for a repo that
+// had none: refcast cannot tell a new repository from one whose older refs
+// it never saw.
+func (p *Push) GitFields() [][2]string {
+	var out [][2]string
+	if p.Head != "" {
+		out = append(out, [2]string{FieldHead, p.Head})
+	}
+	switch {
+	case p.Seed && p.Head != "":
+		out = append(out, [2]string{FieldComplete, "1"})
+	case !p.Seed && p.Head == "":
+		out = append(out, [2]string{FieldComplete, ""})
+	}
+	for _, u := range p.Updates {
+		if p.Seed && u.Peeled == "" {
+			continue // the seed dropped the old fields already
+		}
+		peeled := u.Peeled
+		if IsZeroID(u.New) {
+			peeled = ""
+		}
+		out = append(out, [2]string{FieldPeeledPrefix + u.Ref, peeled})
+	}
+	return out
+}
+
+// SetGitFields fills st's Head, Peeled and Complete from the reserved
+// fields read back from a store (fields may hold refs too; they are
+// ignored).
+func (st *RefState) SetGitFields(fields map[string]string) {
+	st.Head = fields[FieldHead]
+	st.Peeled = map[string]string{}
+	for k, v := range fields {
+		if ref, ok := strings.CutPrefix(k, FieldPeeledPrefix); ok {
+			st.Peeled[ref] = v
+		}
+	}
+	st.Complete = st.Head != "" && fields[FieldComplete] == "1"
+}
+
+// validateHead checks Push.Head: empty (unknown) or a ref name.
+func validateHead(head string) error {
+	if head == "" {
+		return nil
+	}
+	if err := ValidateRef(head); err != nil {
+		return fmt.Errorf("head: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/refcast/refcast/internal/testnode"
+)
+
+// gitOut runs git and returns its output and error, without failing.
+func gitOut(t *testing.T, dir string, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(append(testnode.GitEnv(t), "GIT_TERMINAL_PROMPT=0"), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func sortedLines(s string) []string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	slices.Sort(l)
+	return l
+}
+
+// metricValue reads one unlabelled sample from /metrics.
+func metricValue(t *testing.T, base, name string) string {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return v
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return ""
+}
+
+// gitServerRepo makes srv/acme/app.git with branches, a lightweight and an
+// annotated tag and HEAD on dev, the hook installed, and seeds it.
+func gitServerRepo(t *testing.T, bin, root, nodeURL, token string) (bare, work string) {
+	t.Helper()
+	bare = filepath.Join(root, "acme", "app.git")
+	work = filepath.Join(t.TempDir(), "work")
+	os.MkdirAll(filepath.Dir(bare), 0o755)
+	testnode.Git(t, root, nil, "init", "-q", "--bare", "-b", "main", bare)
+	runBin(t, bin, "install-hook", bare, "--url", nodeURL, "--repo", "acme/app")
+	testnode.Git(t, bare, nil, "config", "refcast.token", token)
+	testnode.Git(t, root, nil, "clone", "-q", bare, work)
+	g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
+	g("commit", "-q", "--allow-empty", "-m", "one")
+	g("branch", "dev")
+	g("tag", "light")
+	g("commit", "-q", "--allow-empty", "-m", "two")
+	g("tag", "-a", "-m", "release", "v1")
+	g("push", "-q", "origin", "main", "dev", "--tags")
+	testnode.Git(t, bare, nil, "symbolic-ref", "HEAD", "refs/heads/dev")
+	cmd := exec.Command(bin, "sync", bare, "--url", nodeURL, "--repo", "acme/app")
+	cmd.Env = append(testnode.GitEnv(t), "REFCAST_TOKEN="+token)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	return bare, work
+}
+
+// TestGitClientEndToEnd: plain git against /git/ with a local-path
+// upstream.
+func TestGitClientEndToEnd(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "git-token"
+	root := t.TempDir()
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms",
+		"--git-upstream", filepath.Join(root, "{repo}.git"))
+	bare, work := gitServerRepo(t, bin, root, node.URL, token)
+	url := node.URL + "/git/acme/app.git"
+
+	want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
+	for _, v := range []string{"0", "2"} {
+		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "ls-remote", url)
+		if err != nil {
+			t.Fatalf("v%s ls-remote: %v\n%s", v, err, out)
+		}
+		if got := sortedLines(out); !slices.Equal(got, want) {
+			t.Errorf("v%s ls-remote through refcast:\n%s\nwant\n%s", v, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	// Under v2 only the refs asked for cross the wire.
+	trace := filepath.Join(t.TempDir(), "trace")
+	for _, tc := range []struct{ args, absent []string }{
+		{[]string{"--heads"}, []string{"refs/tags/"}},
+		{[]string{"--tags"}, []string{"refs/heads/"}},
+		{[]string{"", "dev"}, []string{"refs/tags/", "refs/heads/main"}},
+	} {
+		args := append([]string{"-c", "protocol.version=2", "ls-remote"}, tc.args[0])
+		if tc.args[0] == "" {
+			args = append(args[:3], url, tc.args[1])
+		} else {
+			args = append(args, url)
+		}
+		os.Remove(trace)
+		if out, err := gitOut(t, root, []string{"GIT_TRACE_PACKET=" + trace}, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		b, _ := os.ReadFile(trace)
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, a := range tc.absent {
+				if strings.Contains(line, "git< ") && strings.Contains(line, a) {
+					t.Errorf("%v: received %q", tc.args, line)
+				}
+			}
+		}
+	}
+
+	clone := filepath.Join(t.TempDir(), "clone")
+	if out, err := gitOut(t, root, nil, "clone", "-q", url, clone); err != nil {
+		t.Fatalf("clone: %v\n%s", err, out)
+	}
+	if b := testnode.Git(t, clone, nil, "rev-parse", "--abbrev-ref", "HEAD"); b != "dev" {
+		t.Errorf("clone checked out %q, want dev (the server's HEAD)", b)
+	}
+	before := metricValue(t, node.URL, "refcast_git_upstream_requests_total")
+	for _, v := range []string{"0", "2"} {
+		if out, err := gitOut(t, clone, nil, "-c", "protocol.version="+v, "fetch", "-q", "origin"); err != nil {
+			t.Fatalf("no-op fetch v%s: %v\n%s", v, err, out)
+		}
+	}
+	if after := metricValue(t, node.URL, "refcast_git_upstream_requests_total"); after != before {
+		t.Errorf("no-op fetches reached the upstream: %s -> %s requests", before, after)
+	}
+	testnode.Git(t, work, nil, "commit", "-q", "--allow-empty", "-m", "three")
+	tip := testnode.Git(t, work, nil, "rev-parse", "HEAD")
+	testnode.Git(t, work, nil, "push", "-q", "origin", "main")
+	if out, err := gitOut(t, clone, nil, "fetch", "-q", "origin"); err != nil {
+		t.Fatalf("fetch after push: %v\n%s", err, out)
+	}
+	if got := testnode.Git(t, clone, nil, "rev-parse", "origin/main"); got != tip {
+		t.Errorf("origin/main after fetch = %s, want %s", got, tip)
+	}
+	if out, err := gitOut(t, clone, nil, "push", "origin", "HEAD:refs/heads/x"); err == nil || !strings.Contains(out, "push to the git server") {
+		t.Errorf("push through refcast: %v\n%s", err, out)
+	}
+	if out, err := gitOut(t, root, nil, "ls-remote", node.URL+"/git/acme/none.git"); err == nil || !strings.Contains(out, "not found") {
+		t.Errorf("unknown repo: %v\n%s", err, out)
+	}
+}
+
+// TestGitClientAuth: a private repo asks git for credentials; the token
+// works as the Basic password; a token limited to refs/heads/* sees no
+// tags.
+func TestGitClientAuth(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte(strings.Repeat("s3cr3t-", 8)), 0o600)
+	mint := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"token", "--secret-file", secret, "--ttl", "1h"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("refcast token %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	root := t.TempDir()
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--auth-secret-file", secret, "--drain", "100ms",
+		"--git-upstream", filepath.Join(root, "{repo}.git"))
+	gitServerRepo(t, bin, root, node.URL, mint("--publish", "acme/*"))
+	path := "/git/acme/app.git"
+
+	out, err := gitOut(t, root, nil, "ls-remote", node.URL+path)
+	if err == nil || !(strings.Contains(out, "Authentication failed") || strings.Contains(out, "terminal prompts disabled")) {
+		t.Fatalf("anonymous ls-remote of a private repo: %v\n%s", err, out)
+	}
+	withToken := func(tok string) string { return strings.Replace(node.URL, "://", "://git:"+tok+"@", 1) + path }
+	out, err = gitOut(t, root, nil, "ls-remote", withToken(mint("--read", "acme/*")))
+	if err != nil || !strings.Contains(out, "refs/tags/v1") {
+		t.Fatalf("ls-remote with a read token: %v\n%s", err, out)
+	}
+	out, err = gitOut(t, root, nil, "ls-remote", withToken(mint("--read", "acme/*:refs/heads/*")))
+	if err != nil || strings.Contains(out, "refs/tags/") || !strings.Contains(out, "refs/heads/main") {
+		t.Fatalf("ls-remote with a heads-only token: %v\n%s", err, out)
+	}
+}

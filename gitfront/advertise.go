@@ -1,0 +1,153 @@
+package gitfront
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// What refcast advertises. The fetch itself is served by the upstream's
+// git upload-pack, so every capability here must be one any upstream
+// honours without configuration: the v0 list git upload-pack has always
+// sent (allow-tip-sha1-in-want and filter depend on the upstream's
+// uploadpack.* settings and are left out), and in v2 "fetch=shallow" (git
+// 2.39 adds wait-for-done, which older servers lack).
+const (
+	v0Caps     = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow deepen-since deepen-not deepen-relative no-progress include-tag multi_ack_detailed no-done"
+	v2Fetch    = "fetch=shallow"
+	v2LsRefs   = "ls-refs=unborn"
+	serviceHdr = "# service=git-upload-pack\n"
+)
+
+// ref is one advertised ref.
+type ref struct{ name, id, peeled string }
+
+// view is what one client may see of a repo's state: the refs its
+// credential covers, sorted as git sorts them (byte order), and HEAD.
+type view struct {
+	refs   []ref
+	head   string // HEAD's symbolic target, "" when hidden or unknown
+	headID string // the target's id; "" when it does not exist (unborn)
+	format string // "sha1" or "sha256"
+}
+
+// newView selects the refs visible (nil: all) of a complete state.
+func newView(st *bus.RefState, visible func(string) bool) *view {
+	v := &view{refs: make([]ref, 0, len(st.Refs)), format: "sha1"}
+	for name, id := range st.Refs {
+		if visible != nil && !visible(name) {
+			continue
+		}
+		v.refs = append(v.refs, ref{name: name, id: id, peeled: st.Peeled[name]})
+		if len(id) == 64 {
+			v.format = "sha256"
+		}
+	}
+	slices.SortFunc(v.refs, func(a, b ref) int { return strings.Compare(a.name, b.name) })
+	if st.Head != "" && (visible == nil || visible(st.Head)) {
+		v.head, v.headID = st.Head, st.Refs[st.Head]
+	}
+	return v
+}
+
+func (v *view) zeroID() string {
+	if v.format == "sha256" {
+		return bus.ZeroSHA256
+	}
+	return bus.ZeroSHA1
+}
+
+// appendV0 appends the protocol v0 advertisement as git http-backend sends
+// it for info/refs: the service line and a flush, HEAD first with the
+// capabilities (a symref= for HEAD when it resolves), every ref, a "^{}"
+// line after each annotated tag, a flush. An empty repo advertises the
+// capabilities on a zero id named "capabilities^{}".
+func (v *view) appendV0(dst []byte, agent string) []byte {
+	dst = AppendPkt(dst, serviceHdr)
+	dst = append(dst, flushPkt...)
+	caps := v0Caps
+	if v.headID != "" {
+		caps += " symref=HEAD:" + v.head
+	}
+	caps += " object-format=" + v.format + " agent=" + agent
+	first := true
+	line := func(id, name string) {
+		if first {
+			dst = AppendPkt(dst, id, " ", name, "\x00", caps, "\n")
+			first = false
+			return
+		}
+		dst = AppendPkt(dst, id, " ", name, "\n")
+	}
+	if v.headID != "" {
+		line(v.headID, "HEAD")
+	}
+	for _, r := range v.refs {
+		line(r.id, r.name)
+		if r.peeled != "" {
+			line(r.peeled, r.name+"^{}")
+		}
+	}
+	if first {
+		line(v.zeroID(), "capabilities^{}")
+	}
+	return append(dst, flushPkt...)
+}
+
+// appendV2Caps appends the protocol v2 capability advertisement.
+func appendV2Caps(dst []byte, agent, format string) []byte {
+	for _, c := range []string{"version 2", "agent=" + agent, v2LsRefs, v2Fetch, "server-option", "object-format=" + format} {
+		dst = AppendPkt(dst, c, "\n")
+	}
+	return append(dst, flushPkt...)
+}
+
+// lsRefsArgs are the arguments of one ls-refs command.
+type lsRefsArgs struct {
+	format                string // object-format= the client sent, "" when none
+	symrefs, peel, unborn bool
+	prefixes              []string
+}
+
+func (a *lsRefsArgs) match(name string) bool {
+	if len(a.prefixes) == 0 {
+		return true
+	}
+	for _, p := range a.prefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendLsRefs appends the answer to ls-refs as git's ls-refs.c writes it:
+// HEAD first (or, when its target does not exist and the client asked for
+// unborn and symrefs, "unborn HEAD"), then every matching ref with its
+// peeled object when asked, then a flush.
+func (v *view) appendLsRefs(dst []byte, a *lsRefsArgs) []byte {
+	if v.head != "" && a.match("HEAD") {
+		target := ""
+		if a.symrefs {
+			target = " symref-target:" + v.head
+		}
+		switch {
+		case v.headID != "":
+			dst = AppendPkt(dst, v.headID, " HEAD", target, "\n")
+		case a.unborn && a.symrefs:
+			dst = AppendPkt(dst, "unborn HEAD", target, "\n")
+		}
+	}
+	for _, r := range v.refs {
+		if !a.match(r.name) {
+			continue
+		}
+		if a.peel && r.peeled != "" {
+			dst = AppendPkt(dst, r.id, " ", r.name, " peeled:", r.peeled, "\n")
+		} else {
+			dst = AppendPkt(dst, r.id, " ", r.name, "\n")
+		}
+	}
+	return append(dst, flushPkt...)
+}
