@@ -112,7 +112,7 @@ start_server() {
 	refcast)
 		rm -rf "$OUT/refcast-data"
 		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
-			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --data "$OUT/refcast-data" \
+			--max-connections 30000 --max-per-client 0 --publish-rate -1 --drain 1s --log-level warn --data "$OUT/refcast-data" \
 			--debug-addr "127.0.0.1:$PPROF_PORT" >>"$OUT/refcast.log" 2>&1 &
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
@@ -127,7 +127,7 @@ start_server() {
 			sleep 0.1
 		done
 		"$OUT/bin/refcast" serve --listen "127.0.0.1:$REFCAST_PORT" --publish-token "$TOKEN" \
-			--max-connections 30000 --publish-rate -1 --drain 1s --log-level warn --redis "redis://127.0.0.1:$REDIS_PORT" \
+			--max-connections 30000 --max-per-client 0 --publish-rate -1 --drain 1s --log-level warn --redis "redis://127.0.0.1:$REDIS_PORT" \
 			--debug-addr "127.0.0.1:$PPROF_PORT" >>"$OUT/refcast-redis.log" 2>&1 &
 		SERVER_PID=$!
 		URL="http://127.0.0.1:$REFCAST_PORT"
