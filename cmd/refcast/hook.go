@@ -118,28 +118,23 @@ func (f *hookFlags) hookFlags() hook.Flags {
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	hf := hook.Flags{Repo: f.repo, Pusher: f.pusher, RepoMap: f.repoMap}
-	if set["url"] {
-		hf.URL = &f.url
-	}
-	if set["redis"] {
-		hf.Redis = &f.redis
-	}
-	if set["spool"] {
-		hf.Spool = &f.spool
-	}
-	if set["repo-root"] {
-		hf.RepoRoot = &f.repoRoot
-	}
-	if set["timeout"] {
-		hf.Timeout = &f.timeout
-	}
-	if set["enrich-budget"] {
-		hf.EnrichBudget = &f.enrichBudget
-	}
-	if set["partitions"] {
-		hf.Partitions = &f.partitions
-	}
+	hf.URL = ifSet(set["url"], &f.url)
+	hf.Redis = ifSet(set["redis"], &f.redis)
+	hf.Spool = ifSet(set["spool"], &f.spool)
+	hf.RepoRoot = ifSet(set["repo-root"], &f.repoRoot)
+	hf.Timeout = ifSet(set["timeout"], &f.timeout)
+	hf.EnrichBudget = ifSet(set["enrich-budget"], &f.enrichBudget)
+	hf.Partitions = ifSet(set["partitions"], &f.partitions)
 	return hf
+}
+
+// ifSet is v when the flag was given, else nil (not given: the
+// environment and git config decide).
+func ifSet[T any](given bool, v *T) *T {
+	if given {
+		return v
+	}
+	return nil
 }
 
 // newHookRunner wires a hook.Runner to the process: its streams and
