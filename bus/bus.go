@@ -71,6 +71,9 @@ type PartitionHead struct {
 	// First is the oldest Seq still retained (Last+1 when empty) and Last the
 	// newest Seq published (0 before the first).
 	First, Last uint64
+	// Chain is the chain of the history up to and including Last (see
+	// ChainNext): 0 when Last is 0 or the chain is unknown.
+	Chain uint64
 }
 
 // Heads is the state of every partition, indexed by partition number.
@@ -127,10 +130,11 @@ type Bus interface {
 	// with a Reset message.
 	Subscribe(ctx context.Context, from Heads) (Subscription, error)
 	// History returns up to limit events of a partition with Seq > after,
-	// in order. It returns ErrTruncated if events after `after` were
+	// in order, each with its Prev and Chain. It returns ErrTruncated if events after `after` were
 	// trimmed or epoch is not the partition's current epoch.
 	History(ctx context.Context, partition int, epoch, after uint64, limit int) ([]Event, error)
-	// Heads returns every partition's epoch and retained range.
+	// Heads returns every partition's epoch, retained range and the chain
+	// at its last Seq.
 	Heads(ctx context.Context) (Heads, error)
 	// Refs returns a repo's current ref state (empty for an unknown repo).
 	Refs(ctx context.Context, repo string) (RefState, error)
