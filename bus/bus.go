@@ -127,7 +127,7 @@ type Bus interface {
 	// Subscribe returns a feed of every event published after from (one
 	// entry per partition, as returned by Heads). A partition whose epoch
 	// differs from from's, or whose history no longer reaches from, starts
-	// with a Reset message.
+	// with a Reset message. from's Chains are ignored.
 	Subscribe(ctx context.Context, from Heads) (Subscription, error)
 	// History returns up to limit events of a partition with Seq > after,
 	// in order, each with its Prev and Chain. It returns ErrTruncated if events after `after` were
