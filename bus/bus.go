@@ -87,6 +87,7 @@ type RefState struct {
 	Partition int
 	Epoch     uint64
 	Seq       uint64
+	Chain     uint64 // the chain at Seq (see ChainNext); 0 when unknown
 }
 
 // Message is what a Subscription delivers: the next events of one partition,

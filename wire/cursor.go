@@ -107,11 +107,18 @@ func (c Cursor) Check(p int) uint32 {
 	return 0
 }
 
-// Set moves partition p to seq, whose chain is chain. c must have Checks
-// (see At, Clone).
-func (c Cursor) Set(p int, seq, chain uint64) {
+// Set moves partition p to seq, whose chain is chain (in place; Checks is
+// made when nil).
+func (c *Cursor) Set(p int, seq, chain uint64) {
+	c.ensureChecks()
 	c.Seqs[p] = seq
 	c.Checks[p] = CheckOf(chain)
+}
+
+func (c *Cursor) ensureChecks() {
+	if c.Checks == nil {
+		c.Checks = make([]uint32, len(c.Seqs))
+	}
 }
 
 // Encode returns the wire form.
@@ -263,9 +270,9 @@ func (c Cursor) Clone() Cursor {
 }
 
 // Merge raises c to at least o, partition by partition, taking o's check
-// where it takes o's Seq (in place: c's Seqs and Checks change; c must
-// have Checks).
-func (c Cursor) Merge(o Cursor) {
+// where it takes o's Seq (in place: c's Seqs and Checks change).
+func (c *Cursor) Merge(o Cursor) {
+	c.ensureChecks()
 	for i := range c.Seqs {
 		if i < len(o.Seqs) && o.Seqs[i] > c.Seqs[i] {
 			c.Seqs[i], c.Checks[i] = o.Seqs[i], o.Check(i)

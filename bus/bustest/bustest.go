@@ -467,6 +467,9 @@ func testChains(t *testing.T, f Factory) {
 	if h[1].Chain != want[3] {
 		t.Errorf("head chain %x, want %x", h[1].Chain, want[3])
 	}
+	if st, err := b.Refs(ctx(t), repo); err != nil || st.Seq != 3 || st.Chain != want[3] {
+		t.Errorf("refs = seq %d chain %x, %v; want seq 3 chain %x", st.Seq, st.Chain, err, want[3])
+	}
 	// A duplicate publish changes nothing.
 	mustPublish(t, b, Push("c2", repo, "refs/heads/a", ID(3)))
 	if h2 := mustHeads(t, b); h2[1].Chain != want[3] {

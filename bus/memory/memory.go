@@ -274,7 +274,7 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	part := b.parts[pi]
 	part.mu.RLock()
 	defer part.mu.RUnlock()
-	st := bus.RefState{Repo: repo, Refs: make(map[string]string, len(part.refs[repo])), Partition: pi, Epoch: part.epoch, Seq: part.first + uint64(len(part.events)) - 1}
+	st := bus.RefState{Repo: repo, Refs: make(map[string]string, len(part.refs[repo])), Partition: pi, Epoch: part.epoch, Seq: part.first + uint64(len(part.events)) - 1, Chain: part.chain}
 	for k, v := range part.refs[repo] {
 		st.Refs[k] = v
 	}

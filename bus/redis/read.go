@@ -213,12 +213,13 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	bad := func() (bus.RefState, error) {
 		return bus.RefState{}, fmt.Errorf("redis bus: refs of %s: unexpected script reply", repo)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return bad()
 	}
 	es, _ := res[0].(string)
 	ls, _ := res[1].(string)
 	flat, _ := res[2].([]any)
+	cs, _ := res[3].(string)
 	st := bus.RefState{Repo: repo, Partition: pi, Refs: make(map[string]string, len(flat)/2)}
 	if st.Epoch, err = strconv.ParseUint(es, 10, 64); err != nil {
 		return bad()
@@ -226,6 +227,7 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	if st.Seq, err = strconv.ParseUint(ls, 10, 64); err != nil {
 		return bad()
 	}
+	st.Chain = bus.ParseChainHex(cs)
 	for i := 0; i+1 < len(flat); i += 2 {
 		ref, _ := flat[i].(string)
 		id, _ := flat[i+1].(string)

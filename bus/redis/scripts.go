@@ -183,7 +183,9 @@ return out
 // KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 chain, 6 state:<repo>
 // ARGV: 1 fresh epoch
 //
-// Returns {epoch, last seq, {ref1, id1, ref2, id2, ...}}.
+// Returns {epoch, last seq, {ref1, id1, ref2, id2, ...}, chain at last or
+// ""}.
 var refsScript = goredis.NewScript(ensureEpoch + `
-return {epoch, redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[6])}
+local last = redis.call('GET', KEYS[2]) or '0'
+return {epoch, last, redis.call('HGETALL', KEYS[6]), chainat(tonumber(last))}
 `)
