@@ -65,8 +65,8 @@ const maxCursorBody = maxCountLen + 4 + bus.MaxPartitions*(binary.MaxVarintLen64
 // one, so a client storing cursors needs no smaller bound, and a node
 // refuses a longer one without decoding it. The cursor of a deployment
 // with p partitions whose Seqs are below 2^(7k) is at most about
-// 2 + (6 + p×(k+4))×4/3 long: 166 characters at 16 partitions with every
-// Seq below 2^21, 6,838 at 1,024 partitions with every Seq below 128.
+// 2 + (6 + p×(k+4))×4/3 long: 160 characters at 16 partitions with every
+// Seq below 2^21, 6,837 at 1,024 partitions with every Seq below 128.
 const MaxCursorLen = len(CursorPrefix) + (maxCursorBody*4+2)/3
 
 // ErrBadCursor means the string is not a cursor at all (a node answers
