@@ -16,7 +16,7 @@ import goredis "github.com/redis/go-redis/v9"
 // missing.
 //
 // chainat(last) is the chain (bus.ChainNext, hex) of the history up to
-// seq last, or '' when unknown: the chain key names the seq it belongs to,
+// seq last, or the empty string when unknown: the chain key names the seq it belongs to,
 // so one left behind by a publisher of an older version (which appends
 // without chaining) is not taken for the chain of the newer entries.
 const ensureEpoch = `
