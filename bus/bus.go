@@ -71,6 +71,9 @@ type PartitionHead struct {
 	// First is the oldest Seq still retained (Last+1 when empty) and Last the
 	// newest Seq published (0 before the first).
 	First, Last uint64
+	// Chain is the chain of the history up to and including Last (see
+	// ChainNext): 0 when Last is 0 or the chain is unknown.
+	Chain uint64
 }
 
 // Heads is the state of every partition, indexed by partition number.
@@ -84,6 +87,7 @@ type RefState struct {
 	Partition int
 	Epoch     uint64
 	Seq       uint64
+	Chain     uint64 // the chain at Seq (see ChainNext); 0 when unknown
 
 	// What git's ref advertisement needs besides Refs (see GitFields).
 	// Head is HEAD's symbolic target, "" when unknown. Peeled maps each
@@ -142,13 +146,14 @@ type Bus interface {
 	// Subscribe returns a feed of every event published after from (one
 	// entry per partition, as returned by Heads). A partition whose epoch
 	// differs from from's, or whose history no longer reaches from, starts
-	// with a Reset message.
+	// with a Reset message. from's Chains are ignored.
 	Subscribe(ctx context.Context, from Heads) (Subscription, error)
 	// History returns up to limit events of a partition with Seq > after,
-	// in order. It returns ErrTruncated if events after `after` were
+	// in order, each with its Prev and Chain. It returns ErrTruncated if events after `after` were
 	// trimmed or epoch is not the partition's current epoch.
 	History(ctx context.Context, partition int, epoch, after uint64, limit int) ([]Event, error)
-	// Heads returns every partition's epoch and retained range.
+	// Heads returns every partition's epoch, retained range and the chain
+	// at its last Seq.
 	Heads(ctx context.Context) (Heads, error)
 	// Refs returns a repo's current ref state (empty for an unknown repo).
 	Refs(ctx context.Context, repo string) (RefState, error)

@@ -139,6 +139,11 @@ type Event struct {
 	// within the partition and has no gaps. Set by the bus on publish.
 	Partition int    `json:"-"`
 	Seq       uint64 `json:"-"`
+	// Prev and Chain identify the history of the partition's epoch up to
+	// the event before this one and up to this one (Chain is
+	// ChainNext(Prev, PushID)). Set by the bus on every read; 0 when
+	// unknown (an entry written by a version without chains).
+	Prev, Chain uint64 `json:"-"`
 }
 
 // Events expands a validated push into its events, without positions. A seed

@@ -58,7 +58,8 @@ func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos wire.Cursor) (
 			msg: fmt.Sprintf("the repo patterns match %d repos, at most %d per snapshot: narrow them", len(names), s.opts.MaxSnapshot)}
 	}
 	res := snapshotResult{repos: make([]wire.RepoRefs, 0, len(names)), cursor: pos.Clone()}
-	low := make(map[int]uint64)
+	type at struct{ seq, chain uint64 }
+	low := make(map[int]at)
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
 		if seen[name] {
@@ -76,19 +77,19 @@ func (s *Server) snapshot(ctx context.Context, f *bus.Filter, pos wire.Cursor) (
 			}
 		}
 		res.repos = append(res.repos, rr)
-		if l, ok := low[st.Partition]; !ok || st.Seq < l {
-			low[st.Partition] = st.Seq
+		if l, ok := low[st.Partition]; !ok || st.Seq < l.seq {
+			low[st.Partition] = at{st.Seq, st.Chain}
 		}
 	}
-	for p, seq := range low {
+	for p, l := range low {
 		// A repo created after the listing is not in the snapshot: its
 		// events must stay after the cursor, so a glob's cursor never rises
 		// past the heads read before listing.
-		if before != nil && p < len(before) {
-			seq = min(seq, before[p].Last)
+		if before != nil && p < len(before) && before[p].Last < l.seq {
+			l = at{before[p].Last, before[p].Chain}
 		}
-		if p < len(res.cursor.Seqs) && seq > res.cursor.Seqs[p] {
-			res.cursor.Seqs[p] = seq
+		if p < len(res.cursor.Seqs) && l.seq > res.cursor.Seqs[p] {
+			res.cursor.Set(p, l.seq, l.chain)
 		}
 	}
 	return res, nil
@@ -106,7 +107,7 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wi
 		return nil, wire.Cursor{}, errNeedsReset
 	}
 	next := pos.Clone()
-	next.Merge(c.Seqs)
+	next.Merge(c)
 	type key struct{ repo, ref string }
 	at := make(map[key]int)
 	var out []wire.Change
@@ -114,7 +115,7 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wi
 		if !want {
 			continue
 		}
-		after := c.Seqs[p]
+		after, check := c.Seqs[p], c.Check(p)
 		for after < heads[p].Last {
 			evs, err := s.opts.Bus.History(ctx, p, heads[p].Epoch, after, 1000)
 			if errors.Is(err, bus.ErrTruncated) {
@@ -127,7 +128,7 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wi
 			}
 			for i := range evs {
 				ev := &evs[i]
-				after = ev.Seq
+				after, check = ev.Seq, wire.CheckOf(ev.Chain)
 				if !f.Match(ev) {
 					continue
 				}
@@ -144,7 +145,9 @@ func (s *Server) delta(ctx context.Context, f *bus.Filter, c wire.Cursor, pos wi
 				out = append(out, wire.Change{Repo: ev.Repo, Ref: ev.Ref, Old: ev.Old, New: ev.New, Kind: ev.Kind})
 			}
 		}
-		next.Seqs[p] = max(next.Seqs[p], after)
+		if after > next.Seqs[p] {
+			next.Seqs[p], next.Checks[p] = after, check
+		}
 	}
 	// A ref created and deleted (or changed and changed back) since the
 	// cursor has no net change.
@@ -238,7 +241,7 @@ func (s *Server) answerRefs(c echo.Context, sq *streamQuery, base *wire.Cursor, 
 	}
 	if base != nil {
 		// The cheap "no": the client is exactly where the node is.
-		if base.Epoch == pos.Epoch && slices.Equal(base.Seqs, pos.Seqs) {
+		if base.Epoch == pos.Epoch && slices.Equal(base.Seqs, pos.Seqs) && sameChecks(*base, pos) {
 			if holding {
 				return false, nil
 			}

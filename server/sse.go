@@ -211,12 +211,12 @@ func (s *Server) streamHTTP(c echo.Context, sub fanout.Stream, sq *streamQuery, 
 // take over) or a reset with the current snapshot, then a hello carrying the
 // client's new cursor. It returns the floor below which queued live events
 // must be dropped because the client already has them (nil if none).
-func (s *Server) replay(ctx context.Context, w io.Writer, sq *streamQuery, pos wire.Cursor) ([]uint64, error) {
+func (s *Server) replay(ctx context.Context, w io.Writer, sq *streamQuery, pos wire.Cursor) (*wire.Cursor, error) {
 	if _, err := w.Write(wire.AppendRetry(nil, s.engine.JitteredRetry())); err != nil {
 		return nil, err
 	}
 	out := pos.Clone()
-	var floor []uint64
+	var floor *wire.Cursor
 	if sq.cursor != nil {
 		rel := relevantPartitions(&sq.filter, len(pos.Seqs))
 		// A client that is up to date (the common reconnect, and a whole
@@ -236,9 +236,10 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sq *streamQuery, pos w
 		}
 		if ok {
 			s.metrics.replays.Inc()
-			out.Merge(sq.cursor.Seqs)
+			out.Merge(*sq.cursor)
 			if !wire.AtLeast(pos.Seqs, sq.cursor.Seqs) {
-				floor = out.Seqs
+				fl := out
+				floor = &fl
 			}
 		}
 		if !ok {
@@ -249,7 +250,8 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sq *streamQuery, pos w
 			s.metrics.resets.Inc()
 			out = snap.cursor
 			if !wire.AtLeast(pos.Seqs, out.Seqs) {
-				floor = out.Seqs
+				fl := out
+				floor = &fl
 			}
 			data, _ := json.Marshal(wire.Reset{Cursor: out.Encode(), Reason: reason, Repos: snap.repos})
 			if _, err := w.Write(wire.AppendFrame(nil, wire.EventReset, out, data)); err != nil {
@@ -263,9 +265,14 @@ func (s *Server) replay(ctx context.Context, w io.Writer, sq *streamQuery, pos w
 }
 
 // cursorFits checks a client cursor against the node's epochs and the bus's
-// retained history for the partitions the filter reads.
-// It returns the heads it read (nil when it did not get that far), for a
-// caller that goes on to read the history.
+// retained history for the partitions the filter reads: the epochs, the
+// range, and that the history still holds, up to each Seq, the events the
+// client saw (its check is the bus's chain there). The last catches a
+// store that came back from an older copy (an RDB snapshot, a lagging
+// replica, a restored file) under the same epoch, with new pushes on the
+// Seqs it lost: without it the client would resume past events it never
+// got. It returns the heads it read (nil when it did not get that far),
+// for a caller that goes on to read the history.
 func (s *Server) cursorFits(ctx context.Context, c wire.Cursor, pos wire.Cursor, rel []bool) (bus.Heads, bool, string) {
 	if len(c.Seqs) != len(pos.Seqs) {
 		return nil, false, fmt.Sprintf("cursor is for %d partitions, this deployment has %d", len(c.Seqs), len(pos.Seqs))
@@ -277,8 +284,30 @@ func (s *Server) cursorFits(ctx context.Context, c wire.Cursor, pos wire.Cursor,
 	if err != nil {
 		return nil, false, "the history could not be read"
 	}
-	ok, reason := c.Fits(heads, rel)
-	return heads, ok, reason
+	if ok, reason := c.Fits(heads, rel); !ok {
+		return heads, false, reason
+	}
+	for p, want := range rel {
+		seq := c.Seqs[p]
+		if !want || seq == 0 || seq == heads[p].Last {
+			continue // nothing seen, or checked by Fits against the head
+		}
+		if seq == pos.Seqs[p] && c.Check(p) == pos.Check(p) {
+			continue // where this node is: it read that history itself
+		}
+		// The entry after seq names the chain before it; Fits made sure
+		// seq+1 is retained and published.
+		evs, err := s.opts.Bus.History(ctx, p, heads[p].Epoch, seq, 1)
+		switch {
+		case errors.Is(err, bus.ErrTruncated):
+			return heads, false, "the history the cursor points into was trimmed or lost"
+		case err != nil:
+			return heads, false, "the history could not be read"
+		case len(evs) == 0 || evs[0].Seq != seq+1 || !c.CheckFits(p, evs[0].Prev):
+			return heads, false, wire.ReasonRewound
+		}
+	}
+	return heads, true, ""
 }
 
 // replayHistory writes the filter's events in (at, pos] for each relevant
@@ -302,7 +331,7 @@ func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, 
 				if ev.Seq > pos.Seqs[p] {
 					break
 				}
-				at.Seqs[p] = ev.Seq
+				at.Set(p, ev.Seq, ev.Chain)
 				if !f.Match(ev) {
 					continue
 				}
@@ -312,7 +341,9 @@ func (s *Server) replayHistory(ctx context.Context, w io.Writer, f *bus.Filter, 
 				}
 			}
 		}
-		at.Seqs[p] = max(at.Seqs[p], pos.Seqs[p])
+		if pos.Seqs[p] > at.Seqs[p] {
+			at.Seqs[p], at.Checks[p] = pos.Seqs[p], pos.Check(p)
+		}
 	}
 	return nil
 }

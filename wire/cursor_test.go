@@ -19,8 +19,22 @@ var cursorCases = []struct {
 	{"one partition zero", Cursor{Epoch: 0, Seqs: []uint64{0}}},
 	{"one partition", Cursor{Epoch: 7, Seqs: []uint64{42}}},
 	{"default partitions", Cursor{Epoch: 0xdeadbeef, Seqs: []uint64{0, 1, 127, 128, 255, 256, 16383, 16384, 1 << 20, 1 << 32, 1 << 40, 1 << 56, 3, 2, 1, 0}}},
-	{"max values", Cursor{Epoch: math.MaxUint32, Seqs: []uint64{math.MaxUint64, math.MaxUint64 - 1}}},
+	{"max values", Cursor{Epoch: math.MaxUint32, Seqs: []uint64{math.MaxUint64, math.MaxUint64 - 1}, Checks: []uint32{math.MaxUint32, 0}}},
 	{"1024 partitions", Cursor{Epoch: 1, Seqs: make([]uint64, 1024)}},
+	{"checks", Cursor{Epoch: 3, Seqs: []uint64{0, 1, 300, 5}, Checks: []uint32{0, 0xdeadbeef, 1, 0}}},
+}
+
+// sameCursor compares two cursors, nil Checks counting as all 0.
+func sameCursor(a, b Cursor) bool {
+	if a.Epoch != b.Epoch || !slices.Equal(a.Seqs, b.Seqs) {
+		return false
+	}
+	for p := range a.Seqs {
+		if a.Check(p) != b.Check(p) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestCursorRoundTrip(t *testing.T) {
@@ -29,7 +43,7 @@ func TestCursorRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := tc.c.Encode()
 			if !urlSafeCursor(s) {
-				t.Fatalf("encoded %q is not [A-Za-z0-9_-] with prefix c1", s)
+				t.Fatalf("encoded %q is not [A-Za-z0-9_-] with prefix c2", s)
 			}
 			if want := referenceEncode(tc.c); s != want {
 				t.Fatalf("Encode = %q, want %q", s, want)
@@ -41,7 +55,7 @@ func TestCursorRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("decode %q: %v", s, err)
 			}
-			if got.Epoch != tc.c.Epoch || !slices.Equal(got.Seqs, tc.c.Seqs) {
+			if !sameCursor(got, tc.c) {
 				t.Fatalf("round trip: got %+v, want %+v", got, tc.c)
 			}
 		})
@@ -54,8 +68,11 @@ func TestCursorRoundTrip(t *testing.T) {
 func referenceEncode(c Cursor) string {
 	body := binary.AppendUvarint(nil, uint64(len(c.Seqs)))
 	body = binary.BigEndian.AppendUint32(body, c.Epoch)
-	for _, s := range c.Seqs {
+	for p, s := range c.Seqs {
 		body = binary.AppendUvarint(body, s)
+		if s > 0 {
+			body = binary.BigEndian.AppendUint32(body, c.Check(p))
+		}
 	}
 	return CursorPrefix + base64.RawURLEncoding.EncodeToString(body)
 }
@@ -85,8 +102,9 @@ func TestDecodeCursorGarbled(t *testing.T) {
 	copy(tooLong, CursorPrefix)
 	cases := []struct{ name, in string }{
 		{"empty", ""},
-		{"prefix only", "c1"},
-		{"wrong version", "c2" + valid[2:]},
+		{"prefix only", "c2"},
+		{"prefix only v1", "c1"},
+		{"wrong version", "c3" + valid[2:]},
 		{"no prefix", valid[2:]},
 		{"not base64url", "c1!!!!"},
 		{"std base64 chars", "c1ab+/"},
@@ -95,13 +113,15 @@ func TestDecodeCursorGarbled(t *testing.T) {
 		{"too many partitions", rawCursor(binary.AppendUvarint(nil, 1025))},
 		{"partition count overflow", rawCursor([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})},
 		{"missing epoch", rawCursor([]byte{1, 0, 0})},
-		{"missing seq", rawCursor([]byte{2, 0, 0, 0, 0, 5})},
+		{"missing seq", rawCursor([]byte{2, 0, 0, 0, 0, 5, 0, 0, 0, 0})},
+		{"missing check", rawCursor([]byte{1, 0, 0, 0, 0, 5, 0, 0})},
 		{"unterminated varint", rawCursor([]byte{1, 0, 0, 0, 0, 0x80})},
-		{"trailing bytes", rawCursor([]byte{1, 0, 0, 0, 0, 5, 6})},
+		{"trailing bytes", rawCursor([]byte{1, 0, 0, 0, 0, 5, 0, 0, 0, 0, 6})},
+		{"trailing bytes v1", "c1" + base64.RawURLEncoding.EncodeToString([]byte{1, 0, 0, 0, 0, 5, 6})},
 		{"truncated valid", valid[:len(valid)-3]},
 		{"too long", string(tooLong)},
 		{"newline injection", valid + "\nevent: x"},
-		{"space", "c1 " + valid[2:]},
+		{"space", "c2 " + valid[2:]},
 		{"embedded newline", valid[:4] + "\n" + valid[4:]},
 		{"embedded CR", valid[:4] + "\r" + valid[4:]},
 	}
@@ -117,7 +137,7 @@ func TestDecodeCursorGarbled(t *testing.T) {
 
 func TestCursorFits(t *testing.T) {
 	t.Parallel()
-	heads := bus.Heads{{Epoch: 1, First: 5, Last: 10}, {Epoch: 2, First: 1, Last: 0}}
+	heads := bus.Heads{{Epoch: 1, First: 5, Last: 10, Chain: 0xabcd_0000_1234}, {Epoch: 2, First: 1, Last: 0}}
 	fp := EpochFingerprint(heads)
 	cases := []struct {
 		name     string
@@ -125,14 +145,17 @@ func TestCursorFits(t *testing.T) {
 		relevant []bool
 		fits     bool
 	}{
-		{"at head", Cursor{fp, []uint64{10, 0}}, nil, true},
-		{"oldest resumable", Cursor{fp, []uint64{4, 0}}, nil, true},
-		{"older than history", Cursor{fp, []uint64{3, 0}}, nil, false},
-		{"ahead", Cursor{fp, []uint64{11, 0}}, nil, false},
-		{"ahead in an irrelevant partition", Cursor{fp, []uint64{10, 7}}, []bool{true, false}, true},
-		{"old in a relevant partition", Cursor{fp, []uint64{1, 0}}, []bool{true, false}, false},
-		{"other epoch", Cursor{fp + 1, []uint64{10, 0}}, nil, false},
-		{"other partition count", Cursor{fp, []uint64{10}}, nil, false},
+		{"at head", Cursor{fp, []uint64{10, 0}, []uint32{0x1234, 0}}, nil, true},
+		{"at head, rewound", Cursor{fp, []uint64{10, 0}, []uint32{0x1235, 0}}, nil, false},
+		{"at head, v1 cursor", Cursor{fp, []uint64{10, 0}, nil}, nil, false},
+		{"at head, rewound, irrelevant", Cursor{fp, []uint64{10, 0}, []uint32{7, 0}}, []bool{false, true}, true},
+		{"oldest resumable", Cursor{fp, []uint64{4, 0}, nil}, nil, true},
+		{"older than history", Cursor{fp, []uint64{3, 0}, nil}, nil, false},
+		{"ahead", Cursor{fp, []uint64{11, 0}, nil}, nil, false},
+		{"ahead in an irrelevant partition", Cursor{fp, []uint64{10, 7}, []uint32{0x1234, 0}}, []bool{true, false}, true},
+		{"old in a relevant partition", Cursor{fp, []uint64{1, 0}, nil}, []bool{true, false}, false},
+		{"other epoch", Cursor{fp + 1, []uint64{10, 0}, []uint32{0x1234, 0}}, nil, false},
+		{"other partition count", Cursor{fp, []uint64{10}, nil}, nil, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,6 +178,7 @@ func FuzzDecodeCursor(f *testing.F) {
 		f.Add(tc.c.Encode(), uint32(tc.c.Epoch), []byte{1, 2, 3})
 	}
 	f.Add("c1", uint32(0), []byte{})
+	f.Add("c1AQAAAAAF", uint32(0), []byte{5})
 	f.Add("c1AQAAAAAA", uint32(1), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Add("garbage\r\n", uint32(2), []byte{0x80})
 	f.Fuzz(func(t *testing.T, s string, epoch uint32, raw []byte) {
@@ -164,20 +188,22 @@ func FuzzDecodeCursor(f *testing.F) {
 				t.Fatalf("re-encoded %q is not URL-safe", enc)
 			}
 			c2, err := DecodeCursor(enc)
-			if err != nil || c2.Epoch != c.Epoch || !slices.Equal(c2.Seqs, c.Seqs) {
+			if err != nil || !sameCursor(c2, c) {
 				t.Fatalf("decode(encode(decode(%q))) = %+v, %v; want %+v", s, c2, err, c)
 			}
 		} else if !errors.Is(err, ErrBadCursor) {
 			t.Fatalf("DecodeCursor(%q): %v is not ErrBadCursor", s, err)
 		}
 
-		// Build a cursor from raw: 8 bytes per Seq, at least one partition.
+		// Build a cursor from raw: 8 bytes per Seq, the next 4 its check,
+		// at least one partition.
 		c := Cursor{Epoch: epoch}
 		for len(raw) > 0 && len(c.Seqs) < 1024 {
-			var b [8]byte
+			var b [12]byte
 			n := copy(b[:], raw)
-			raw = raw[n:]
-			c.Seqs = append(c.Seqs, binary.LittleEndian.Uint64(b[:]))
+			raw = raw[min(n, 8):]
+			c.Seqs = append(c.Seqs, binary.LittleEndian.Uint64(b[:8]))
+			c.Checks = append(c.Checks, binary.LittleEndian.Uint32(b[8:]))
 		}
 		if len(c.Seqs) == 0 {
 			c.Seqs = []uint64{uint64(epoch)}
@@ -190,8 +216,16 @@ func FuzzDecodeCursor(f *testing.F) {
 			t.Fatalf("Encode(%+v) = %q, want %q", c, enc, want)
 		}
 		got, err := DecodeCursor(enc)
-		if err != nil || got.Epoch != c.Epoch || !slices.Equal(got.Seqs, c.Seqs) {
-			t.Fatalf("decode(encode(%+v)) = %+v, %v", c, got, err)
+		if err != nil {
+			t.Fatalf("decode(encode(%+v)): %v", c, err)
+		}
+		for p := range c.Seqs { // a Seq of 0 carries no check
+			if c.Seqs[p] == 0 && c.Checks != nil {
+				c.Checks[p] = 0
+			}
+		}
+		if !sameCursor(got, c) {
+			t.Fatalf("decode(encode(%+v)) = %+v", c, got)
 		}
 	})
 }
@@ -205,7 +239,7 @@ func TestMaxCursorLen(t *testing.T) {
 	if n := len(binary.AppendUvarint(nil, bus.MaxPartitions)); n != maxCountLen {
 		t.Fatalf("uvarint(%d) is %d bytes, maxCountLen is %d", bus.MaxPartitions, n, maxCountLen)
 	}
-	widest := Cursor{Epoch: math.MaxUint32, Seqs: make([]uint64, bus.MaxPartitions)}
+	widest := Cursor{Epoch: math.MaxUint32, Seqs: make([]uint64, bus.MaxPartitions), Checks: make([]uint32, bus.MaxPartitions)}
 	for i := range widest.Seqs {
 		widest.Seqs[i] = math.MaxUint64
 	}
@@ -250,7 +284,7 @@ func TestValidateCursor(t *testing.T) {
 // FuzzValidateCursor: what validates is safe in a URL, a header and a
 // file, and within the limit.
 func FuzzValidateCursor(f *testing.F) {
-	f.Add("c1AQAAAAAA")
+	f.Add("c2AQAAAAAA")
 	f.Add("c1\r\nevent: x")
 	f.Add("a b")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -258,4 +292,39 @@ func FuzzValidateCursor(f *testing.F) {
 			t.Fatalf("ValidateCursor(%q) accepted", s)
 		}
 	})
+}
+
+// TestDecodeCursorV1: a cursor of the older form (no checks) still
+// decodes, with every check 0, so it resumes only where the history's chain
+// is unknown too.
+func TestDecodeCursorV1(t *testing.T) {
+	t.Parallel()
+	body := binary.AppendUvarint(nil, 2)
+	body = binary.BigEndian.AppendUint32(body, 77)
+	body = binary.AppendUvarint(body, 300)
+	body = binary.AppendUvarint(body, 0)
+	c, err := DecodeCursor("c1" + base64.RawURLEncoding.EncodeToString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Cursor{Epoch: 77, Seqs: []uint64{300, 0}}
+	if !sameCursor(c, want) {
+		t.Fatalf("got %+v, want %+v", c, want)
+	}
+	if ok, _ := c.Fits(bus.Heads{{Epoch: 1, First: 1, Last: 300, Chain: 5}, {Epoch: 1, First: 1}}, nil); ok {
+		t.Error("a v1 cursor fits a head with a known chain")
+	}
+	if s := c.Encode(); s[:2] != CursorPrefix {
+		t.Errorf("re-encoded as %q, want the current version", s)
+	}
+}
+
+func TestCursorMerge(t *testing.T) {
+	t.Parallel()
+	c := Cursor{Epoch: 1, Seqs: []uint64{5, 9, 0}, Checks: []uint32{50, 90, 0}}
+	c.Merge(Cursor{Epoch: 1, Seqs: []uint64{7, 3, 2}, Checks: []uint32{70, 30, 20}})
+	want := Cursor{Epoch: 1, Seqs: []uint64{7, 9, 2}, Checks: []uint32{70, 90, 20}}
+	if !sameCursor(c, want) {
+		t.Fatalf("got %+v, want %+v", c, want)
+	}
 }

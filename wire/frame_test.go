@@ -22,10 +22,10 @@ func TestFrameBytes(t *testing.T) {
 	cases := []struct{ name, got, want string }{
 		{"event", string(AppendEventFrame(nil, EventName(ev), c, ev)), "id: " + c.Encode() + "\nevent: ref\ndata: " + string(data) + "\n\n"},
 		{"sync", EventName(&bus.Event{Kind: bus.KindSync}), "sync"},
-		{"hello", string(AppendFrame(nil, EventHello, c, []byte(`{"cursor":"x"}`))), "id: c1AgAAAAcqAA\nevent: hello\ndata: {\"cursor\":\"x\"}\n\n"},
+		{"hello", string(AppendFrame(nil, EventHello, c, []byte(`{"cursor":"x"}`))), "id: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: {\"cursor\":\"x\"}\n\n"},
 		{"retry", string(AppendRetry(nil, 2500*time.Millisecond)), "retry: 2500\n\n"},
 		{"heartbeat", Heartbeat, ": hb\n\n"},
-		{"append keeps dst", string(AppendFrame([]byte("x"), EventHello, c, nil)), "xid: c1AgAAAAcqAA\nevent: hello\ndata: \n\n"},
+		{"append keeps dst", string(AppendFrame([]byte("x"), EventHello, c, nil)), "xid: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
 	}
 	for _, tc := range cases {
 		if tc.got != tc.want {

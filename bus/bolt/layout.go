@@ -5,8 +5,12 @@ package bolt
 //	meta/format             "refcast-bus/1"
 //	meta/partitions         u32
 //	parts/<u32 partition>/  one bucket per partition:
-//	    head                u64 epoch, u64 first, u64 last
-//	    events/<u64 seq>    i64 unix seconds, u32 nanoseconds (published at), event JSON
+//	    head                u64 epoch, u64 first, u64 last, u64 chain at last
+//	                        (files written before chains: 24 bytes, chain unknown)
+//	    events/<u64 seq>    i64 unix seconds, u32 nanoseconds (published at),
+//	                        0x00, u64 chain of the history before it (bus.ChainNext),
+//	                        event JSON (files written before chains: no 0x00
+//	                        and chain, the JSON's "{" follows the time)
 //	    refs/<repo>/<ref>   object id; a repo bucket exists while it has refs
 //	    refs/<repo>/\x00...  git fields (bus.GitFields: HEAD, peels), sorted before every ref
 //	pushes/<push id>        u32 partition, u64 first seq, u64 order
@@ -135,13 +139,16 @@ func openPartition(tx *bolt.Tx, pi int) (*partition, error) {
 		return nil, fmt.Errorf("partition %d is missing a bucket", pi)
 	}
 	h := pb.Get(keyHead)
-	if len(h) != 24 {
+	if len(h) != 24 && len(h) != 32 {
 		return nil, fmt.Errorf("partition %d head is malformed", pi)
 	}
 	p.head = bus.PartitionHead{
 		Epoch: binary.BigEndian.Uint64(h),
 		First: binary.BigEndian.Uint64(h[8:]),
 		Last:  binary.BigEndian.Uint64(h[16:]),
+	}
+	if len(h) == 32 {
+		p.head.Chain = binary.BigEndian.Uint64(h[24:])
 	}
 	if p.head.Epoch == 0 || p.head.First == 0 || p.head.First > p.head.Last+1 {
 		return nil, fmt.Errorf("partition %d head %+v is inconsistent", pi, p.head)
@@ -150,23 +157,27 @@ func openPartition(tx *bolt.Tx, pi int) (*partition, error) {
 }
 
 func (p *partition) putHead() error {
-	h := make([]byte, 0, 24)
+	h := make([]byte, 0, 32)
 	h = binary.BigEndian.AppendUint64(h, p.head.Epoch)
 	h = binary.BigEndian.AppendUint64(h, p.head.First)
 	h = binary.BigEndian.AppendUint64(h, p.head.Last)
+	h = binary.BigEndian.AppendUint64(h, p.head.Chain)
 	return p.b.Put(keyHead, h)
 }
 
-// encodeEvent is the stored form: when it was published, then its JSON.
-// Partition and Seq are not in the JSON; they come back from the key.
+// encodeEvent is the stored form: when it was published, the chain before
+// it, then its JSON. Partition and Seq are not in the JSON; they come back
+// from the key, and Chain from Prev.
 func encodeEvent(e *bus.Event, published time.Time) ([]byte, error) {
 	j, err := json.Marshal(e)
 	if err != nil {
 		return nil, err
 	}
-	v := make([]byte, 12, 12+len(j))
+	v := make([]byte, 21, 21+len(j))
 	binary.BigEndian.PutUint64(v, uint64(published.Unix()))
 	binary.BigEndian.PutUint32(v[8:], uint32(published.Nanosecond()))
+	v[12] = 0 // marks the chain: a JSON object starts with '{'
+	binary.BigEndian.PutUint64(v[13:], e.Prev)
 	return append(v, j...), nil
 }
 
@@ -179,13 +190,23 @@ func publishedAt(v []byte) (time.Time, error) {
 
 func decodeEvent(pi int, k, v []byte) (bus.Event, error) {
 	var e bus.Event
-	if len(k) != 8 || len(v) < 12 {
+	if len(k) != 8 || len(v) < 13 {
 		return e, errors.New("stored event is malformed")
 	}
-	if err := json.Unmarshal(v[12:], &e); err != nil {
+	data, chained := v[12:], false
+	if data[0] == 0 {
+		if len(data) < 9 {
+			return e, errors.New("stored event is malformed")
+		}
+		e.Prev, data, chained = binary.BigEndian.Uint64(data[1:]), data[9:], true
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
 		return e, fmt.Errorf("stored event %d/%d: %w", pi, binary.BigEndian.Uint64(k), err)
 	}
 	e.Partition, e.Seq = pi, binary.BigEndian.Uint64(k)
+	if chained {
+		e.Chain = bus.ChainNext(e.Prev, e.PushID)
+	}
 	return e, nil
 }
 

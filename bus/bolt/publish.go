@@ -97,6 +97,8 @@ func (b *Bus) commit(batch []*pubReq) {
 			next := part.head.Last + 1
 			for i := range evs {
 				evs[i].Partition, evs[i].Seq = pi, next+uint64(i)
+				evs[i].Prev, evs[i].Chain = part.head.Chain, bus.ChainNext(part.head.Chain, p.ID)
+				part.head.Chain = evs[i].Chain
 				v, err := encodeEvent(&evs[i], now)
 				if err != nil {
 					return err

@@ -90,7 +90,7 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 			if err != nil {
 				return err
 			}
-			st.Epoch, st.Seq = part.head.Epoch, part.head.Last
+			st.Epoch, st.Seq, st.Chain = part.head.Epoch, part.head.Last, part.head.Chain
 			rb := part.refs.Bucket([]byte(repo))
 			if rb == nil {
 				return nil

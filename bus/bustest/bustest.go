@@ -51,6 +51,7 @@ func Run(t *testing.T, factory Factory) {
 		{"Repos", testRepos},
 		{"GitState", testGitState},
 		{"Heads", testHeads},
+		{"Chains", testChains},
 		{"SubscribeExactlyOnceInOrder", testSubscribeExact},
 		{"SubscribeReplaysFromPosition", testSubscribeReplay},
 		{"SubscribeStaleEpochResets", testSubscribeOtherEpoch},
@@ -491,6 +492,62 @@ func testHeads(t *testing.T, f Factory) {
 	}
 	if h2[1].First != 1 || h2[1].Last != 2 || h2[0].Last != 0 || h2[2].Last != 0 {
 		t.Errorf("heads after publish = %+v", h2)
+	}
+}
+
+// testChains: every event carries the chain of the history before it and
+// up to it (bus.ChainNext over the push ids from the epoch's start, so
+// every implementation, the Redis scripts included, computes the same
+// values), in History, in a subscription and in the heads.
+func testChains(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := repoIn(1, 2, 0)
+	start := mustHeads(t, b)
+	if start[1].Chain != 0 {
+		t.Fatalf("fresh partition has chain %x", start[1].Chain)
+	}
+	sub, err := b.Subscribe(ctx(t), start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	mustPublish(t, b, Push("c1", repo, "refs/heads/a", ID(1), "refs/heads/b", ID(2)))
+	mustPublish(t, b, Push("c2", repo, "refs/heads/a", ID(3)))
+	want := []uint64{0}
+	for _, id := range []string{"c1", "c1", "c2"} {
+		want = append(want, bus.ChainNext(want[len(want)-1], id))
+	}
+	check := func(where string, evs []bus.Event) {
+		t.Helper()
+		if len(evs) != 3 {
+			t.Fatalf("%s: %d events, want 3", where, len(evs))
+		}
+		for i, e := range evs {
+			if e.Prev != want[i] || e.Chain != want[i+1] {
+				t.Errorf("%s: event %d has prev %x chain %x, want %x %x", where, e.Seq, e.Prev, e.Chain, want[i], want[i+1])
+			}
+		}
+	}
+	h := mustHeads(t, b)
+	evs, err := b.History(ctx(t), 1, h[1].Epoch, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("history", evs)
+	check("subscription", collect(t, sub, start, 3))
+	if h[1].Chain != want[3] {
+		t.Errorf("head chain %x, want %x", h[1].Chain, want[3])
+	}
+	if st, err := b.Refs(ctx(t), repo); err != nil || st.Seq != 3 || st.Chain != want[3] {
+		t.Errorf("refs = seq %d chain %x, %v; want seq 3 chain %x", st.Seq, st.Chain, err, want[3])
+	}
+	// A duplicate publish changes nothing.
+	mustPublish(t, b, Push("c2", repo, "refs/heads/a", ID(3)))
+	if h2 := mustHeads(t, b); h2[1].Chain != want[3] {
+		t.Errorf("head chain after a duplicate %x, want %x", h2[1].Chain, want[3])
+	}
+	if fixed := bus.ChainNext(0, "p"); fixed != 0xc2f26cf0d7c959ad {
+		t.Errorf("ChainNext(0, \"p\") = %x: the function changed, and with it every stored chain", fixed)
 	}
 }
 

@@ -58,6 +58,7 @@ type partition struct {
 	mu     sync.RWMutex
 	epoch  uint64                       // set at construction
 	first  uint64                       // Seq of events[0]; guarded by mu
+	chain  uint64                       // chain at the last Seq (bus.ChainNext); guarded by mu
 	events []bus.Event                  // guarded by mu
 	at     []time.Time                  // publish time of each event, for MaxAge; guarded by mu
 	refs   map[string]map[string]string // repo -> ref -> id; guarded by mu
@@ -138,6 +139,8 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 	next := part.first + uint64(len(part.events))
 	for i := range evs {
 		evs[i].Partition, evs[i].Seq = pi, next+uint64(i)
+		evs[i].Prev, evs[i].Chain = part.chain, bus.ChainNext(part.chain, p.ID)
+		part.chain = evs[i].Chain
 	}
 	part.events = append(part.events, evs...)
 	now := b.opts.Now()
@@ -232,7 +235,12 @@ func (b *Bus) Heads(ctx context.Context) (bus.Heads, error) {
 func (part *partition) head() bus.PartitionHead {
 	part.mu.RLock()
 	defer part.mu.RUnlock()
-	return bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1}
+	return part.headLocked()
+}
+
+// headLocked is the head. Called with p.mu held.
+func (part *partition) headLocked() bus.PartitionHead {
+	return bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1, Chain: part.chain}
 }
 
 // History implements bus.Bus.
@@ -274,7 +282,7 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	part := b.parts[pi]
 	part.mu.RLock()
 	defer part.mu.RUnlock()
-	st := bus.RefState{Repo: repo, Refs: make(map[string]string, len(part.refs[repo])), Partition: pi, Epoch: part.epoch, Seq: part.first + uint64(len(part.events)) - 1}
+	st := bus.RefState{Repo: repo, Refs: make(map[string]string, len(part.refs[repo])), Partition: pi, Epoch: part.epoch, Seq: part.first + uint64(len(part.events)) - 1, Chain: part.chain}
 	for k, v := range part.refs[repo] {
 		st.Refs[k] = v
 	}
@@ -356,7 +364,7 @@ func (s feedSource) Next(_ context.Context, pi int, at *bus.PartitionHead) (bus.
 		err = bus.ErrTruncated // a position this history never reached
 	}
 	if err != nil { // another epoch, trimmed past us, or ahead: the reader must resync
-		head := bus.PartitionHead{Epoch: part.epoch, First: part.first, Last: part.first + uint64(len(part.events)) - 1}
+		head := part.headLocked()
 		*at = head
 		return bus.Message{Partition: pi, Reset: true, Head: head}, true, nil
 	}

@@ -11,21 +11,23 @@ import (
 //
 //	<prefix>:{pN}:stream        stream of events; entry id "<seq>-0",
 //	                            fields e (event JSON), p (epoch), t (publish ms),
-//	                            v (push id of the entry before)
+//	                            v (push id of the entry before),
+//	                            c (chain of the history before this entry, hex)
 //	<prefix>:{pN}:seq           last seq handed out (string integer)
 //	<prefix>:{pN}:tip           push id of the last entry
+//	<prefix>:{pN}:chain         "<seq>:<hex>": the chain of the history up to seq
 //	<prefix>:{pN}:epoch         epoch of this life of the history (decimal uint64 < 2^63)
 //	<prefix>:{pN}:repos         set of repos of the partition that have ref state
 //	<prefix>:{pN}:state:<repo>  hash ref -> object id
 //	<prefix>:{pN}:git:<repo>    hash of git fields (bus.GitFields), while state:<repo> exists
 //	<prefix>:{pN}:push:<id>     first seq of an already published push (expires after PushTTL)
 type partKeys struct {
-	stream, seq, epoch, tip, repos string
-	base                           string // "<prefix>:{pN}:"
+	stream, seq, epoch, tip, chain, repos string
+	base                                  string // "<prefix>:{pN}:"
 }
 
 // head are the keys every script starts with (see ensureEpoch).
-func (k partKeys) head() []string { return []string{k.stream, k.seq, k.epoch, k.tip} }
+func (k partKeys) head() []string { return []string{k.stream, k.seq, k.epoch, k.tip, k.chain} }
 
 func newPartKeys(prefix string, p int) partKeys {
 	base := fmt.Sprintf("%s:{p%d}:", prefix, p)
@@ -34,6 +36,7 @@ func newPartKeys(prefix string, p int) partKeys {
 		seq:    base + "seq",
 		epoch:  base + "epoch",
 		tip:    base + "tip",
+		chain:  base + "chain",
 		repos:  base + "repos",
 		base:   base,
 	}

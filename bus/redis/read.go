@@ -69,41 +69,59 @@ func (b *Bus) headsPipelined(ctx context.Context) ([]*goredis.Cmd, error) {
 	return cmds, err
 }
 
+// probed is the entry at a seq a head read asked about: its event (ok
+// false when that entry is gone) with Prev and Chain.
+type probed struct {
+	ev  bus.Event
+	ok  bool
+	bad bool // the entry is there but does not decode
+}
+
 // head runs headScript for one partition; probe, when non-zero, is a seq
-// whose event JSON is returned too ("" when that entry is gone).
-func (b *Bus) head(ctx context.Context, pi int, probe uint64) (bus.PartitionHead, string, error) {
+// whose entry is returned too.
+func (b *Bus) head(ctx context.Context, pi int, probe uint64) (bus.PartitionHead, probed, error) {
 	if err := b.checkMeta(ctx); err != nil {
-		return bus.PartitionHead{}, "", err
+		return bus.PartitionHead{}, probed{}, err
 	}
 	k := b.parts[pi]
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
 	defer cancel()
 	c := headScript.Run(ctx, b.rdb, k.head(), newEpoch(), strconv.FormatUint(probe, 10))
 	if c.Err() != nil {
-		return bus.PartitionHead{}, "", c.Err()
+		return bus.PartitionHead{}, probed{}, c.Err()
 	}
-	return parseHead(c)
+	h, s, err := parseHead(c)
+	if err != nil || probe == 0 || s[3] == "" {
+		return h, probed{}, err
+	}
+	ev, err := decodeEvent(pi, strconv.FormatUint(probe, 10)+"-0", s[3], s[4])
+	if err != nil {
+		return h, probed{ok: true, bad: true}, nil
+	}
+	return h, probed{ev: ev, ok: true}, nil
 }
 
-func parseHead(c *goredis.Cmd) (bus.PartitionHead, string, error) {
+// parseHead parses headScript's reply, returned too for the probe.
+func parseHead(c *goredis.Cmd) (bus.PartitionHead, []string, error) {
 	s, err := c.StringSlice()
-	if err != nil || len(s) != 4 {
-		return bus.PartitionHead{}, "", fmt.Errorf("unexpected head reply %v: %w", c.Val(), err)
+	if err != nil || len(s) != 6 {
+		return bus.PartitionHead{}, nil, fmt.Errorf("unexpected head reply %v: %w", c.Val(), err)
 	}
 	var h bus.PartitionHead
 	if h.Epoch, err = strconv.ParseUint(s[0], 10, 64); err != nil {
-		return h, "", fmt.Errorf("bad epoch %q: %w", s[0], err)
+		return h, nil, fmt.Errorf("bad epoch %q: %w", s[0], err)
 	}
 	if h.Last, err = strconv.ParseUint(s[1], 10, 64); err != nil {
-		return h, "", fmt.Errorf("bad seq %q: %w", s[1], err)
+		return h, nil, fmt.Errorf("bad seq %q: %w", s[1], err)
 	}
 	h.First = h.Last + 1
 	if s[2] != "" {
 		if h.First, err = seqOf(s[2]); err != nil {
-			return h, "", fmt.Errorf("bad stream id %q: %w", s[2], err)
+			return h, nil, fmt.Errorf("bad stream id %q: %w", s[2], err)
 		}
 	}
-	return h, s[3], nil
+	h.Chain = bus.ParseChainHex(s[5])
+	return h, s, nil
 }
 
 // maxAfter keeps positions within what Lua numbers hold exactly; no
@@ -138,12 +156,12 @@ func (b *Bus) History(ctx context.Context, pi int, epoch, after uint64, limit in
 		return nil, bus.ErrTruncated
 	}
 	res = res[1:]
-	if len(res)%2 != 0 {
-		return nil, fmt.Errorf("redis bus: history of partition %d: odd reply", pi)
+	if len(res)%3 != 0 {
+		return nil, fmt.Errorf("redis bus: history of partition %d: reply not in triples", pi)
 	}
-	out := make([]bus.Event, 0, len(res)/2)
-	for i := 0; i < len(res); i += 2 {
-		ev, err := decodeEvent(pi, res[i], res[i+1])
+	out := make([]bus.Event, 0, len(res)/3)
+	for i := 0; i < len(res); i += 3 {
+		ev, err := decodeEvent(pi, res[i], res[i+1], res[i+2])
 		if err != nil {
 			return nil, err
 		}
@@ -152,7 +170,10 @@ func (b *Bus) History(ctx context.Context, pi int, epoch, after uint64, limit in
 	return out, nil
 }
 
-func decodeEvent(pi int, id, data string) (bus.Event, error) {
+// decodeEvent decodes a stream entry: its id, its e field and its c field
+// ("?" when it has none: written by a version without chains, so Prev and
+// Chain are unknown).
+func decodeEvent(pi int, id, data, chain string) (bus.Event, error) {
 	var ev bus.Event
 	seq, err := seqOf(id)
 	if err != nil {
@@ -162,6 +183,10 @@ func decodeEvent(pi int, id, data string) (bus.Event, error) {
 		return ev, fmt.Errorf("redis bus: partition %d: decode event %d: %w", pi, seq, err)
 	}
 	ev.Partition, ev.Seq = pi, seq
+	if chain != "?" {
+		ev.Prev = bus.ParseChainHex(chain)
+		ev.Chain = bus.ChainNext(ev.Prev, ev.PushID)
+	}
 	return ev, nil
 }
 
@@ -188,12 +213,13 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	bad := func() (bus.RefState, error) {
 		return bus.RefState{}, fmt.Errorf("redis bus: refs of %s: unexpected script reply", repo)
 	}
-	if len(res) != 4 {
+	if len(res) != 5 {
 		return bad()
 	}
 	es, _ := res[0].(string)
 	ls, _ := res[1].(string)
 	flat, _ := res[2].([]any)
+	cs, _ := res[3].(string)
 	st := bus.RefState{Repo: repo, Partition: pi, Refs: make(map[string]string, len(flat)/2)}
 	if st.Epoch, err = strconv.ParseUint(es, 10, 64); err != nil {
 		return bad()
@@ -201,12 +227,13 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	if st.Seq, err = strconv.ParseUint(ls, 10, 64); err != nil {
 		return bad()
 	}
+	st.Chain = bus.ParseChainHex(cs)
 	for i := 0; i+1 < len(flat); i += 2 {
 		ref, _ := flat[i].(string)
 		id, _ := flat[i+1].(string)
 		st.Refs[ref] = id
 	}
-	gflat, _ := res[3].([]any)
+	gflat, _ := res[4].([]any)
 	fields := make(map[string]string, len(gflat)/2)
 	for i := 0; i+1 < len(gflat); i += 2 {
 		f, _ := gflat[i].(string)

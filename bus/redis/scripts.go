@@ -11,22 +11,41 @@ import goredis "github.com/redis/go-redis/v9"
 // Scripts validate before they write, so a script never fails half way; in
 // Redis a script's writes are not rolled back.
 
-// ensureEpoch: KEYS[1] stream, KEYS[2] seq, KEYS[3] epoch, KEYS[4] tip;
-// ARGV[1] a fresh random epoch used only when the key is missing.
+// ensureEpoch: KEYS[1] stream, KEYS[2] seq, KEYS[3] epoch, KEYS[4] tip,
+// KEYS[5] chain; ARGV[1] a fresh random epoch used only when the key is
+// missing.
+//
+// chainat(last) is the chain (bus.ChainNext, hex) of the history up to
+// seq last, or the empty string when unknown: the chain key names the seq it belongs to,
+// so one left behind by a publisher of an older version (which appends
+// without chaining) is not taken for the chain of the newer entries.
 const ensureEpoch = `
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
   redis.call('SET', KEYS[3], epoch)
 end
 local function seqof(id) return tonumber(string.match(id, '^(%d+)')) end
+local function chainat(last)
+  local c = redis.call('GET', KEYS[5])
+  if not c then return '' end
+  local s, h = string.match(c, '^(%d+):(%x*)$')
+  if s and tonumber(s) == last then return h end
+  return ''
+end
+local function field(fields, name)
+  for j = 1, #fields, 2 do
+    if fields[j] == name then return fields[j + 1] end
+  end
+  return nil
+end
 `
 
 // publishScript appends one push.
 //
-// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 state:<repo>, 6 repos, 7 push:<id>,
-// 8 git:<repo>
+// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 chain, 6 state:<repo>, 7 repos,
+// 8 push:<id>, 9 git:<repo>
 // ARGV: 1 fresh epoch, 2 push ttl ms, 3 max stream length, 4 age cutoff ms
 // (0: none), 5 now ms, 6 seed "1"/"0", 7 repo, 8 push id, 9 number of
 // pairs n, then n pairs (ref, new id or "" to delete; a name starting with
@@ -34,11 +53,15 @@ local function seqof(id) return tonumber(string.match(id, '^(%d+)')) end
 //
 // Each entry's v field is the push id of the entry before it (the tip key
 // remembers the last one across trimming), so a reader can tell that what
-// follows its position still continues what it read.
+// follows its position still continues what it read; its c field is the
+// chain of the history before it (the chain key remembers the chain after
+// the last one), so a node can tell that a client's cursor still points
+// into the history the client saw (bus.ChainNext; redis.sha1hex computes
+// the same SHA-1).
 //
 // Returns {first seq, epoch, duplicate 0/1}.
 var publishScript = goredis.NewScript(ensureEpoch + `
-local first = redis.call('GET', KEYS[7])
+local first = redis.call('GET', KEYS[8])
 if first then
   return {first, epoch, 1}
 end
@@ -61,32 +84,35 @@ local n = tonumber(ARGV[9])
 local ev = 10 + 2 * n
 local count = #ARGV - ev + 1
 local prev = redis.call('GET', KEYS[4]) or ''
+local chain = chainat(last)
 for i = 0, count - 1 do
-  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), 'e', ARGV[ev + i], 'p', epoch, 't', ARGV[5], 'v', prev)
+  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), 'e', ARGV[ev + i], 'p', epoch, 't', ARGV[5], 'v', prev, 'c', chain)
   prev = ARGV[8]
+  chain = string.sub(redis.sha1hex(chain .. '\n' .. ARGV[8]), 1, 16)
 end
 redis.call('SET', KEYS[2], string.format('%d', last + count))
 redis.call('SET', KEYS[4], ARGV[8])
+redis.call('SET', KEYS[5], string.format('%d:%s', last + count, chain))
 
-if ARGV[6] == '1' then redis.call('DEL', KEYS[5], KEYS[8]) end
+if ARGV[6] == '1' then redis.call('DEL', KEYS[6], KEYS[9]) end
 for i = 0, n - 1 do
   local ref, new = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-  local key = KEYS[5]
-  if string.byte(ref) == 0 then key = KEYS[8] end -- a git field (bus.GitFields)
+  local key = KEYS[6]
+  if string.byte(ref) == 0 then key = KEYS[9] end -- a git field (bus.GitFields)
   if new == '' then
     redis.call('HDEL', key, ref)
   else
     redis.call('HSET', key, ref, new)
   end
 end
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('SADD', KEYS[6], ARGV[7])
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  redis.call('SADD', KEYS[7], ARGV[7])
 else
-  redis.call('SREM', KEYS[6], ARGV[7])
-  redis.call('DEL', KEYS[8])
+  redis.call('SREM', KEYS[7], ARGV[7])
+  redis.call('DEL', KEYS[9])
 end
 
-redis.call('SET', KEYS[7], string.format('%d', last + 1), 'PX', ARGV[2])
+redis.call('SET', KEYS[8], string.format('%d', last + 1), 'PX', ARGV[2])
 
 redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[3])
 local cutoff = tonumber(ARGV[4])
@@ -109,34 +135,36 @@ return {string.format('%d', last + 1), epoch, 0}
 
 // headScript reads a partition's head.
 //
-// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip
+// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 chain
 // ARGV: 1 fresh epoch, 2 a seq whose event JSON to return ("0": none)
 //
-// Returns {epoch, last seq, first retained entry id or "", event JSON or ""}.
+// Returns {epoch, last seq, first retained entry id or "", event JSON or
+// "", the probed entry's c field or "?" when it has none, chain at last or
+// ""}.
 var headScript = goredis.NewScript(ensureEpoch + `
 local last = redis.call('GET', KEYS[2]) or '0'
 local f = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local first = ''
 if f[1] then first = f[1][1] end
-local probe = ''
+local probe, probec = '', '?'
 if ARGV[2] ~= '0' then
   local e = redis.call('XRANGE', KEYS[1], ARGV[2] .. '-0', ARGV[2] .. '-0')
   if e[1] then
-    for j = 1, #e[1][2], 2 do
-      if e[1][2][j] == 'e' then probe = e[1][2][j + 1] end
-    end
+    probe = field(e[1][2], 'e') or ''
+    probec = field(e[1][2], 'c') or '?'
   end
 end
-return {epoch, last, first, probe}
+return {epoch, last, first, probe, probec, chainat(tonumber(last))}
 `)
 
 // historyScript reads events after a position, checking the epoch and the
 // retained range in the same atomic step.
 //
-// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip
+// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 chain
 // ARGV: 1 fresh epoch, 2 wanted epoch, 3 after+1 (first wanted seq), 4 limit
 //
-// Returns {"truncated"} or {"ok", id1, json1, id2, json2, ...}.
+// Returns {"truncated"} or {"ok", id1, json1, c1, id2, json2, c2, ...}
+// where c is the entry's c field, or "?" when it has none.
 var historyScript = goredis.NewScript(ensureEpoch + `
 if epoch ~= ARGV[2] then return {'truncated'} end
 local want = tonumber(ARGV[3])
@@ -147,19 +175,20 @@ if want < first then return {'truncated'} end
 local out = {'ok'}
 for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[3] .. '-0', '+', 'COUNT', ARGV[4])) do
   out[#out + 1] = e[1]
-  for j = 1, #e[2], 2 do
-    if e[2][j] == 'e' then out[#out + 1] = e[2][j + 1] end
-  end
+  out[#out + 1] = field(e[2], 'e') or ''
+  out[#out + 1] = field(e[2], 'c') or '?'
 end
 return out
 `)
 
 // refsScript reads a repo's state with the partition's position, atomically.
 //
-// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 state:<repo>, 6 git:<repo>
+// KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 chain, 6 state:<repo>, 7 git:<repo>
 // ARGV: 1 fresh epoch
 //
-// Returns {epoch, last seq, {ref1, id1, ref2, id2, ...}, {field1, value1, ...}}.
+// Returns {epoch, last seq, {ref1, id1, ref2, id2, ...}, chain at last or
+// "", {field1, value1, ...}}.
 var refsScript = goredis.NewScript(ensureEpoch + `
-return {epoch, redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6])}
+local last = redis.call('GET', KEYS[2]) or '0'
+return {epoch, last, redis.call('HGETALL', KEYS[6]), chainat(tonumber(last)), redis.call('HGETALL', KEYS[7])}
 `)

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +46,7 @@ func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, 
 	var wg sync.WaitGroup
 	for pi := range b.parts {
 		t := &tailer{b: b, s: s, pi: pi, at: from[pi]}
+		t.at.Chain = 0 // learnt from the first check: callers move Last without it
 		wg.Go(func() { t.run(ctx) })
 	}
 	go func() { // owned by the subscription: ends when every tailer has
@@ -85,7 +85,8 @@ type tailer struct {
 	at bus.PartitionHead // Epoch and Last: the position delivered up to
 	// lastPush is the push id of the event at at.Last ("" when unknown: it
 	// was trimmed before this tailer saw it), to recognise that what Redis
-	// holds after at.Last continues what was delivered.
+	// holds after at.Last continues what was delivered; at.Chain is the
+	// chain there (0: unknown).
 	lastPush string
 	failures int // consecutive errors, for backoff and logging
 }
@@ -138,7 +139,7 @@ func (t *tailer) run(ctx context.Context) {
 			return
 		}
 		last := msg.Events[len(msg.Events)-1]
-		t.at.Last, t.lastPush = last.Seq, last.PushID
+		t.at.Last, t.lastPush, t.at.Chain = last.Seq, last.PushID, last.Chain
 	}
 }
 
@@ -146,11 +147,13 @@ func (t *tailer) run(ctx context.Context) {
 // are of the tailed epoch and continue the position without a gap: dense
 // seqs, each entry naming as its predecessor the push delivered before it.
 // The last check matters after a restart that lost acknowledged writes: the
-// epoch is the same and new pushes reuse the lost seqs.
+// epoch is the same and new pushes reuse the lost seqs. Where both are
+// known, the entry's chain must continue the delivered one too (it also
+// covers a retried push that lands at its old seq again).
 func (t *tailer) decode(msgs []goredis.XMessage) (bus.Message, bool) {
 	epoch := strconv.FormatUint(t.at.Epoch, 10)
 	evs := make([]bus.Event, 0, len(msgs))
-	prev := t.lastPush
+	prev, chain := t.lastPush, t.at.Chain
 	for i, m := range msgs {
 		data, _ := m.Values["e"].(string)
 		if p, _ := m.Values["p"].(string); p != epoch {
@@ -159,14 +162,21 @@ func (t *tailer) decode(msgs []goredis.XMessage) (bus.Message, bool) {
 		if v, _ := m.Values["v"].(string); prev != "" && v != prev {
 			return bus.Message{}, false
 		}
-		ev, err := decodeEvent(t.pi, m.ID, data)
+		c, ok := m.Values["c"].(string)
+		if !ok {
+			c = "?"
+		}
+		ev, err := decodeEvent(t.pi, m.ID, data, c)
 		if err != nil || ev.Seq != t.at.Last+1+uint64(i) {
 			if err != nil {
 				t.b.log.Error("redis bus: undecodable stream entry", "partition", t.pi, "id", m.ID, "err", err)
 			}
 			return bus.Message{}, false
 		}
-		prev = ev.PushID
+		if chain != 0 && ev.Prev != 0 && ev.Prev != chain {
+			return bus.Message{}, false
+		}
+		prev, chain = ev.PushID, ev.Chain
 		evs = append(evs, ev)
 	}
 	return bus.Message{Partition: t.pi, Events: evs}, true
@@ -175,21 +185,28 @@ func (t *tailer) decode(msgs []goredis.XMessage) (bus.Message, bool) {
 // check compares the position with the partition's head and resets when
 // the history no longer continues it.
 func (t *tailer) check(ctx context.Context) error {
-	head, probed, err := t.b.head(ctx, t.pi, t.at.Last)
+	head, probe, err := t.b.head(ctx, t.pi, t.at.Last)
 	if err != nil {
 		return err
 	}
 	lost := head.Epoch != t.at.Epoch || t.at.Last+1 < head.First || t.at.Last > head.Last
-	if !lost && probed != "" {
-		var ev struct {
-			PushID string `json:"push"`
-		}
-		if json.Unmarshal([]byte(probed), &ev) != nil {
+	if !lost && t.at.Last == head.Last && t.at.Chain != 0 && head.Chain != 0 {
+		lost = head.Chain != t.at.Chain
+	}
+	if !lost && probe.ok {
+		switch {
+		case probe.bad:
 			lost = true
-		} else if t.lastPush == "" {
-			t.lastPush = ev.PushID // the baseline the next entries must continue
-		} else {
-			lost = ev.PushID != t.lastPush
+		case t.lastPush == "":
+			// the baseline the next entries must continue
+			t.lastPush = probe.ev.PushID
+			if t.at.Chain == 0 {
+				t.at.Chain = probe.ev.Chain
+			}
+		case probe.ev.PushID != t.lastPush:
+			lost = true
+		case t.at.Chain != 0 && probe.ev.Chain != 0:
+			lost = probe.ev.Chain != t.at.Chain
 		}
 	}
 	if lost {

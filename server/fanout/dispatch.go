@@ -143,10 +143,11 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 		e.mu.Unlock() // already seen (a resubscription overlapping)
 		return
 	}
-	e.pos.Seqs[ev.Partition] = ev.Seq
+	e.pos.Set(ev.Partition, ev.Seq, ev.Chain)
 	pos := append([]uint64(nil), e.pos.Seqs...)
-	f := &frame{ev: ev, pos: pos, epoch: e.pos.Epoch}
-	f.data = wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos}, ev)
+	checks := append([]uint32(nil), e.pos.Checks...)
+	f := &frame{ev: ev, pos: pos, checks: checks, epoch: e.pos.Epoch}
+	f.data = wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos, Checks: checks}, ev)
 	n := 0
 	// Subscribers with the same filter share one interned filter: its ref
 	// match is computed once per event and remembered in it (stamp).
@@ -210,7 +211,7 @@ func (e *Engine) schedule(s *subscriber) {
 }
 
 // goLive ends a subscriber's replay: queued live frames start flowing.
-func (e *Engine) goLive(s *subscriber, floor []uint64) {
+func (e *Engine) goLive(s *subscriber, floor *wire.Cursor) {
 	s.mu.Lock()
 	s.live = true
 	s.floor = floor

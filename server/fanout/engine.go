@@ -199,10 +199,7 @@ func (e *Engine) startPosition(ctx context.Context) (bus.Heads, error) {
 		return nil, err
 	}
 	e.heads = heads
-	e.pos = wire.Cursor{Epoch: wire.EpochFingerprint(heads), Seqs: make([]uint64, len(heads))}
-	for p, hd := range heads {
-		e.pos.Seqs[p] = hd.Last
-	}
+	e.pos = wire.At(heads)
 	e.started = true
 	return append(bus.Heads(nil), heads...), nil
 }
@@ -255,15 +252,17 @@ func (e *Engine) follow(ctx context.Context, sub bus.Subscription) {
 }
 
 // reset handles a partition whose history was lost: the engine moves to the
-// new epoch and closes every stream with a retry hint; clients reconnect
-// with their cursor, which no longer fits, and receive a reset event with
-// the current snapshot.
+// new epoch (or, after a rewind that kept the epoch, to the head and its
+// chain) and closes every stream with a retry hint; clients reconnect with
+// their cursor, which no longer fits (another epoch, or a check that is
+// not the history's chain at its Seq), and receive a reset event with the
+// current snapshot.
 func (e *Engine) reset(msg bus.Message) {
 	e.log.Warn("bus history lost, clients will resync", "partition", msg.Partition, "epoch", msg.Head.Epoch)
 	e.metrics.Resets.Inc()
 	e.mu.Lock()
 	e.heads[msg.Partition] = msg.Head
-	e.pos.Seqs[msg.Partition] = msg.Head.Last
+	e.pos.Set(msg.Partition, msg.Head.Last, msg.Head.Chain)
 	e.pos.Epoch = wire.EpochFingerprint(e.heads)
 	subs := append([]*subscriber(nil), e.all...)
 	e.mu.Unlock()

@@ -90,9 +90,10 @@ func (st Stream) Attach(conn net.Conn) bool {
 // GoLive ends the stream's opening, which its handler has just written:
 // frames queued since Register start flowing, those for events at or
 // below floor (per partition; nil for none) dropped, since the client
-// already has them. The stream counts as written now, for heartbeats and
-// batching. Call it once, from the handler.
-func (st Stream) GoLive(floor []uint64) {
+// already has them, and the ids of the others raised to floor where it is
+// ahead (with floor's checks). The stream counts as written now, for
+// heartbeats and batching. Call it once, from the handler.
+func (st Stream) GoLive(floor *wire.Cursor) {
 	st.s.lastWrite.Store(time.Now().UnixNano())
 	st.s.eng.goLive(st.s, floor)
 }

@@ -21,6 +21,8 @@ type frame struct {
 	data []byte     // complete frame: "id: …\nevent: ref\ndata: …\n\n"
 	ev   *bus.Event // nil for heartbeats and control frames
 	pos  []uint64   // the engine's position after this event (read-only)
+	// checks are the cursor checks of pos (read-only).
+	checks []uint32
 	// epoch is the epoch fingerprint pos belongs to.
 	epoch uint32
 	// last closes the connection once written (drain, token expiry).
@@ -59,8 +61,10 @@ type subscriber struct {
 	closed    bool      // guarded by mu
 	closing   bool      // a last frame is queued; guarded by mu
 	foldAt    int       // mode=latest: queue length of the next fold; guarded by mu
-	floor     []uint64  // drop events at or below these Seqs; guarded by mu
 	stalledAt time.Time // when its socket filled; zero when not stalled; guarded by mu
+	// floor: drop events at or below its Seqs, raise the ids of the
+	// others to it (a resumed client ahead of the node); guarded by mu.
+	floor *wire.Cursor
 
 	// Owned by whoever holds scheduled (one writer at a time).
 	out  []*frame
@@ -156,7 +160,7 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		}
 		// The merged update takes the newest one's place, so ids keep rising.
 		out[i], at[k] = nil, len(out)
-		out = append(out, &frame{ev: &merged, pos: q.pos, epoch: q.epoch, data: wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged)})
+		out = append(out, &frame{ev: &merged, pos: q.pos, checks: q.checks, epoch: q.epoch, data: wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos, Checks: q.checks}, &merged)})
 		s.eng.metrics.Coalesced.Inc()
 	}
 	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
@@ -187,15 +191,15 @@ func (s *subscriber) takeQueue() (closed bool) {
 			switch {
 			case f.ev == nil:
 				kept = append(kept, f)
-			case f.ev.Seq <= s.floor[f.ev.Partition]:
+			case f.ev.Seq <= s.floor.Seqs[f.ev.Partition]:
 				// already delivered from the history or another node
-			case wire.AtLeast(f.pos, s.floor):
+			case wire.AtLeast(f.pos, s.floor.Seqs):
 				s.floor = nil
 				kept = append(kept, f)
 			default:
-				c := wire.Cursor{Epoch: f.epoch, Seqs: append([]uint64(nil), f.pos...)}
-				c.Merge(s.floor)
-				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, epoch: f.epoch, data: wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev)})
+				c := wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}.Clone()
+				c.Merge(*s.floor)
+				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, checks: c.Checks, epoch: f.epoch, data: wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev)})
 			}
 		}
 		s.out = kept
