@@ -307,7 +307,7 @@ func gitEnvFor(dir string) []string {
 	return []string{"HOME=" + dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_AUTHOR_NAME=Ada Lovelace", "GIT_AUTHOR_EMAIL=ada@example.com",
 		"GIT_COMMITTER_NAME=Ada Lovelace", "GIT_COMMITTER_EMAIL=ada@example.com", "PATH=" + os.Getenv("PATH"),
-		"REFCAST_FLUSH_BACKGROUND=false"} // as testnode.GitEnv
+		"REFCAST_FLUSH_BACKGROUND=false", "REFCAST_ENRICH_BUDGET=1h"} // as testnode.GitEnv
 }
 
 // gitPush pushes HEAD to origin as refspec and returns its wall time and

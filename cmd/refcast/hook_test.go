@@ -53,7 +53,7 @@ func newHookWorld(t testing.TB, extraEnv ...string) *hookWorld {
 	}
 	w.env = append(w.env, "HOME="+w.home, "XDG_CONFIG_HOME="+filepath.Join(w.home, ".config"), "GIT_CONFIG_NOSYSTEM=1",
 		"GIT_AUTHOR_NAME=Ada", "GIT_AUTHOR_EMAIL=ada@example.com", "GIT_COMMITTER_NAME=Ada", "GIT_COMMITTER_EMAIL=ada@example.com",
-		hookTestExec+"=1", "REFCAST_FLUSH_BACKGROUND=false", // as testnode.GitEnv
+		hookTestExec+"=1", "REFCAST_FLUSH_BACKGROUND=false", "REFCAST_ENRICH_BUDGET=1h", // as testnode.GitEnv
 		"GORACE=atexit_sleep_ms=0") // the race runtime otherwise sleeps 1s at every hook exit
 	w.env = append(w.env, extraEnv...)
 	exe, err := os.Executable()

@@ -178,7 +178,11 @@ func GitEnv(t testing.TB) []string {
 		// No background flush: tests that spool check the spool and flush
 		// by hand, and a flusher must not outlive them retrying a dead
 		// node. The test of the background flush turns it back on.
-		"REFCAST_FLUSH_BACKGROUND=false"}
+		"REFCAST_FLUSH_BACKGROUND=false",
+		// Enrichment is bounded by a time budget (100 ms by default): on a
+		// loaded machine an update came out "partial". Tests check what is
+		// enriched, not how fast, so the budget is ample.
+		"REFCAST_ENRICH_BUDGET=1h"}
 	return env
 }
 
