@@ -259,7 +259,17 @@ func checkContentType(ct string) error {
 	return fmt.Errorf("%w: Content-Type %q: set the webhook's content type to application/json", ErrContentType, bus.Clip(ct, 80))
 }
 
+// translate dispatches to the forge's translator; on error it returns no
+// delivery.
 func translate(f Forge, h http.Header, body []byte, n Naming, now time.Time) (*Delivery, error) {
+	d, err := translateFor(f, h, body, n, now)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func translateFor(f Forge, h http.Header, body []byte, n Naming, now time.Time) (*Delivery, error) {
 	switch f {
 	case GitHub:
 		return translateGitHub(h, body, n, now)

@@ -15,16 +15,16 @@ const githubMaxCommits = 2048
 // githubPush is the part of GitHub's push event payload refcast reads.
 // Gitea sends the same shape (see gitea.go).
 type githubPush struct {
-	Ref        string       `json:"ref"`
-	Before     string       `json:"before"`
-	After      string       `json:"after"`
-	Forced     bool         `json:"forced"`
-	Deleted    bool         `json:"deleted"`
-	Commits    []commitJSON `json:"commits"`
+	Ref     string       `json:"ref"`
+	Before  string       `json:"before"`
+	After   string       `json:"after"`
+	Forced  bool         `json:"forced"`
+	Deleted bool         `json:"deleted"`
+	Commits []commitJSON `json:"commits"`
 	// TotalCommits is Gitea's count when it cuts the commits array.
-	TotalCommits int `json:"total_commits"`
-	HeadCommit *commitJSON  `json:"head_commit"`
-	Repository struct {
+	TotalCommits int         `json:"total_commits"`
+	HeadCommit   *commitJSON `json:"head_commit"`
+	Repository   struct {
 		FullName string `json:"full_name"`
 	} `json:"repository"`
 	Pusher person `json:"pusher"`
