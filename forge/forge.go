@@ -109,9 +109,9 @@ func (r *Receiver) Receive(f Forge, h http.Header, body io.Reader) (*Delivery, e
 	if err != nil {
 		return nil, err
 	}
-	max := r.MaxBody
-	if max <= 0 {
-		max = DefaultMaxBody
+	limit := r.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
 	}
 	var macs []hash.Hash
 	var w io.Writer = io.Discard
@@ -125,12 +125,12 @@ func (r *Receiver) Receive(f Forge, h http.Header, body io.Reader) (*Delivery, e
 		w = io.MultiWriter(ws...)
 	}
 	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.TeeReader(io.LimitReader(body, max+1), w))
+	n, err := buf.ReadFrom(io.TeeReader(io.LimitReader(body, limit+1), w))
 	if err != nil {
 		return nil, fmt.Errorf("%w: read body: %v", ErrMalformed, err)
 	}
-	if n > max {
-		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrTooLarge, max)
+	if n > limit {
+		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrTooLarge, limit)
 	}
 	var matched []*secretEntry
 	for i := range r.Secrets.entries {

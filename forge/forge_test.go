@@ -291,3 +291,22 @@ func TestParseSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestAlternateHeaders: Gitea's GitHub-style signature and Bitbucket Data
+// Center's X-Request-Id are accepted too.
+func TestAlternateHeaders(t *testing.T) {
+	r := receiver(t, testSecret)
+	gitea := load(t, "gitea-push.json")
+	h := signed(Gitea, "push", "g1", testSecret, gitea)
+	h.Del("X-Gitea-Signature")
+	h.Set("X-Hub-Signature-256", "sha256="+mac(testSecret, gitea))
+	if d, err := r.Receive(Gitea, h, bytes.NewReader(gitea)); err != nil || d.Push.ID != "gitea:g1" {
+		t.Errorf("gitea with X-Hub-Signature-256: %+v, %v", d, err)
+	}
+	dc := load(t, "bitbucket-dc-refs-changed.json")
+	h = signed(Bitbucket, "repo:refs_changed", "", testSecret, dc)
+	h.Set("X-Request-Id", "dc-7")
+	if d, err := r.Receive(Bitbucket, h, bytes.NewReader(dc)); err != nil || d.Push.ID != "bitbucket:dc-7" {
+		t.Errorf("data center with X-Request-Id: %+v, %v", d, err)
+	}
+}
