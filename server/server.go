@@ -1,6 +1,7 @@
 // Package server is a refcast node: it follows the bus and serves clients
 // over HTTP — Server-Sent Events on /v1/events, snapshots, deltas and
-// long-polls on /v1/refs, publishing on /v1/publish, health and metrics.
+// long-polls on /v1/refs, publishing on /v1/publish and from the forges'
+// webhooks on /v1/hooks/<forge>, health and metrics.
 //
 // Nodes are stateless: all state lives in the bus, so any number of them
 // can serve the same deployment behind a load balancer. The fan-out engine
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/forge"
 	"github.com/refcast/refcast/server/fanout"
 	"github.com/refcast/refcast/wire"
 )
@@ -152,6 +154,9 @@ type Options struct {
 	Readiness func(context.Context) error
 	// Git configures the /git/ endpoints for git clients (server/git.go).
 	Git GitOptions
+	// Webhooks, when set, verifies and translates the forges' push
+	// webhooks on /v1/hooks/<forge> (server/webhooks.go); nil answers 404.
+	Webhooks *forge.Receiver
 }
 
 // Server is one refcast node.
@@ -358,6 +363,10 @@ func (s *Server) routes() *echo.Echo {
 	e.GET(wire.PathRepos, s.handleRepos, snapshotLimit)
 	e.GET(wire.PathHistory, s.handleHistory, snapshotLimit)
 	e.POST(wire.PathPublish, s.handlePublish, s.rateLimit(s.publishLimit, "publish"))
+	for _, f := range forge.Forges {
+		// The same bucket as /v1/publish: a webhook is a publish.
+		e.POST(wire.PathHooks+"/"+string(f), s.handleHook(f), s.rateLimit(s.publishLimit, "publish"))
+	}
 	e.GET(wire.PathHealth, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -23,6 +23,7 @@ const (
 	PathRepos   = "/v1/repos"   // GET: the repos a credential may read, paged
 	PathHistory = "/v1/history" // GET: the last events of a subscription
 	PathPublish = "/v1/publish" // POST: one push
+	PathHooks   = "/v1/hooks"   // POST /v1/hooks/<forge>: a forge's push webhook
 	PathHealth  = "/healthz"    // GET: the process answers
 	PathReady   = "/readyz"     // GET: the node follows the bus and is not draining
 	PathMetrics = "/metrics"    // GET: Prometheus metrics

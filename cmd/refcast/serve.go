@@ -61,6 +61,10 @@ type serveConfig struct {
 	accessLog       bool
 	debugAddr       string
 	gitUpstream     string
+
+	webhookSecretFile string
+	webhookLowercase  bool
+	webhookRepoPrefix string
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -84,12 +88,18 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		c.publishToken = strings.TrimSpace(string(b))
 	}
 
+	hooks, err := c.webhookReceiver()
+	if err != nil {
+		return err
+	}
+
 	b, closeBus, err := openServeBus(ctx, c, log)
 	if err != nil {
 		return err
 	}
 	defer closeBus()
 	opts := c.serverOptions(b, log, trusted)
+	opts.Webhooks = hooks
 	release, err := wireServeExtras(ctx, c, &opts, log)
 	if err != nil {
 		return err
@@ -165,6 +175,9 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.BoolVar(&c.accessLog, "access-log", false, "log one info line per request (method, path, query without tokens, status, duration, bytes, remote, sub); 401 and 403 are logged anyway")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
 	fs.StringVar(&c.gitUpstream, "git-upstream", "", "git server that /git/ proxies fetches to: an absolute path template run as git upload-pack (/srv/git/{repo}.git) or an http(s) URL template (https://git.example.com/{repo}.git); empty: /git/ serves ref discovery only")
+	fs.StringVar(&c.webhookSecretFile, "webhook-secret-file", "", "file of forge webhook secrets: one SECRET, or lines REPO_GLOB SECRET; turns on POST /v1/hooks/{github,gitlab,gitea,bitbucket} (docs/webhooks.md)")
+	fs.BoolVar(&c.webhookLowercase, "webhook-lowercase", false, "lower-case the repo names forges send (Acme/App becomes acme/app)")
+	fs.StringVar(&c.webhookRepoPrefix, "webhook-repo-prefix", "", "put this before the repo names forges send, e.g. github.com/")
 	if err := parseFlags(fs, args, env); err != nil {
 		return nil, err
 	}
@@ -244,6 +257,9 @@ func logServeStart(log *slog.Logger, c *serveConfig, opts *server.Options, addr 
 	log.Info("refcast serving", "addr", addr, "bus", busName(c), "version", version)
 	if opts.Auth == nil {
 		log.Warn("AUTHORIZATION IS OFF: every repo's refs are readable by anyone who can reach this node; set --auth-secret-file or --auth-jwks")
+	}
+	if opts.Webhooks != nil {
+		log.Info("forge webhooks on", "path", "/v1/hooks/{github,gitlab,gitea,bitbucket}", "secrets", opts.Webhooks.Secrets.Len())
 	}
 	if c.publishToken == "" && opts.Auth == nil {
 		log.Warn("publishing over HTTP is disabled: set --publish-token (or auth) so hooks can publish to this node")

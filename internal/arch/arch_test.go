@@ -28,6 +28,7 @@ var rules = []struct {
 	{"watch", true, []string{"server", "hook", "bus/"}, "the client shares the protocol, not the node"},
 	{"auth", true, []string{"server", "hook", "watch", "bus/"}, "auth decides claims, not HTTP status or transport"},
 	{"gitfront", true, []string{"server", "hook", "watch", "auth", "bus/"}, "git's protocol over the bus state; the node mounts it and decides access"},
+	{"forge", true, []string{"server", "hook", "watch", "auth", "wire", "gitfront", "bus/"}, "forge webhooks to pushes; the node adapts it to HTTP and publishes"},
 	{"cmd/refcast-bench", true, []string{"server", "bus/", "hook"}, "the load tool is a pure client of the shipped node"},
 }
 
