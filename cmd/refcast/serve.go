@@ -80,14 +80,9 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	if c.publishTokFile != "" {
-		b, err := os.ReadFile(c.publishTokFile)
-		if err != nil {
-			return fmt.Errorf("read publish token: %w", err)
-		}
-		c.publishToken = strings.TrimSpace(string(b))
+	if err := c.readPublishToken(); err != nil {
+		return err
 	}
-
 	hooks, err := c.webhookReceiver()
 	if err != nil {
 		return err
@@ -197,6 +192,20 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 		c.data = defaultDataDir(env)
 	}
 	return c, nil
+}
+
+// readPublishToken reads --publish-token-file, when given, into
+// publishToken.
+func (c *serveConfig) readPublishToken() error {
+	if c.publishTokFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.publishTokFile)
+	if err != nil {
+		return fmt.Errorf("read publish token: %w", err)
+	}
+	c.publishToken = strings.TrimSpace(string(b))
+	return nil
 }
 
 // trustedPrefixes parses --trusted-proxy: CIDRs, or single addresses.
