@@ -165,6 +165,17 @@ func (p *Push) Events() []Event {
 // Limits on a push, so one request cannot make an unbounded script or frame.
 const (
 	MaxUpdatesPerPush = 10000
+	// MaxRefsPerSeed bounds a seed (Push.Seed), which must carry a repo's
+	// whole state in one push so that it replaces the state atomically and
+	// a git client never sees half of it. A seed is one event whatever its
+	// size, so the per-push bound that keeps frames and subscriber queues
+	// small does not apply; what it costs is the one publish: about 110
+	// bytes of JSON per ref (a 30-character name, a peel on a third of
+	// them), so 250,000 refs are about 27 MB of body, held once by the
+	// node that decodes it, and one Redis script of 250,000 HSETs (about
+	// 0.2 s on one core, docs/architecture.md). 250,000 is 2.5 times the
+	// 100,000-ref repositories the git front is measured on.
+	MaxRefsPerSeed = 250000
 	MaxPusherLen      = 256
 	MaxPushIDLen      = 128
 	MaxSubjectLen     = 1024
@@ -195,7 +206,10 @@ func (p *Push) Validate() error {
 	if len(p.Updates) == 0 && !p.Seed {
 		return fmt.Errorf("%w: push has no updates", ErrInvalid)
 	}
-	if len(p.Updates) > MaxUpdatesPerPush {
+	switch {
+	case p.Seed && len(p.Updates) > MaxRefsPerSeed:
+		return fmt.Errorf("%w: seed has %d refs, at most %d allowed", ErrInvalid, len(p.Updates), MaxRefsPerSeed)
+	case !p.Seed && len(p.Updates) > MaxUpdatesPerPush:
 		return fmt.Errorf("%w: push has %d updates, at most %d allowed", ErrInvalid, len(p.Updates), MaxUpdatesPerPush)
 	}
 	seen := make(map[string]struct{}, len(p.Updates))

@@ -48,6 +48,11 @@ const (
 	DefaultSnapshotMaxAge  = 1 * time.Second
 	DefaultDrain           = 10 * time.Second
 	DefaultMaxBody         = 4 << 20
+	// DefaultMaxSeedBody bounds the body of a seed (bus.Push.Seed) from
+	// `refcast sync`: bus.MaxRefsPerSeed refs at about 110 bytes each are
+	// 27 MB; 64 MiB leaves room for long ref names and matches the hook's
+	// spool file limit.
+	DefaultMaxSeedBody = 64 << 20
 	DefaultBatchDelay      = fanout.DefaultBatchDelay
 	DefaultMaxSnapshot     = 1000 // repos in one snapshot
 
@@ -108,6 +113,11 @@ type Options struct {
 	SnapshotMaxAge  time.Duration // Cache-Control max-age on /v1/refs
 	MaxSnapshot     int           // repos one snapshot may cover
 	MaxBody         int64         // publish body bytes
+	// MaxSeedBody is the larger bound on a publish body that holds a seed,
+	// read only for a credential verified before the body is (the shared
+	// publish token, or a token Subject verifies), so an anonymous client
+	// can never make a node buffer more than MaxBody.
+	MaxSeedBody int64
 	Writers         int           // writer goroutines; 2×GOMAXPROCS when 0
 	// BatchDelay spaces the writes to a busy connection: one written less
 	// than BatchDelay ago gets its next events when BatchDelay has passed,
@@ -221,6 +231,10 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
 	}
+	if opts.MaxSeedBody <= 0 {
+		opts.MaxSeedBody = DefaultMaxSeedBody
+	}
+	opts.MaxSeedBody = max(opts.MaxSeedBody, opts.MaxBody)
 	if opts.Writers <= 0 {
 		opts.Writers = 2 * runtime.GOMAXPROCS(0)
 	}
