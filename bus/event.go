@@ -176,10 +176,10 @@ const (
 	// 0.2 s on one core, docs/architecture.md). 250,000 is 2.5 times the
 	// 100,000-ref repositories the git front is measured on.
 	MaxRefsPerSeed = 250000
-	MaxPusherLen      = 256
-	MaxPushIDLen      = 128
-	MaxSubjectLen     = 1024
-	MaxSourceLen      = 64
+	MaxPusherLen   = 256
+	MaxPushIDLen   = 128
+	MaxSubjectLen  = 1024
+	MaxSourceLen   = 64
 )
 
 // Validate checks everything a publisher sends. The error names the first

@@ -53,8 +53,8 @@ const (
 	// 27 MB; 64 MiB leaves room for long ref names and matches the hook's
 	// spool file limit.
 	DefaultMaxSeedBody = 64 << 20
-	DefaultBatchDelay      = fanout.DefaultBatchDelay
-	DefaultMaxSnapshot     = 1000 // repos in one snapshot
+	DefaultBatchDelay  = fanout.DefaultBatchDelay
+	DefaultMaxSnapshot = 1000 // repos in one snapshot
 
 	DefaultReadHeaderTimeout = 10 * time.Second
 	// Per client (IP address, or IPv6 /64): requests per second and burst.
@@ -118,7 +118,7 @@ type Options struct {
 	// publish token, or a token Subject verifies), so an anonymous client
 	// can never make a node buffer more than MaxBody.
 	MaxSeedBody int64
-	Writers         int           // writer goroutines; 2×GOMAXPROCS when 0
+	Writers     int // writer goroutines; 2×GOMAXPROCS when 0
 	// BatchDelay spaces the writes to a busy connection: one written less
 	// than BatchDelay ago gets its next events when BatchDelay has passed,
 	// together, so under a high event rate a connection costs one syscall
