@@ -48,13 +48,8 @@ const (
 	DefaultSnapshotMaxAge  = 1 * time.Second
 	DefaultDrain           = 10 * time.Second
 	DefaultMaxBody         = 4 << 20
-	// DefaultMaxSeedBody bounds the body of a seed (bus.Push.Seed) from
-	// `refcast sync`: bus.MaxRefsPerSeed refs at about 110 bytes each are
-	// 27 MB; 64 MiB leaves room for long ref names and matches the hook's
-	// spool file limit.
-	DefaultMaxSeedBody = 64 << 20
-	DefaultBatchDelay  = fanout.DefaultBatchDelay
-	DefaultMaxSnapshot = 1000 // repos in one snapshot
+	DefaultBatchDelay      = fanout.DefaultBatchDelay
+	DefaultMaxSnapshot     = 1000 // repos in one snapshot
 
 	DefaultReadHeaderTimeout = 10 * time.Second
 	// Per client (IP address, or IPv6 /64): requests per second and burst.
@@ -63,6 +58,12 @@ const (
 	DefaultSnapshotRate  = 100
 	DefaultSnapshotBurst = 200
 )
+
+// DefaultMaxSeedBody bounds the body of a seed (bus.Push.Seed) from
+// `refcast sync`: bus.MaxRefsPerSeed refs at about 110 bytes each are
+// 27 MB; 64 MiB leaves room for long ref names and matches the hook's
+// spool file limit.
+const DefaultMaxSeedBody = 64 << 20
 
 // Authorizer decides who may read and publish. The server maps its errors:
 // ErrUnauthorized to 401, ErrForbidden to 403 (the message is shown).
@@ -113,12 +114,12 @@ type Options struct {
 	SnapshotMaxAge  time.Duration // Cache-Control max-age on /v1/refs
 	MaxSnapshot     int           // repos one snapshot may cover
 	MaxBody         int64         // publish body bytes
+	Writers         int           // writer goroutines; 2×GOMAXPROCS when 0
 	// MaxSeedBody is the larger bound on a publish body that holds a seed,
 	// read only for a credential verified before the body is (the shared
 	// publish token, or a token Subject verifies), so an anonymous client
 	// can never make a node buffer more than MaxBody.
 	MaxSeedBody int64
-	Writers     int // writer goroutines; 2×GOMAXPROCS when 0
 	// BatchDelay spaces the writes to a busy connection: one written less
 	// than BatchDelay ago gets its next events when BatchDelay has passed,
 	// together, so under a high event rate a connection costs one syscall
