@@ -43,10 +43,12 @@ const (
 	// pattern), so even `git fetch` of a thousand refs stays far below
 	// 1 MiB.
 	DefaultMaxCommand = 1 << 20
-	// DefaultCacheRefs holds the snapshots of, for example, four
-	// 100,000-ref repos and thousands of small ones: about 120 bytes a
-	// ref (a name, an id, a slice entry), so 50 MB at most.
-	DefaultCacheRefs = 400000
+	// DefaultCacheRefs is the largest seed (bus.MaxRefsPerSeed), or two
+	// 100,000-ref repos and thousands of small ones. A cached ref costs
+	// about 120 bytes (a name, an id, a slice entry) and, once a client
+	// that sees every ref has asked for the v0 advertisement, about 90
+	// more for its line in it: 50 MB at most.
+	DefaultCacheRefs = 250000
 	// DefaultAgent is the agent= capability when the node gives none.
 	DefaultAgent = "refcast/dev"
 )
@@ -288,18 +290,22 @@ func (h *Handler) discovery(w http.ResponseWriter, r *http.Request, repo string)
 	}
 	h.opts.Metrics.Request(KindDiscovery)
 	var body []byte
-	if v2 { // capabilities only: no ref is listed
+	etag := ""
+	switch {
+	case v2: // capabilities only: no ref is listed
 		body = appendV2Caps(nil, h.opts.Agent, st.format(visible))
-	} else {
+	case visible == nil:
+		body, etag = st.v0All(h.opts.Agent)
+	default:
 		body = st.view(visible, nil).appendV0(nil, h.opts.Agent)
+	}
+	if etag == "" {
+		etag = etagOf(body)
 	}
 	hd := w.Header()
 	noCache(hd)
 	hd.Set("Content-Type", typeAdvertisement)
 	hd.Set("Vary", "Authorization, Git-Protocol")
-	// The ETag is a checksum of the advertisement: equal bodies, equal
-	// tags, on every node, whatever else moved in the repo's partition.
-	etag := `"` + strconv.FormatUint(crc64.Checksum(body, crcTable), 16) + "-" + strconv.Itoa(len(body)) + `"`
 	hd.Set("ETag", etag)
 	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
@@ -314,6 +320,12 @@ func (h *Handler) discovery(w http.ResponseWriter, r *http.Request, repo string)
 }
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// etagOf is the ETag of an advertisement, a checksum of it: equal bodies,
+// equal tags, on every node, whatever else moved in the repo's partition.
+func etagOf(body []byte) string {
+	return `"` + strconv.FormatUint(crc64.Checksum(body, crcTable), 16) + "-" + strconv.Itoa(len(body)) + `"`
+}
 
 // noCache sets the headers git http-backend sends on every dynamic answer.
 func noCache(h http.Header) {

@@ -20,6 +20,23 @@ type snapshot struct {
 	head       string // HEAD's symbolic target, "" when unknown
 	headID     string // the target's id, "" when it does not exist
 	complete   bool
+
+	full     sync.Once // builds fullV0 and fullETag on first use
+	fullV0   []byte    // the v0 advertisement of every ref
+	fullETag string
+}
+
+// v0All returns the v0 advertisement for a client that sees every ref (a
+// public repo, an unlimited token) and its ETag, built on the first such
+// request: the next ones, until the repo changes, copy bytes instead of
+// encoding 100,000 lines again. agent is the handler's, the same for
+// every call.
+func (s *snapshot) v0All(agent string) ([]byte, string) {
+	s.full.Do(func() {
+		s.fullV0 = s.view(nil, nil).appendV0(nil, agent)
+		s.fullETag = etagOf(s.fullV0)
+	})
+	return s.fullV0, s.fullETag
 }
 
 func newSnapshot(st *bus.RefState) *snapshot {
