@@ -171,17 +171,18 @@ const (
 	MaxSourceLen      = 64
 )
 
-// MaxRefsPerSeed bounds a seed (Push.Seed), which must carry a repo's
-// whole state in one push so that it replaces the state atomically and
-// a git client never sees half of it. A seed is one event whatever its
-// size, so the per-push bound that keeps frames and subscriber queues
-// small does not apply; what it costs is the one publish: about 110
-// bytes of JSON per ref (a 30-character name, a peel on a third of
-// them), so 250,000 refs are about 27 MB of body, held once by the
-// node that decodes it, and one Redis script of 250,000 HSETs (about
-// 0.2 s on one core, docs/architecture.md). 250,000 is 2.5 times the
-// 100,000-ref repositories the git front is measured on.
-const MaxRefsPerSeed = 250000
+// MaxRefsPerSeed bounds a seed (Push.Seed), which carries a repo's whole
+// state in one push so that it replaces the state atomically and a git
+// client never sees half of it. A seed is one event whatever its size, so
+// the per-push bound that keeps frames and subscriber queues small does
+// not apply; what it costs is the one publish: about 110 bytes of JSON a
+// ref (a 30-character name, a peel on a tenth of them), so 200,000 refs
+// are about 22 MB of body, held once by the node that decodes it, and on
+// Redis one script that holds the server for 0.6 to 1.3 s per 100,000
+// refs (bus/redis BenchmarkSeed on 2 busy cores), well inside the bus's
+// 5 s timeout. 200,000 is twice the 100,000-ref repositories the git
+// front is measured on (docs/architecture.md, "Seeds").
+const MaxRefsPerSeed = 200000
 
 // Validate checks everything a publisher sends. The error names the first
 // offending field so a hook or API client can fix its input.

@@ -43,8 +43,8 @@ const (
 	// pattern), so even `git fetch` of a thousand refs stays far below
 	// 1 MiB.
 	DefaultMaxCommand = 1 << 20
-	// DefaultCacheRefs is the largest seed (bus.MaxRefsPerSeed), or two
-	// 100,000-ref repos and thousands of small ones. A cached ref costs
+	// DefaultCacheRefs holds the largest seed (bus.MaxRefsPerSeed,
+	// 200,000), or two 100,000-ref repos and thousands of small ones. A cached ref costs
 	// about 120 bytes (a name, an id, a slice entry) and, once a client
 	// that sees every ref has asked for the v0 advertisement, about 90
 	// more for its line in it: 50 MB at most.

@@ -120,9 +120,9 @@ type HeadReader interface {
 
 // snapCache keeps the snapshots of recently advertised repos, so that a
 // request for a repo whose partition has not moved since costs a Heads
-// read instead of a copy and a sort of every ref: for a 100,000-ref repo
-// that is the difference between about 30 ms and 50 µs of CPU
-// (docs/performance.md, "git front"). A snapshot is current while its
+// read instead of a copy and a sort of every ref: for a no-op fetch from
+// a 100,000-ref repo, 0.7 ms of CPU instead of 130 ms (docs/performance.md,
+// "Git front"). A snapshot is current while its
 // partition's head is the position it was read at: every publish appends
 // at least one event, so an unchanged head means an unchanged state.
 // Bounded by the refs held, least recently used dropped first. Safe for

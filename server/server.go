@@ -61,7 +61,7 @@ const (
 
 // DefaultMaxSeedBody bounds the body of a seed (bus.Push.Seed) from
 // `refcast sync`: bus.MaxRefsPerSeed refs at about 110 bytes each are
-// 27 MB; 64 MiB leaves room for long ref names and matches the hook's
+// 22 MB; 64 MiB leaves room for long ref names and matches the hook's
 // spool file limit.
 const DefaultMaxSeedBody = 64 << 20
 
