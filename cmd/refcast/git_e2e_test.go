@@ -198,7 +198,8 @@ func TestGitClientAuth(t *testing.T) {
 
 // largeRepo makes a bare repository with n branches and n/10 tags (every
 // tenth an annotated one, so the seed carries peels), written with one
-// `git update-ref --stdin` and packed, as a host's big repository is.
+// `git update-ref --stdin` and `git fast-import` and packed, as a host's
+// big repository is.
 func largeRepo(t testing.TB, dir string, n int) string {
 	t.Helper()
 	bare := filepath.Join(dir, "big.git")
@@ -224,8 +225,15 @@ func largeRepo(t testing.TB, dir string, n int) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("update-ref --stdin: %v\n%s", err, out)
 	}
-	for i := 0; i < n; i += 100 { // annotated tags need objects: fewer of them
-		testnode.Git(t, bare, env, "tag", "-a", "-m", "release", fmt.Sprintf("v%06d", i), c2)
+	// Annotated tags need objects: fewer of them, all from one fast-import.
+	var fi strings.Builder
+	for i := 0; i < n; i += 100 {
+		fmt.Fprintf(&fi, "tag v%06d\nfrom %s\ntagger T <t@example.com> 1767225600 +0000\ndata 7\nrelease\n", i, c2)
+	}
+	cmd = exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir, cmd.Env, cmd.Stdin = bare, testnode.GitEnv(t), strings.NewReader(fi.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("fast-import: %v\n%s", err, out)
 	}
 	testnode.Git(t, bare, nil, "pack-refs", "--all")
 	return bare
