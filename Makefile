@@ -28,6 +28,7 @@ bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmark
 	$(GO) test -run '^$$' -bench 'Fanout' -benchmem -benchtime 200x ./server/fanout/
 	$(GO) test -run '^$$' -bench 'HostileClients' -benchtime 1x ./server/
 	$(GO) test -run '^$$' -bench 'EnrichThousandTags' -benchtime 5x ./hook/
+	$(GO) test -run '^$$' -bench 'GitFront' -benchtime 20x ./gitfront/
 	SMALL=1 deploy/bench/compare.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each

@@ -176,6 +176,19 @@ const (
 	MaxSourceLen      = 64
 )
 
+// MaxRefsPerSeed bounds a seed (Push.Seed), which carries a repo's whole
+// state in one push so that it replaces the state atomically and a git
+// client never sees half of it. A seed is one event whatever its size, so
+// the per-push bound that keeps frames and subscriber queues small does
+// not apply; what it costs is the one publish: about 110 bytes of JSON a
+// ref (a 30-character name, a peel on a tenth of them), so 200,000 refs
+// are about 22 MB of body, held once by the node that decodes it, and on
+// Redis one script that holds the server for 0.6 to 1.3 s per 100,000
+// refs (bus/redis BenchmarkSeed on 2 busy cores), well inside the bus's
+// 5 s timeout. 200,000 is twice the 100,000-ref repositories the git
+// front is measured on (docs/architecture.md, "Seeds").
+const MaxRefsPerSeed = 200000
+
 // Validate checks everything a publisher sends. The error names the first
 // offending field so a hook or API client can fix its input.
 func (p *Push) Validate() error {
@@ -200,7 +213,10 @@ func (p *Push) Validate() error {
 	if len(p.Updates) == 0 && !p.Seed {
 		return fmt.Errorf("%w: push has no updates", ErrInvalid)
 	}
-	if len(p.Updates) > MaxUpdatesPerPush {
+	switch {
+	case p.Seed && len(p.Updates) > MaxRefsPerSeed:
+		return fmt.Errorf("%w: seed has %d refs, at most %d allowed", ErrInvalid, len(p.Updates), MaxRefsPerSeed)
+	case !p.Seed && len(p.Updates) > MaxUpdatesPerPush:
 		return fmt.Errorf("%w: push has %d updates, at most %d allowed", ErrInvalid, len(p.Updates), MaxUpdatesPerPush)
 	}
 	seen := make(map[string]struct{}, len(p.Updates))

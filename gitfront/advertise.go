@@ -1,7 +1,6 @@
 package gitfront
 
 import (
-	"slices"
 	"strings"
 
 	"github.com/refcast/refcast/bus"
@@ -30,25 +29,6 @@ type view struct {
 	head   string // HEAD's symbolic target, "" when hidden or unknown
 	headID string // the target's id; "" when it does not exist (unborn)
 	format string // "sha1" or "sha256"
-}
-
-// newView selects the refs visible (nil: all) of a complete state.
-func newView(st *bus.RefState, visible func(string) bool) *view {
-	v := &view{refs: make([]ref, 0, len(st.Refs)), format: "sha1"}
-	for name, id := range st.Refs {
-		if visible != nil && !visible(name) {
-			continue
-		}
-		v.refs = append(v.refs, ref{name: name, id: id, peeled: st.Peeled[name]})
-		if len(id) == 64 {
-			v.format = "sha256"
-		}
-	}
-	slices.SortFunc(v.refs, func(a, b ref) int { return strings.Compare(a.name, b.name) })
-	if st.Head != "" && (visible == nil || visible(st.Head)) {
-		v.head, v.headID = st.Head, st.Refs[st.Head]
-	}
-	return v
 }
 
 func (v *view) zeroID() string {

@@ -43,6 +43,12 @@ const (
 	// pattern), so even `git fetch` of a thousand refs stays far below
 	// 1 MiB.
 	DefaultMaxCommand = 1 << 20
+	// DefaultCacheRefs holds the largest seed (bus.MaxRefsPerSeed,
+	// 200,000), or two 100,000-ref repos and thousands of small ones. A cached ref costs
+	// about 120 bytes (a name, an id, a slice entry) and, once a client
+	// that sees every ref has asked for the v0 advertisement, about 90
+	// more for its line in it: 50 MB at most.
+	DefaultCacheRefs = 250000
 	// DefaultAgent is the agent= capability when the node gives none.
 	DefaultAgent = "refcast/dev"
 )
@@ -84,6 +90,11 @@ type Options struct {
 	Metrics    Metrics      // may be nil
 	Logger     *slog.Logger // slog.Default() when nil
 	MaxCommand int64        // DefaultMaxCommand when 0
+	// CacheRefs bounds the refs kept in sorted snapshots of recently
+	// advertised repos, all repos together, when State can also report
+	// partition heads (HeadReader); DefaultCacheRefs when 0, negative
+	// turns the cache off.
+	CacheRefs int
 	// Client is the HTTP client of an http upstream; one without an
 	// overall timeout (a fetch streams for as long as it takes) when nil.
 	Client *http.Client
@@ -92,7 +103,8 @@ type Options struct {
 // Handler serves Prefix. Safe for concurrent use.
 type Handler struct {
 	opts     Options
-	upstream *upstream // nil without one
+	upstream *upstream  // nil without one
+	cache    *snapCache // nil without one: every request reads the state
 }
 
 // New validates options (the upstream template above all) and returns
@@ -117,6 +129,12 @@ func New(opts Options) (*Handler, error) {
 		opts.Metrics = nopMetrics{}
 	}
 	h := &Handler{opts: opts}
+	if hr, ok := opts.State.(HeadReader); ok && opts.CacheRefs >= 0 {
+		if opts.CacheRefs == 0 {
+			opts.CacheRefs = DefaultCacheRefs
+		}
+		h.cache = newSnapCache(hr, opts.CacheRefs)
+	}
 	if opts.Upstream != "" {
 		u, err := parseUpstream(opts.Upstream)
 		if err != nil {
@@ -235,18 +253,18 @@ func (h *Handler) access(r *http.Request, repo string) (func(string) bool, error
 
 // state reads the repo's state: ok false when it cannot be advertised
 // (unknown repo, or not complete).
-func (h *Handler) state(ctx context.Context, repo string) (bus.RefState, bool, error) {
-	st, err := h.opts.State.Refs(ctx, repo)
+func (h *Handler) state(ctx context.Context, repo string) (*snapshot, bool, error) {
+	st, err := h.cache.get(ctx, h.opts.State, repo)
 	if err != nil {
-		return st, false, fmt.Errorf("read refs of %s: %w", repo, err)
+		return nil, false, fmt.Errorf("read refs of %s: %w", repo, err)
 	}
-	return st, st.Complete && len(st.Refs) > 0, nil
+	return st, st.servable(), nil
 }
 
 // notServable is the answer for a repo with no complete state and no
 // upstream to ask.
-func notServable(st *bus.RefState) error {
-	if len(st.Refs) == 0 {
+func notServable(st *snapshot) error {
+	if len(st.refs) == 0 {
 		return fail(http.StatusNotFound, "repository not found")
 	}
 	return fail(http.StatusServiceUnavailable, "refcast does not know this repository's HEAD and tags yet: run `refcast sync` on it (or push to it with the current hook)")
@@ -265,26 +283,29 @@ func (h *Handler) discovery(w http.ResponseWriter, r *http.Request, repo string)
 	v2 := wantsV2(r)
 	if !ok {
 		if h.upstream == nil {
-			return notServable(&st)
+			return notServable(st)
 		}
 		h.opts.Metrics.Request(KindDiscoveryUpstream)
 		return h.proxy(w, r, repo, nil, true)
 	}
 	h.opts.Metrics.Request(KindDiscovery)
-	view := newView(&st, visible)
 	var body []byte
-	if v2 {
-		body = appendV2Caps(nil, h.opts.Agent, view.format)
-	} else {
-		body = view.appendV0(nil, h.opts.Agent)
+	etag := ""
+	switch {
+	case v2: // capabilities only: no ref is listed
+		body = appendV2Caps(nil, h.opts.Agent, st.format(visible))
+	case visible == nil:
+		body, etag = st.v0All(h.opts.Agent)
+	default:
+		body = st.view(visible, nil).appendV0(nil, h.opts.Agent)
+	}
+	if etag == "" {
+		etag = etagOf(body)
 	}
 	hd := w.Header()
 	noCache(hd)
 	hd.Set("Content-Type", typeAdvertisement)
 	hd.Set("Vary", "Authorization, Git-Protocol")
-	// The ETag is a checksum of the advertisement: equal bodies, equal
-	// tags, on every node, whatever else moved in the repo's partition.
-	etag := `"` + strconv.FormatUint(crc64.Checksum(body, crcTable), 16) + "-" + strconv.Itoa(len(body)) + `"`
 	hd.Set("ETag", etag)
 	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
@@ -299,6 +320,12 @@ func (h *Handler) discovery(w http.ResponseWriter, r *http.Request, repo string)
 }
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// etagOf is the ETag of an advertisement, a checksum of it: equal bodies,
+// equal tags, on every node, whatever else moved in the repo's partition.
+func etagOf(body []byte) string {
+	return `"` + strconv.FormatUint(crc64.Checksum(body, crcTable), 16) + "-" + strconv.Itoa(len(body)) + `"`
+}
 
 // noCache sets the headers git http-backend sends on every dynamic answer.
 func noCache(h http.Header) {
@@ -372,13 +399,13 @@ func (h *Handler) uploadPack(w http.ResponseWriter, r *http.Request, repo string
 		}
 		if !ok {
 			if h.upstream == nil {
-				return notServable(&st)
+				return notServable(st)
 			}
 			h.opts.Metrics.Request(KindFetch)
 			return h.proxy(w, r, repo, io.MultiReader(bytes.NewReader(seen.Bytes()), body), false)
 		}
 		h.opts.Metrics.Request(KindLsRefs)
-		view := newView(&st, visible)
+		view := st.view(visible, args.prefixes)
 		if args.format != "" && args.format != view.format {
 			return fail(http.StatusBadRequest, "object-format=%s requested, the repository uses %s", args.format, view.format)
 		}

@@ -45,8 +45,8 @@ func (r *Runner) Sync(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("sync: read refs of %s: %w", repo.Path, err)
 	}
-	if len(refs) > bus.MaxUpdatesPerPush {
-		return fmt.Errorf("sync: %s has %d refs; a seed holds at most %d", repo.Path, len(refs), bus.MaxUpdatesPerPush)
+	if len(refs) > bus.MaxRefsPerSeed {
+		return fmt.Errorf("sync: %s has %d refs; a seed holds at most %d, so refcast cannot hold this repository's state (its git clients are proxied to the git server)", repo.Path, len(refs), bus.MaxRefsPerSeed)
 	}
 	// HEAD and the peels make the seeded state complete for git clients;
 	// without them the seed still replaces the refs (bus.GitFields).

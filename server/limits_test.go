@@ -572,6 +572,59 @@ func TestPublishErrors(t *testing.T) {
 	}
 }
 
+// TestPublishSeedBody: a seed may be larger than MaxBody (up to
+// MaxSeedBody) for a credential checked before the body is read; an
+// ordinary push may not, and neither may an unverified caller.
+func TestPublishSeedBody(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) {
+		o.MaxBody, o.MaxSeedBody = 16<<10, 256<<10
+	})
+	push := func(seed bool, refs int) []byte {
+		ups := make([]any, refs)
+		for i := range ups {
+			u := map[string]any{"ref": fmt.Sprintf("refs/heads/b%06d", i), "new": oid(i + 1)}
+			if !seed {
+				u["old"] = z
+			}
+			ups[i] = u
+		}
+		b, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("p-%v-%d", seed, refs), "repo": "acme/big",
+			"time": "2026-01-02T03:04:05Z", "seed": seed, "head": "refs/heads/b000000", "updates": ups})
+		return b
+	}
+	for _, tc := range []struct {
+		name, token string
+		body        []byte
+		status      int
+		msg         string
+	}{
+		{"seed over MaxBody", testToken, push(true, 1000), 200, ""},
+		{"push over MaxBody", testToken, push(false, 1000), 413, "only a seed"},
+		{"seed over MaxSeedBody", testToken, push(true, 5000), 413, "larger than 262144"},
+		{"seed from a wrong token", "nope", push(true, 1000), 401, "token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.body) <= 16<<10 {
+				t.Fatalf("test body of %d bytes is not over MaxBody", len(tc.body))
+			}
+			st, _, body := n.publishRaw(t, tc.token, "", tc.body)
+			if st != tc.status {
+				t.Fatalf("%d %s, want %d", st, body, tc.status)
+			}
+			if tc.status != 200 {
+				if msg := apiErrorBody(t, tc.status, body); !strings.Contains(msg, tc.msg) {
+					t.Fatalf("message %q does not mention %q", msg, tc.msg)
+				}
+			}
+		})
+	}
+	st, err := n.bus.Refs(t.Context(), "acme/big")
+	if err != nil || len(st.Refs) != 1000 || !st.Complete {
+		t.Fatalf("seeded state: %d refs, complete %v, %v", len(st.Refs), st.Complete, err)
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)

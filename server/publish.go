@@ -39,16 +39,27 @@ func (s *Server) handlePublish(c echo.Context) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" && !hasPrefix(ct, "application/json;") {
 		return &apiError{status: http.StatusUnsupportedMediaType, msg: "Content-Type must be application/json"}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, s.opts.MaxBody+1))
+	// A seed may be larger than MaxBody (a repo's whole state, up to
+	// bus.MaxRefsPerSeed refs), but only a credential that already checks
+	// out may make the node buffer that much: the shared token, or a
+	// token that verifies (its repo is authorized once the body is read).
+	limit := s.opts.MaxBody
+	if shared || (s.opts.Subject != nil && s.opts.Subject(tok) != "") {
+		limit = s.opts.MaxSeedBody
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return badRequest(fmt.Errorf("read body: %w", err))
 	}
-	if int64(len(body)) > s.opts.MaxBody {
-		return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes", s.opts.MaxBody)}
+	if int64(len(body)) > limit {
+		return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes", limit)}
 	}
 	p, err := decodePush(body)
 	if err != nil {
 		return badRequest(err)
+	}
+	if int64(len(body)) > s.opts.MaxBody && !p.Seed {
+		return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes (only a seed from refcast sync may be up to %d)", s.opts.MaxBody, s.opts.MaxSeedBody)}
 	}
 	if !shared {
 		if err := s.opts.Auth.AuthorizePublish(tok, p.Repo); err != nil {

@@ -61,6 +61,12 @@ const (
 	DefaultSnapshotBurst = 200
 )
 
+// DefaultMaxSeedBody bounds the body of a seed (bus.Push.Seed) from
+// `refcast sync`: bus.MaxRefsPerSeed refs at about 110 bytes each are
+// 22 MB; 64 MiB leaves room for long ref names and matches the hook's
+// spool file limit.
+const DefaultMaxSeedBody = 64 << 20
+
 // Authorizer decides who may read and publish. The server maps its errors:
 // ErrUnauthorized to 401, ErrForbidden to 403 (the message is shown).
 type Authorizer interface {
@@ -111,6 +117,11 @@ type Options struct {
 	MaxSnapshot     int           // repos one snapshot may cover
 	MaxBody         int64         // publish body bytes
 	Writers         int           // writer goroutines; 2×GOMAXPROCS when 0
+	// MaxSeedBody is the larger bound on a publish body that holds a seed,
+	// read only for a credential verified before the body is (the shared
+	// publish token, or a token Subject verifies), so an anonymous client
+	// can never make a node buffer more than MaxBody.
+	MaxSeedBody int64
 	// BatchDelay spaces the writes to a busy connection: one written less
 	// than BatchDelay ago gets its next events when BatchDelay has passed,
 	// together, so under a high event rate a connection costs one syscall
@@ -226,6 +237,10 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
 	}
+	if opts.MaxSeedBody <= 0 {
+		opts.MaxSeedBody = DefaultMaxSeedBody
+	}
+	opts.MaxSeedBody = max(opts.MaxSeedBody, opts.MaxBody)
 	if opts.Writers <= 0 {
 		opts.Writers = 2 * runtime.GOMAXPROCS(0)
 	}

@@ -48,6 +48,7 @@ func Run(t *testing.T, factory Factory) {
 		{"HistoryMaxAge", testMaxAge},
 		{"RefState", testRefState},
 		{"SeedReplacesState", testSeed},
+		{"SeedLargerThanAPush", testLargeSeed},
 		{"Repos", testRepos},
 		{"GitState", testGitState},
 		{"Heads", testHeads},
@@ -375,6 +376,37 @@ func testSeed(t *testing.T, f Factory) {
 	}
 	if repos, _ := b.Repos(ctx(t)); slices.Contains(repos, repo) {
 		t.Errorf("repos after empty seed = %v, should not list %s", repos, repo)
+	}
+}
+
+// testLargeSeed: a seed may carry more refs than a push
+// (bus.MaxUpdatesPerPush, up to bus.MaxRefsPerSeed) and replaces the state
+// as one, peels and completeness included.
+func testLargeSeed(t *testing.T, f Factory) {
+	b := f(t, Options{Partitions: 2})
+	repo := "acme/big"
+	n := bus.MaxUpdatesPerPush + 5000
+	mustPublish(t, b, Push("p1", repo, "refs/heads/gone", ID(1)))
+	ups := make([]bus.RefUpdate, n)
+	for i := range ups {
+		ups[i] = bus.RefUpdate{Ref: fmt.Sprintf("refs/heads/b%06d", i), New: ID(i + 1)}
+	}
+	ups[n-1] = bus.RefUpdate{Ref: "refs/tags/v1", New: ID(1), Peeled: ID(2)}
+	evs := mustPublish(t, b, &bus.Push{ID: "seed", Repo: repo, Time: t0, Source: "sync", Seed: true, Head: "refs/heads/b000000", Updates: ups})
+	if len(evs) != 1 || evs[0].Kind != bus.KindSync || evs[0].Refs != n {
+		t.Fatalf("seed events = %+v, want one sync event with refs %d", evs, n)
+	}
+	st, err := b.Refs(ctx(t), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Refs) != n || st.Refs["refs/heads/gone"] != "" || st.Refs["refs/heads/b000007"] != ID(8) ||
+		!st.Complete || st.Peeled["refs/tags/v1"] != ID(2) {
+		t.Errorf("after a %d-ref seed: %d refs, gone %q, complete %v, peel %q", n, len(st.Refs), st.Refs["refs/heads/gone"], st.Complete, st.Peeled["refs/tags/v1"])
+	}
+	over := &bus.Push{ID: "over", Repo: repo, Time: t0, Seed: true, Updates: make([]bus.RefUpdate, bus.MaxRefsPerSeed+1)}
+	if _, err := b.Publish(ctx(t), over); !errors.Is(err, bus.ErrInvalid) {
+		t.Errorf("seed of %d refs: %v, want ErrInvalid", bus.MaxRefsPerSeed+1, err)
 	}
 }
 

@@ -39,6 +39,29 @@ func BenchmarkPublish(b *testing.B) {
 	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "pushes/s")
 }
 
+// BenchmarkSeed: one seed of 100,000 refs (a third of them peeled tags)
+// through the publish script, the whole state replaced at once; Redis is
+// busy with it for the whole call (docs/architecture.md).
+func BenchmarkSeed(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	bb := open(b, srv.URL(), redis.Options{Timeout: time.Minute})
+	ups := make([]bus.RefUpdate, 100000)
+	for i := range ups {
+		ups[i] = bus.RefUpdate{Ref: fmt.Sprintf("refs/heads/branch-%06d", i), New: bustest.ID(i + 1)}
+		if i%3 == 0 {
+			ups[i].Ref, ups[i].Peeled = fmt.Sprintf("refs/tags/v%06d", i), bustest.ID(i+2)
+		}
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		p := &bus.Push{ID: fmt.Sprint("seed", i), Repo: "acme/big", Time: time.Now(), Seed: true, Head: "refs/heads/branch-000001", Updates: ups}
+		if _, err := bb.Publish(context.Background(), p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkPublishToSubscriber: latency from calling Publish to the event
 // arriving on a subscription, one push at a time.
 func BenchmarkPublishToSubscriber(b *testing.B) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -193,4 +194,92 @@ func TestGitClientAuth(t *testing.T) {
 	if err != nil || strings.Contains(out, "refs/tags/") || !strings.Contains(out, "refs/heads/main") {
 		t.Fatalf("ls-remote with a heads-only token: %v\n%s", err, out)
 	}
+}
+
+// largeRepo makes a bare repository with n branches and n/10 tags (every
+// tenth an annotated one, so the seed carries peels), written with one
+// `git update-ref --stdin` and `git fast-import` and packed, as a host's
+// big repository is.
+func largeRepo(t testing.TB, dir string, n int) string {
+	t.Helper()
+	bare := filepath.Join(dir, "big.git")
+	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
+	env := []string{"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z"}
+	tree := testnode.Git(t, bare, nil, "hash-object", "-t", "tree", "-w", "/dev/null")
+	c1 := testnode.Git(t, bare, env, "commit-tree", "-m", "one", tree)
+	c2 := testnode.Git(t, bare, env, "commit-tree", "-m", "two", "-p", c1, tree)
+	testnode.Git(t, bare, nil, "update-ref", "refs/heads/main", c2)
+	var in strings.Builder
+	for i := range n {
+		id := c1
+		if i%2 == 0 {
+			id = c2
+		}
+		fmt.Fprintf(&in, "create refs/heads/b%06d %s\n", i, id)
+		if i%10 == 0 {
+			fmt.Fprintf(&in, "create refs/tags/t%06d %s\n", i, id)
+		}
+	}
+	cmd := exec.Command("git", "update-ref", "--stdin")
+	cmd.Dir, cmd.Env, cmd.Stdin = bare, testnode.GitEnv(t), strings.NewReader(in.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("update-ref --stdin: %v\n%s", err, out)
+	}
+	// Annotated tags need objects: fewer of them, all from one fast-import.
+	var fi strings.Builder
+	for i := 0; i < n; i += 100 {
+		fmt.Fprintf(&fi, "tag v%06d\nfrom %s\ntagger T <t@example.com> 1767225600 +0000\ndata 7\nrelease\n", i, c2)
+	}
+	cmd = exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir, cmd.Env, cmd.Stdin = bare, testnode.GitEnv(t), strings.NewReader(fi.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("fast-import: %v\n%s", err, out)
+	}
+	testnode.Git(t, bare, nil, "pack-refs", "--all")
+	return bare
+}
+
+// TestGitLargeSync: a repository with more refs than one push may carry
+// (bus.MaxUpdatesPerPush) is seeded by `refcast sync` through a real node,
+// becomes complete (served without the upstream) and git ls-remote through
+// refcast equals the repository's own.
+func TestGitLargeSync(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "git-token"
+	root := t.TempDir()
+	bare := largeRepo(t, root, 20000)
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms",
+		"--git-upstream", filepath.Join(root, "{repo}.git"))
+	cmd := exec.Command(bin, "sync", bare, "--url", node.URL, "--repo", "big")
+	cmd.Env = append(testnode.GitEnv(t), "REFCAST_TOKEN="+token)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
+	if len(want) < 20000 {
+		t.Fatalf("generated repository has %d refs", len(want))
+	}
+	for _, v := range []string{"0", "2"} {
+		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "ls-remote", node.URL+"/git/big.git")
+		if err != nil {
+			t.Fatalf("v%s ls-remote: %v\n%s", v, err, out)
+		}
+		if got := sortedLines(out); !slices.Equal(got, want) {
+			t.Errorf("v%s ls-remote through refcast: %d lines, want %d (first difference near %q)", v, len(got), len(want), firstDiff(got, want))
+		}
+	}
+	if n := metricValue(t, node.URL, "refcast_git_upstream_requests_total"); n != "0" {
+		t.Errorf("discovery of the seeded repo reached the upstream %s times: the state is not complete", n)
+	}
+}
+
+func firstDiff(a, b []string) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return a[i]
+		}
+	}
+	return ""
 }
