@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/refcast/refcast/internal/testnode"
 )
@@ -156,6 +157,37 @@ func TestGitClientEndToEnd(t *testing.T) {
 	if out, err := gitOut(t, root, nil, "ls-remote", node.URL+"/git/acme/none.git"); err == nil || !strings.Contains(out, "not found") {
 		t.Errorf("unknown repo: %v\n%s", err, out)
 	}
+
+	// The advertisement names a tip the upstream does not have (a
+	// force-push the hook has not published yet, or a state that is
+	// ahead): fetching it fails with git's own error from the upstream,
+	// it does not hang. The hang guard is the test binary's -timeout.
+	stale := strings.Repeat("5", 40)
+	body := fmt.Sprintf(`{"id":"stale-tip","repo":"acme/app","time":%q,"head":"refs/heads/dev","updates":[{"ref":"refs/heads/stale","old":"%s","new":"%s"}]}`,
+		time.Now().UTC().Format(time.RFC3339), strings.Repeat("0", 40), stale)
+	req, _ := http.NewRequest(http.MethodPost, node.URL+"/v1/publish", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("publish of a stale tip: %d", res.StatusCode)
+	}
+	out, err := gitOut(t, clone, nil, "-c", "protocol.version=2", "ls-remote", "origin", "refs/heads/stale")
+	if err != nil || !strings.Contains(out, stale) {
+		t.Fatalf("the stale tip is not advertised (%v): %s", err, out)
+	}
+	out, err = gitOut(t, clone, nil, "fetch", "origin", "refs/heads/stale")
+	if err == nil {
+		t.Fatalf("fetch of a tip the upstream lacks succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "not our ref") && !strings.Contains(out, stale) {
+		t.Errorf("fetch of a missing tip failed without git's error naming it:\n%s", out)
+	}
+	t.Logf("fetch of a missing tip: %s", strings.TrimSpace(out))
 }
 
 // TestGitClientAuth: a private repo asks git for credentials; the token
