@@ -94,11 +94,11 @@ type Relay struct {
 	delivered *prometheus.CounterVec
 
 	mu      sync.Mutex
-	lanes   map[laneKey]*lane               // running lanes; guarded by mu
-	base    uint64                          // seq of pending[0]; guarded by mu
-	pending []*entry                        // guarded by mu
-	safe    string                          // guarded by mu
-	known   map[string]map[string]string    // repo → ref → last new id handled; guarded by mu
+	lanes   map[laneKey]*lane            // running lanes; guarded by mu
+	base    uint64                       // seq of pending[0]; guarded by mu
+	pending []*entry                     // guarded by mu
+	safe    string                       // guarded by mu
+	known   map[string]map[string]string // repo → ref → last new id handled; guarded by mu
 }
 
 type laneKey struct {
