@@ -381,3 +381,90 @@ func TestDeliveryIDStable(t *testing.T) {
 		t.Error("delivery id ignores the ref")
 	}
 }
+
+func TestFormatJenkinsNotifyCommit(t *testing.T) {
+	f, _ := ParseFormat("jenkins")
+	tg := &Target{Name: "j", URL: "https://jenkins.example.com/", Format: f, Secret: []byte(secret), RepoURL: "https://git.example.com/{repo}.git"}
+	if err := tg.check(); err != nil {
+		t.Fatal(err)
+	}
+	u := bigPush("org/a", 0)[0]
+	req, _, err := f.Request(context.Background(), tg, u, "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := req.URL.Query()
+	if req.Method != http.MethodPost || req.URL.Path != "/git/notifyCommit" || q.Get("url") != "https://git.example.com/org/a.git" ||
+		q.Get("branches") != "b0" || q.Get("sha1") != u.Event.New || q.Get("token") != secret {
+		t.Errorf("request %s %s", req.Method, req.URL)
+	}
+}
+
+func TestFormatGitLab(t *testing.T) {
+	f, _ := ParseFormat("gitlab")
+	tg := &Target{Name: "g", URL: "https://flux.example.com/hook", Format: f, Secret: []byte(secret), RepoURL: "https://git.example.com/{repo}"}
+	if err := tg.check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		u     Update
+		event string
+	}{{bigPush("org/a", 0)[0], "Push Hook"}, {bigPush("org/a", 0)[10], "Tag Push Hook"}} {
+		req, body, err := f.Request(context.Background(), tg, tt.u, "id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			ObjectKind string `json:"object_kind"`
+			Ref, After string
+			Project    struct {
+				PathWithNamespace string `json:"path_with_namespace"`
+				WebURL            string `json:"web_url"`
+			}
+		}
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Fatal(err)
+		}
+		if req.Header.Get("X-Gitlab-Event") != tt.event || req.Header.Get("X-Gitlab-Token") != secret ||
+			p.Ref != tt.u.Event.Ref || p.After != tt.u.Event.New || p.Project.WebURL != "https://git.example.com/org/a" {
+			t.Errorf("%s: %v %s", tt.event, req.Header, body)
+		}
+	}
+}
+
+// FuzzFormats: every format builds a request for any event, the same
+// bytes on every call (receivers deduplicate on ids and check signatures
+// over the body), and header values without CR/LF.
+func FuzzFormats(f *testing.F) {
+	f.Add("org/a", "refs/heads/main", sha(1), sha(2), "alice", "subject")
+	f.Add("a\r\nb", "refs/tags/\n", "", "", "x\r\nX-Evil: 1", "")
+	f.Fuzz(func(t *testing.T, repo, ref, old, new, pusher, subject string) {
+		u := Update{Cursor: "c", Event: bus.Event{Repo: repo, Ref: ref, Old: old, New: new, Kind: bus.KindOf(old, new), Pusher: pusher, PushID: "p", Commit: &bus.Commit{Subject: subject}}}
+		for _, name := range Formats {
+			fm, _ := ParseFormat(name)
+			tg := &Target{Name: "t", URL: "http://x/hook", Format: fm, Secret: []byte(secret), RepoURL: "https://g/{repo}"}
+			if err := tg.check(); err != nil {
+				t.Fatal(err)
+			}
+			id := DeliveryID(tg.Name, u)
+			r1, b1, err1 := fm.Request(context.Background(), tg, u, id)
+			r2, b2, err2 := fm.Request(context.Background(), tg, u, id)
+			if (err1 == nil) != (err2 == nil) {
+				t.Fatalf("%s: errors differ", name)
+			}
+			if err1 != nil {
+				continue
+			}
+			if string(b1) != string(b2) || r1.URL.String() != r2.URL.String() {
+				t.Fatalf("%s: not deterministic", name)
+			}
+			for k, vs := range r1.Header {
+				for _, v := range vs {
+					if strings.ContainsAny(v, "\r\n") {
+						t.Fatalf("%s: header %s has CR/LF", name, k)
+					}
+				}
+			}
+		}
+	})
+}

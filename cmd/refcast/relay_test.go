@@ -171,3 +171,18 @@ func TestRelayE2EGitHubStateAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRelayConfig: any bytes give targets or an error, never a panic,
+// and never an empty list without an error.
+func FuzzParseRelayConfig(f *testing.F) {
+	f.Add([]byte("targets:\n  - url: http://x\n    format: github\n    secret_file: /s\n"))
+	f.Add([]byte("- url: http://x\n  timeout: 10s\n  headers: {A: b}\n"))
+	f.Add([]byte("targets: [\n"))
+	f.Add([]byte("42"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		list, err := parseRelayConfig(b)
+		if err == nil && len(list) == 0 {
+			t.Fatal("no targets and no error")
+		}
+	})
+}
