@@ -99,6 +99,7 @@ type Relay struct {
 	pending []*entry                     // guarded by mu
 	safe    string                       // guarded by mu
 	known   map[string]map[string]string // repo → ref → last new id handled; guarded by mu
+	closed  bool                         // no lane may start after Close; guarded by mu
 }
 
 type laneKey struct {
@@ -228,6 +229,10 @@ func (r *Relay) Handle(ctx context.Context, u Update) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		<-r.slots
+		return ErrClosed
+	}
 	seq := r.base + uint64(len(r.pending))
 	e := &entry{cursor: u.Cursor, time: u.Event.Time}
 	r.pending = append(r.pending, e)
@@ -329,6 +334,9 @@ func (r *Relay) lag() float64 {
 // arrives in time counts) before they are cancelled. It returns when every
 // lane has exited. Updates not acknowledged stay before Safe.
 func (r *Relay) Close(drain time.Duration) {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	r.stopNow()
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()

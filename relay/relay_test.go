@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/wire"
 )
 
 const secret = "0123456789abcdef-shared-secret"
@@ -467,4 +468,46 @@ func FuzzFormats(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRelayResetDeliversChangedRefs(t *testing.T) {
+	rc := newReceiver()
+	srv := httptest.NewServer(rc.fluxHandler(t))
+	defer srv.Close()
+	f, _ := ParseFormat("refcast")
+	r, err := New(Options{Targets: []*Target{{Name: "flux", URL: srv.URL, Format: f, Secret: []byte(secret)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(time.Second)
+	ups := bigPush("org/a", 0)[:4] // b0 b1 b2 main
+	for _, u := range ups {
+		if err := r.Handle(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSafe(t, r, ups[3].Cursor)
+	// The node lost its history: b0 unchanged, b1 moved, b2 gone, new added.
+	rs := wire.Reset{Cursor: "snap", Repos: []wire.RepoRefs{{Repo: "org/a", Refs: map[string]string{
+		"refs/heads/b0": sha(1), "refs/heads/b1": sha(77), "refs/heads/main": sha(101), "refs/heads/new": sha(88),
+	}}}}
+	if err := r.HandleReset(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	waitSafe(t, r, "snap")
+	if got := strings.Join(rc.got["org/a"][4:], " "); got != "refs/heads/b1 refs/heads/b2 refs/heads/new" {
+		t.Errorf("reset delivered %s", got)
+	}
+}
+
+func TestRelayHandleAfterClose(t *testing.T) {
+	f, _ := ParseFormat("refcast")
+	r, err := New(Options{Targets: []*Target{{URL: "http://127.0.0.1:1/", Format: f, Secret: []byte(secret)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close(0)
+	if err := r.Handle(context.Background(), bigPush("org/a", 0)[0]); err != ErrClosed {
+		t.Errorf("Handle after Close: %v", err)
+	}
 }
