@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -98,6 +99,10 @@ func runRelay(ctx context.Context, args []string, env Env) error {
 	})
 	if err != nil {
 		return usageError{msg: "relay: " + err.Error()}
+	}
+	if err := checkTargets(ctx, targets); err != nil {
+		r.Close(0)
+		return fmt.Errorf("relay: %w", err)
 	}
 	r.SetSafe(since)
 	client, err := watch.NewClient(watch.ClientOptions{URL: c.url, Repos: c.repos, Refs: c.refs, Token: token, Since: since, Logger: log})
@@ -382,4 +387,32 @@ func relaySecret(ft relayFileTarget, env Env) ([]byte, error) {
 		return nil, fmt.Errorf("secret is %d bytes, shorter than %d: use e.g. openssl rand -hex 32", len(s), relay.MinSecretLen)
 	}
 	return []byte(s), nil
+}
+
+// targetDialTimeout bounds the start-up check of one target: 5 s is long
+// enough for a slow DNS answer and short enough for an operator waiting.
+const targetDialTimeout = 5 * time.Second
+
+// checkTargets proves at start that every target's host resolves and
+// accepts a TCP connection, so a typo in a URL is an exit with a message,
+// not a retry loop in the logs. A receiver that is down at start also
+// fails it: a supervisor restarts the relay, which resumes from --state.
+func checkTargets(ctx context.Context, targets []*relay.Target) error {
+	for _, t := range targets {
+		u, err := url.Parse(t.URL)
+		if err != nil {
+			return err
+		}
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		d := net.Dialer{Timeout: targetDialTimeout}
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+		if err != nil {
+			return fmt.Errorf("target %s (%s) is unreachable: %w: check the URL and that the receiver is up", t.Name, u.Redacted(), err)
+		}
+		conn.Close()
+	}
+	return nil
 }

@@ -44,6 +44,8 @@ func TestRelayBadInput(t *testing.T) {
 		{"short secret", []string{"--to", "http://x/hook", "--format", "github", "--secret-file", short}, nil, "shorter than 16"},
 		{"no secret", []string{"--to", "http://x/hook", "--format", "github"}, nil, "no secret"},
 		{"short secret from env", []string{"--to", "http://x/hook", "--format", "github"}, map[string]string{"REFCAST_RELAY_SECRET": "short"}, "shorter than 16"},
+		{"unreachable url", []string{"--to", "http://127.0.0.1:1/hook", "--format", "github", "--secret-file", good}, nil, "is unreachable"},
+		{"unresolvable host", []string{"--to", "http://no-such-host.invalid/hook", "--format", "github", "--secret-file", good}, nil, "is unreachable"},
 		{"no target", nil, nil, "--to URL"},
 		{"bad env twin", nil, map[string]string{"REFCAST_RELAY_MAX_ATTEMPTS": "many"}, "REFCAST_RELAY_MAX_ATTEMPTS"},
 		{"max attempts without dead letter", []string{"--to", "http://x/hook", "--format", "github", "--secret-file", good, "--max-attempts", "3"}, nil, "--dead-letter"},
