@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -114,27 +116,12 @@ func TestRelayE2EGitHubStateAndMetrics(t *testing.T) {
 	metricsAddr := ln.Addr().String()
 	ln.Close()
 
-	start := func() func() int {
-		// Flags from the environment twins, as a unit file would set them.
-		env, _, errb := wtEnv(map[string]string{
-			"REFCAST_RELAY_TO": srv.URL, "REFCAST_RELAY_FORMAT": "github", "REFCAST_RELAY_SECRET_FILE": secret,
-			"REFCAST_RELAY_REPO_URL": "https://git.example.com/{repo}", "REFCAST_RELAY_METRICS_LISTEN": metricsAddr,
-		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan int, 1)
-		go func() { done <- Run(ctx, []string{"relay", url, "--repo", "acme/*", "--state", state}, env) }()
-		wtEventually(t, func() bool { return strings.Contains(errb.String(), "connected") }, "relay connected: "+errb.String())
-		return func() int {
-			cancel()
-			select {
-			case c := <-done:
-				return c
-			case <-time.After(15 * time.Second):
-				t.Error("relay did not stop")
-				return -1
-			}
-		}
+	vars := map[string]string{
+		"REFCAST_RELAY_TO": srv.URL, "REFCAST_RELAY_FORMAT": "github", "REFCAST_RELAY_SECRET_FILE": secret,
+		"REFCAST_RELAY_REPO_URL": "https://git.example.com/{repo}", "REFCAST_RELAY_METRICS_LISTEN": metricsAddr,
 	}
+	// Flags from the environment twins, as a unit file would set them.
+	start := func() func() int { return startRelay(t, vars, url, "--repo", "acme/*", "--state", state) }
 	stop := start()
 	wtPublish(t, url, "acme/app", "refs/heads/main", "refs/heads/dev", "refs/tags/v1")
 	wtEventually(t, func() bool { return rc.count() == 3 }, "3 deliveries")
@@ -187,4 +174,76 @@ func FuzzParseRelayConfig(f *testing.F) {
 			t.Fatal("no targets and no error")
 		}
 	})
+}
+
+// startRelay runs `refcast relay` until the returned stop is called, which
+// returns the exit code.
+func startRelay(t *testing.T, vars map[string]string, args ...string) func() int {
+	t.Helper()
+	env, _, errb := wtEnv(vars)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- Run(ctx, append([]string{"relay"}, args...), env) }()
+	wtEventually(t, func() bool { return strings.Contains(errb.String(), "connected") }, "relay connected: "+errb.String())
+	var once sync.Once
+	code := -1
+	stop := func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(15 * time.Second):
+				t.Error("relay did not stop")
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// TestRelayE2EReset: the node's history no longer holds what the relay
+// missed while down; the reset is delivered as one webhook per ref of the
+// snapshot, marked reset.
+func TestRelayE2EReset(t *testing.T) {
+	url := wtNode(t, "--history", "3", "--partitions", "1")
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e struct {
+			Ref string
+		}
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &e)
+		mu.Lock()
+		got = append(got, e.Ref+" "+r.Header.Get("X-Refcast-Reset"))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte(relaySecretText), 0o600)
+	args := []string{url, "--repo", "acme/app", "--state", filepath.Join(dir, "state"), "--to", srv.URL, "--format", "refcast", "--secret-file", secret}
+	n := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+
+	stop := startRelay(t, nil, args...)
+	wtPublish(t, url, "acme/app", "refs/heads/main")
+	wtEventually(t, func() bool { return n() == 1 }, "first delivery")
+	stop()
+	for i := range 10 { // more than the history holds
+		wtPublish(t, url, "acme/app", fmt.Sprintf("refs/heads/b%d", i))
+	}
+	stop = startRelay(t, nil, args...)
+	wtEventually(t, func() bool { return n() == 12 }, "the reset's 11 refs")
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if got[0] != "refs/heads/main " {
+		t.Errorf("first delivery %q", got[0])
+	}
+	for _, g := range got[1:] {
+		if !strings.HasSuffix(g, " true") {
+			t.Errorf("reset delivery %q not marked", g)
+		}
+	}
 }
