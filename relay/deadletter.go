@@ -59,12 +59,7 @@ func (r *Relay) deadLetter(t *Target, u Update, id string, attempts int, res res
 				h.Set(k, "REDACTED")
 			}
 		}
-		ru := *res.req.URL
-		if q := ru.Query(); q.Has("token") {
-			q.Set("token", "REDACTED")
-			ru.RawQuery = q.Encode()
-		}
-		dl.Request = &DLRequest{Method: res.req.Method, URL: ru.String(), Header: h, Body: string(res.body)}
+		dl.Request = &DLRequest{Method: res.req.Method, URL: redactQuery(res.req.URL.String()), Header: h, Body: string(res.body)}
 	}
 	if res.status != 0 {
 		dl.Response = &DLResponse{Status: res.status, Body: string(res.respBody)}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -457,6 +458,12 @@ func (r *Relay) attempt(t *Target, u Update, id string) result {
 	res := result{req: req, body: body}
 	resp, err := r.opts.HTTPClient.Do(req)
 	if err != nil {
+		// net/http's errors quote the URL, and the jenkins format carries
+		// its token in the query: logs and dead letters must not show it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactQuery(ue.URL)
+		}
 		res.err = err
 		return res
 	}
@@ -481,4 +488,17 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// redactQuery replaces the value of a token query parameter.
+func redactQuery(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if q := u.Query(); q.Has("token") {
+		q.Set("token", "REDACTED")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }

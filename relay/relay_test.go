@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -510,4 +511,47 @@ func TestRelayHandleAfterClose(t *testing.T) {
 	if err := r.Handle(context.Background(), bigPush("org/a", 0)[0]); err != ErrClosed {
 		t.Errorf("Handle after Close: %v", err)
 	}
+}
+
+// TestRelayNoSecretInLogs: a jenkins target (its token in the query) that
+// cannot be reached is logged and dead-lettered without the token.
+func TestRelayNoSecretInLogs(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	dir := t.TempDir()
+	f, _ := ParseFormat("jenkins")
+	r, err := New(Options{
+		MaxAttempts: 2, DeadLetter: dir, Sleep: func(context.Context, time.Duration) error { return nil },
+		Logger:  slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
+		Targets: []*Target{{Name: "jenkins", URL: "http://127.0.0.1:1/", Format: f, Secret: []byte(secret)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(time.Second)
+	u := bigPush("org/a", 0)[0]
+	if err := r.Handle(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	waitSafe(t, r, u.Cursor)
+	b, _ := os.ReadFile(filepath.Join(dir, "jenkins", DeliveryID("jenkins", u)+".json"))
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "retrying") || len(b) == 0 {
+		t.Fatalf("no failure logged or dead letter written:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), secret) || strings.Contains(string(b), secret) {
+		t.Errorf("the secret leaked:\n%s\n%s", logs.String(), b)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
