@@ -50,17 +50,27 @@ type Target struct {
 	DefaultBranch string
 }
 
-// check validates t and fills defaults.
-func (t *Target) check() error {
-	u, err := url.Parse(t.URL)
+// CheckURL reports whether raw can be a target's URL: http or https, with
+// a host.
+func CheckURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("target URL %q: %w", t.URL, err)
+		return nil, fmt.Errorf("target URL %q: %w", raw, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("target URL %q: scheme %q is not http or https", t.URL, u.Scheme)
+		return nil, fmt.Errorf("target URL %q: scheme %q is not http or https", raw, u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("target URL %q names no host", t.URL)
+		return nil, fmt.Errorf("target URL %q names no host", raw)
+	}
+	return u, nil
+}
+
+// check validates t and fills defaults.
+func (t *Target) check() error {
+	u, err := CheckURL(t.URL)
+	if err != nil {
+		return err
 	}
 	if t.Format == nil {
 		return errors.New("target " + t.URL + ": no format")

@@ -338,6 +338,9 @@ func relayTargets(c *relayConfig, env Env) ([]*relay.Target, error) {
 		if ft.URL == "" {
 			return nil, fmt.Errorf("%s: no url", where)
 		}
+		if _, err := relay.CheckURL(ft.URL); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
 		if ft.Format == "" {
 			return nil, fmt.Errorf("%s: no format; use one of %s", where, strings.Join(relay.Formats, ", "))
 		}
