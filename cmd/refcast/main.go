@@ -59,6 +59,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		err = runInstallHook(ctx, rest, env)
 	case "watch":
 		err = runWatch(ctx, rest, env)
+	case "relay":
+		err = runRelay(ctx, rest, env)
 	case "sync":
 		err = runSync(ctx, rest, env)
 	case "token":
@@ -99,6 +101,7 @@ Usage:
   refcast hook check [flags]         prove the destination answers, publish nothing
   refcast install-hook PATH [flags]  install the hook into a repository
   refcast watch URL --repo R [flags] follow a node and print or act on changes
+  refcast relay URL --repo R [flags] deliver changes as signed webhooks
   refcast sync PATH [flags]          seed a repo's current refs into the bus
   refcast token [flags]              mint an access token
   refcast version                    print the version

@@ -26,6 +26,7 @@ var rules = []struct {
 	{"server", false, []string{"bus/", "hook", "watch", "cmd"}, "a node talks to the bus through its interface, never an implementation"},
 	{"hook", true, []string{"server", "bus/redis", "bus/bolt", "bus/memory", "watch"}, "the hook gets a bus through an opener the command injects"},
 	{"watch", true, []string{"server", "hook", "bus/"}, "the client shares the protocol, not the node"},
+	{"relay", true, []string{"server", "hook", "watch", "auth", "gitfront", "bus/"}, "the relay delivers events it is handed; cmd/refcast wires it to watch's client"},
 	{"auth", true, []string{"server", "hook", "watch", "bus/"}, "auth decides claims, not HTTP status or transport"},
 	{"gitfront", true, []string{"server", "hook", "watch", "auth", "bus/"}, "git's protocol over the bus state; the node mounts it and decides access"},
 	{"forge", true, []string{"server", "hook", "watch", "auth", "wire", "gitfront", "bus/"}, "forge webhooks to pushes; the node adapts it to HTTP and publishes"},
