@@ -144,7 +144,7 @@ func TestHeartbeats(t *testing.T) {
 	last := hello.at
 	var gaps []time.Duration
 	for len(gaps) < 6 {
-		f := s.must(2 * time.Second)
+		f := s.must(patience)
 		if f.Comment != "hb" || f.hasID || f.Event != "" {
 			t.Fatalf("idle stream sent %+v, want : hb", f)
 		}
@@ -154,12 +154,13 @@ func TestHeartbeats(t *testing.T) {
 	t.Logf("heartbeat gaps with Heartbeat=%v: %v", hb, gaps)
 	for _, g := range gaps {
 		// The housekeeper sends at the last visit before a stream's silence
-		// would pass Heartbeat: visits come one round (here one tick)
-		// apart, so a gap is between Heartbeat minus a tick and Heartbeat
-		// (plus scheduling slack).
-		lo, hi := hb-fanout.HousekeeperTick-10*time.Millisecond, hb+2*fanout.HousekeeperTick
-		if g < lo || g > hi {
-			t.Errorf("heartbeat gap %v outside [%v, %v]", g, lo, hi)
+		// would pass Heartbeat, counted from the stream's last write: a
+		// gap is at least Heartbeat minus a tick however late a visit
+		// came. Only that bound is asserted; how late a loaded machine's
+		// visits come is a figure (a 245 ms gap was seen under load), not
+		// behaviour.
+		if lo := hb - fanout.HousekeeperTick - 10*time.Millisecond; g < lo {
+			t.Errorf("heartbeat gap %v below %v: heartbeats sent more often than Heartbeat", g, lo)
 		}
 	}
 	// A stream with traffic is not sent heartbeats on top of it.
