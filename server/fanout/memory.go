@@ -44,6 +44,9 @@ func (e *Engine) hold(s *subscriber, f *frame) {
 		return
 	}
 	s.held.Add(f.size + slotBytes)
+	if f.own {
+		s.ownHeld.Add(f.size)
+	}
 	add := int64(slotBytes)
 	if f.refs.Add(1) == 1 {
 		add += f.size
@@ -53,20 +56,26 @@ func (e *Engine) hold(s *subscriber, f *frame) {
 
 // unhold counts frames s no longer holds; nil entries are skipped.
 func (e *Engine) unhold(s *subscriber, fs []*frame) {
-	var own, total int64
+	var held, own, total int64
 	for _, f := range fs {
 		if f == nil || f.size == 0 {
 			continue
 		}
-		own += f.size + slotBytes
+		held += f.size + slotBytes
+		if f.own {
+			own += f.size
+		}
 		total += slotBytes
 		if f.refs.Add(-1) == 0 {
 			total += f.size
 		}
 	}
-	if own != 0 {
-		s.held.Add(-own)
+	if held != 0 {
+		s.held.Add(-held)
 		e.queued.Add(-total)
+	}
+	if own != 0 {
+		s.ownHeld.Add(-own)
 	}
 }
 
@@ -77,15 +86,21 @@ func (e *Engine) QueuedBytes() int64 { return e.queued.Load() }
 
 // streamShare is the most a stalled stream may hold: a sixteenth of the
 // node's bound (2 MiB of the default 32 MiB, some 450 frames of 4.6 KB,
-// above the 256 frames of its queue and one write of pending frames). A
-// stream that keeps up is never held to it, so one large push never
-// evicts it.
-func (e *Engine) streamShare() int64 { return e.opts.MaxQueuedBytes / 16 }
+// above the 256 frames of its queue and one write of pending frames), at
+// least 1 MiB (so a small bound does not evict a reader that lags a few
+// dozen frames behind), at most the bound. A stream that keeps up is
+// never held to it, so one large push never evicts it.
+func (e *Engine) streamShare() int64 {
+	return min(max(e.opts.MaxQueuedBytes/16, 1<<20), e.opts.MaxQueuedBytes)
+}
 
 // overMemory reports whether the node's total passed MaxQueuedBytes.
 func (e *Engine) overMemory() bool { return e.queued.Load() > e.opts.MaxQueuedBytes }
 
-// shed evicts the streams holding the most until the node's total is back
+// shed evicts the streams holding the most: first those whose socket is
+// full (stalled), then those holding the most frames of their own (folded
+// or re-encoded for them, which evicting frees whole), then by all they
+// hold; until the node's total is back
 // under three quarters of MaxQueuedBytes (so a crowd hovering at the bound
 // does not cost a scan per event), or until the evicted streams' own
 // figures add up to the excess: those count shared frames whole, so the
@@ -98,18 +113,37 @@ func (e *Engine) shed() {
 		return
 	}
 	type holding struct {
-		s    *subscriber
-		held int64
+		s         *subscriber
+		held, own int64
+		stalled   bool
 	}
 	var cands []holding
 	e.mu.RLock()
 	for _, s := range e.all {
 		if h := s.held.Load(); h > 0 {
-			cands = append(cands, holding{s, h})
+			s.mu.Lock()
+			stalled := !s.stalledAt.IsZero()
+			s.mu.Unlock()
+			cands = append(cands, holding{s, h, s.ownHeld.Load(), stalled})
 		}
 	}
 	e.mu.RUnlock()
-	slices.SortFunc(cands, func(a, b holding) int { return int(min(max(b.held-a.held, -1), 1)) })
+	// A stream that keeps up may hold a whole batch for a moment (256
+	// shared frames, counted whole in its figure, freeing nothing when it
+	// goes): it goes only after every stalled one and every one holding
+	// frames of its own.
+	slices.SortFunc(cands, func(a, b holding) int {
+		if a.stalled != b.stalled {
+			if a.stalled {
+				return -1
+			}
+			return 1
+		}
+		if a.own != b.own {
+			return int(min(max(b.own-a.own, -1), 1))
+		}
+		return int(min(max(b.held-a.held, -1), 1))
+	})
 	var freed int64
 	for _, c := range cands {
 		if freed >= excess || e.queued.Load() <= target {

@@ -34,6 +34,9 @@ type frame struct {
 	// written or pending): the engine's memory total counts size once while
 	// refs > 0, however many streams share it. See Engine.hold.
 	refs atomic.Int32
+	// own: re-encoded for one stream (a fold, a resumed cursor), so
+	// evicting that stream frees it whole.
+	own bool
 }
 
 var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
@@ -84,6 +87,9 @@ type subscriber struct {
 	// frame: what ranks streams for eviction when the node's total is
 	// exceeded, and what the per-stream cap applies to.
 	held atomic.Int64
+	// ownHeld is the part of held in frames of its own (frame.own): what
+	// evicting it surely frees.
+	ownHeld atomic.Int64
 
 	mu        sync.Mutex
 	queue     []*frame  // guarded by mu
@@ -202,7 +208,7 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		// The merged update takes the newest one's place, so ids keep rising.
 		out[i], at[k] = nil, len(out)
 		nf := newFrame(wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos}, &merged), &merged)
-		nf.pos, nf.epoch = q.pos, q.epoch
+		nf.pos, nf.epoch, nf.own = q.pos, q.epoch, true
 		out = append(out, nf)
 		s.eng.metrics.Coalesced.Inc()
 	}
@@ -250,7 +256,7 @@ func (s *subscriber) takeQueue() (closed bool) {
 				c := wire.Cursor{Epoch: f.epoch, Seqs: append([]uint64(nil), f.pos...)}
 				c.Merge(s.floor)
 				nf := newFrame(wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev), f.ev)
-				nf.pos, nf.epoch = c.Seqs, f.epoch
+				nf.pos, nf.epoch, nf.own = c.Seqs, f.epoch, true
 				s.eng.hold(s, nf)
 				s.eng.unhold(s, []*frame{f})
 				kept = append(kept, nf)
