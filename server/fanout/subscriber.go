@@ -146,6 +146,11 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 	}
 	if len(s.queue) >= maxQueue {
 		switch {
+		case s.latest && f.ev != nil && len(s.queue) >= s.foldAt && s.eng.overMemory():
+			// A fold re-encodes frames for this stream alone: with the
+			// node over its bound, a thousand folding streams would each
+			// add their own copies before the next check. Evict instead.
+			return ReasonMemory, false
 		case s.latest && f.ev != nil && len(s.queue) >= s.foldAt:
 			// Fold, then not again until the queue has doubled: a push of
 			// thousands of distinct refs costs linear work, not a fold
