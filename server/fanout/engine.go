@@ -323,7 +323,7 @@ const (
 	ReasonQueueFull  = "queue_full"  // fell behind by more than MaxQueue
 	ReasonSlowClient = "slow_client" // its socket stayed full for WriteTimeout
 	// ReasonMemory (memory.go): it held the most when the node's queued
-	// bytes passed MaxQueuedBytes, or more than its share while stalled.
+	// bytes passed MaxQueuedBytes.
 )
 
 // register adds a subscriber and returns the position from which it will

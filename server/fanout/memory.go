@@ -3,7 +3,9 @@ package fanout
 import "slices"
 
 // Memory accounting: what streams that do not read can pin is bounded per
-// stream and per node (Options.MaxQueuedBytes).
+// node (Options.MaxQueuedBytes); per stream, by the frames of its queue
+// (MaxQueue; one push may exceed it, which must never evict a client) and
+// by maxWriteFrames in what a write takes.
 //
 // How it counts. A frame's size is its encoded bytes plus the decoded event
 // it points to (newFrame). An event's frame is shared by every stream it is
@@ -13,8 +15,8 @@ import "slices"
 // mode=latest, a resumed stream's merged cursor) has one holder, so it is
 // counted whole for that stream. Each frame a stream holds also costs the
 // stream slotBytes. A stream's own figure (subscriber.held) counts every
-// frame it holds whole, shared or not: that ranks the streams to evict and
-// is what the per-stream cap bounds. The write path's arrays (bufs,
+// frame it holds whole, shared or not: that ranks the streams to evict.
+// The write path's arrays (bufs,
 // pending, iovecs) are bounded by maxWriteFrames rather than counted.
 //
 // Cost on the hot path: per frame queued to a stream, three uncontended
@@ -35,7 +37,7 @@ const maxWriteFrames = 64
 
 // ReasonMemory is the eviction reason of streams closed because the node's
 // queued bytes passed Options.MaxQueuedBytes (the streams holding the most
-// go first), or because a stalled stream holds more than its share.
+// go first), or because a mode=latest stream would fold while it is.
 const ReasonMemory = "memory"
 
 // hold counts a frame s starts to hold.
@@ -83,16 +85,6 @@ func (e *Engine) unhold(s *subscriber, fs []*frame) {
 // unwritten frames, as counted against Options.MaxQueuedBytes. Safe for
 // concurrent use.
 func (e *Engine) QueuedBytes() int64 { return e.queued.Load() }
-
-// streamShare is the most a stalled stream may hold: a sixteenth of the
-// node's bound (2 MiB of the default 32 MiB, some 450 frames of 4.6 KB,
-// above the 256 frames of its queue and one write of pending frames), at
-// least 1 MiB (so a small bound does not evict a reader that lags a few
-// dozen frames behind), at most the bound. A stream that keeps up is
-// never held to it, so one large push never evicts it.
-func (e *Engine) streamShare() int64 {
-	return min(max(e.opts.MaxQueuedBytes/16, 1<<20), e.opts.MaxQueuedBytes)
-}
 
 // overMemory reports whether the node's total passed MaxQueuedBytes.
 func (e *Engine) overMemory() bool { return e.queued.Load() > e.opts.MaxQueuedBytes }

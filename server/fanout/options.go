@@ -47,7 +47,7 @@ type Options struct {
 	MaxQueue     int           // frames queued per subscriber before eviction
 	// MaxQueuedBytes bounds the bytes all streams hold in queued and
 	// unwritten frames: past it the streams holding the most are evicted
-	// (ReasonMemory); a stalled stream may hold a sixteenth of it.
+	// (ReasonMemory).
 	// DefaultMaxQueuedBytes when 0 or less.
 	MaxQueuedBytes int64
 	MaxConnections int // streams and long-polls; Register fails beyond

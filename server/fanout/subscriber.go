@@ -85,7 +85,7 @@ type subscriber struct {
 	// held is the bytes of the frames this stream holds (queue, out,
 	// pending), each counted whole even when shared, plus slotBytes per
 	// frame: what ranks streams for eviction when the node's total is
-	// exceeded, and what the per-stream cap applies to.
+	// exceeded.
 	held atomic.Int64
 	// ownHeld is the part of held in frames of its own (frame.own): what
 	// evicting it surely frees.
@@ -138,11 +138,6 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 	defer s.mu.Unlock()
 	if s.closed {
 		return "", false
-	}
-	if !s.stalledAt.IsZero() && f.size > 0 && s.held.Load()+f.size > s.eng.streamShare() {
-		// A stream whose socket is full may pin its share of the node's
-		// bound, not more, whatever its mode.
-		return ReasonMemory, false
 	}
 	if len(s.queue) >= maxQueue {
 		switch {
@@ -369,7 +364,6 @@ func (s *subscriber) flushConn() {
 		}
 		clear(s.pending)
 		s.pending = s.pending[:0]
-		clear(s.bufs) // drop references to written frames
 		// The batch left out: its frames are written, or held by pending.
 		s.pendingFrames = append(s.pendingFrames, batch...)
 		clear(batch)
@@ -377,19 +371,23 @@ func (s *subscriber) flushConn() {
 		if err != nil {
 			if errors.Is(err, errWouldBlock) || errors.Is(err, os.ErrDeadlineExceeded) {
 				if n < want {
-					// keep what is left: slices of the shared frames, no copy
+					// keep what is left: slices of the shared frames, no
+					// copy (rest shares s.bufs' array: copy before clearing)
 					s.pending = append(s.pending, rest...)
 					s.pendingLast = last // close once pending is out
 				} else {
 					s.releasePending()
 				}
+				clear(s.bufs) // drop references to written frames
 				e.stall(s)
 				return
 			}
+			clear(s.bufs)
 			e.remove(s, ReasonWriteError)
 			s.dropWriting()
 			return
 		}
+		clear(s.bufs) // drop references to written frames
 		s.releasePending()
 		s.lastWrite.Store(time.Now().UnixNano())
 		e.metrics.Writes.Inc()
