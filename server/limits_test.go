@@ -424,6 +424,8 @@ func TestDrainStalledClient(t *testing.T) {
 		// the backlog has taken longer than 20 s, and the eviction then
 		// raced the drain this test is about.
 		o.WriteTimeout = time.Hour
+		// Nor for memory: its 8,000 events of 4.6 KB exceed the default.
+		o.MaxQueuedBytes = 1 << 30
 	})
 	q := query("repo", "acme/app")
 	conn := n.dialStalled(t, q)

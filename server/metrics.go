@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Name: "refcast_publish_age_seconds", Help: "From the hook's push time to the node's read of the event from the bus.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 26)}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "refcast_evictions_total", Help: "Streams closed by the node, by reason (queue_full, slow_client, write_error)."}, []string{"reason"}),
+			Name: "refcast_evictions_total", Help: "Streams closed by the node, by reason (queue_full, slow_client, write_error, memory)."}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "refcast_rejected_total", Help: "Connections and requests refused by a limit (node_limit, client_limit, publish_rate, snapshot_rate)."}, []string{"limit"}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
@@ -89,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every known label value starts at 0, so a series exists before its
 	// first count: rate() and absence alerts see it, and docs checks can.
-	for _, reason := range []string{fanout.ReasonQueueFull, fanout.ReasonSlowClient, fanout.ReasonWriteError} {
+	for _, reason := range []string{fanout.ReasonQueueFull, fanout.ReasonSlowClient, fanout.ReasonWriteError, fanout.ReasonMemory} {
 		m.evictions.WithLabelValues(reason)
 	}
 	for _, limit := range []string{"node_limit", "client_limit", "publish_rate", "snapshot_rate"} {

@@ -40,6 +40,7 @@ const (
 	DefaultStallTimeout   = fanout.DefaultStallTimeout
 	DefaultMaxQueue       = fanout.DefaultMaxQueue
 	DefaultMaxConnections = fanout.DefaultMaxConnections
+	DefaultMaxQueuedBytes = fanout.DefaultMaxQueuedBytes
 	DefaultMaxPerClient   = fanout.DefaultMaxPerClient // unlimited
 	// DefaultMaxPerAnonymous is the streams one anonymous client key (IP,
 	// IPv6 /64) may hold: a browser tab or bot needs one or a few, a
@@ -106,7 +107,11 @@ type Options struct {
 	StallTimeout   time.Duration // how long a writer waits on one full socket
 	MaxQueue       int           // frames queued per subscriber before eviction
 	MaxConnections int           // streams and long-polls per node; 503 beyond
-	MaxPerClient   int           // per client IP (IPv6: /64), anonymous or not; 0 = unlimited
+	// MaxQueuedBytes bounds the bytes the node's streams hold in queued,
+	// unwritten frames (fanout.Options.MaxQueuedBytes); 0 takes
+	// DefaultMaxQueuedBytes.
+	MaxQueuedBytes int64
+	MaxPerClient   int // per client IP (IPv6: /64), anonymous or not; 0 = unlimited
 	// MaxPerAnonymous limits the streams of clients that show no
 	// credential (every client when Auth is nil) per client IP (IPv6:
 	// /64), where stricter than MaxPerClient. 0 takes
@@ -264,6 +269,7 @@ func New(opts Options) (*Server, error) {
 		StallTimeout:    opts.StallTimeout,
 		MaxQueue:        opts.MaxQueue,
 		MaxConnections:  opts.MaxConnections,
+		MaxQueuedBytes:  opts.MaxQueuedBytes,
 		MaxPerClient:    opts.MaxPerClient,
 		MaxPerAnonymous: max(opts.MaxPerAnonymous, 0),
 		Writers:         opts.Writers,

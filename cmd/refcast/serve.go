@@ -40,6 +40,7 @@ type serveConfig struct {
 	authAudience   string
 	public         listFlag
 	maxConnections int
+	maxQueuedBytes int64
 	maxPerClient   int
 	// maxPerClientSet: --max-per-client was given (flag or environment),
 	// replacing the default limit on anonymous clients.
@@ -152,6 +153,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.authAudience, "auth-audience", "", "refuse tokens whose aud claim does not include this (set it with a shared identity provider; refcast token --audience)")
 	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
 	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
+	fs.Int64Var(&c.maxQueuedBytes, "max-queued-bytes", server.DefaultMaxQueuedBytes, "bytes all streams may hold in queued, unwritten events on this node; beyond it the streams holding the most are closed (they resume from their cursor)")
 	fs.IntVar(&c.maxPerClient, "max-per-client", 0, fmt.Sprintf("streams and long-polls per client IP (IPv6: /64), for every client; when not set, %d for clients without a token and unlimited with one; 0: unlimited for everyone", server.DefaultMaxPerAnonymous))
 	fs.Float64Var(&c.publishRate, "publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a load balancer, set --trusted-proxy)")
 	fs.IntVar(&c.publishBurst, "publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")
@@ -179,6 +181,9 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.Visit(func(f *flag.Flag) { c.maxPerClientSet = c.maxPerClientSet || f.Name == "max-per-client" })
 	if c.maxPerClient < 0 {
 		return nil, usageError{msg: fmt.Sprintf("--max-per-client: %d is negative; give a number of streams, or 0 for no limit", c.maxPerClient)}
+	}
+	if c.maxQueuedBytes <= 0 {
+		return nil, usageError{msg: fmt.Sprintf("--max-queued-bytes: %d is not positive; give a number of bytes, like %d (the default)", c.maxQueuedBytes, server.DefaultMaxQueuedBytes)}
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{msg: fmt.Sprintf("serve: unexpected argument %q\n%s", fs.Arg(0), fs.pointer())}
@@ -235,6 +240,7 @@ func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip
 		Logger:         log,
 		PublishToken:   c.publishToken,
 		MaxConnections: c.maxConnections,
+		MaxQueuedBytes: c.maxQueuedBytes,
 		MaxPerClient:   c.maxPerClient,
 		PublishRate:    c.publishRate,
 		PublishBurst:   c.publishBurst,

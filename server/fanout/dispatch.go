@@ -137,7 +137,11 @@ func (e *Engine) batcher(ctx context.Context) {
 // event from the feed. Called by the bus reader only.
 func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	e.metrics.EventsIn.Inc()
-	var evict []*subscriber
+	type eviction struct {
+		s      *subscriber
+		reason string
+	}
+	var evict []eviction
 	e.mu.Lock()
 	if ev.Seq <= e.pos.Seqs[ev.Partition] {
 		e.mu.Unlock() // already seen (a resubscription overlapping)
@@ -146,8 +150,8 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	e.pos.Set(ev.Partition, ev.Seq, ev.Chain)
 	pos := append([]uint64(nil), e.pos.Seqs...)
 	checks := append([]uint32(nil), e.pos.Checks...)
-	f := &frame{ev: ev, pos: pos, checks: checks, epoch: e.pos.Epoch}
-	f.data = wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos, Checks: checks}, ev)
+	f := newFrame(wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos, Checks: checks}, ev), ev)
+	f.pos, f.checks, f.epoch = pos, checks, e.pos.Epoch
 	n := 0
 	// Subscribers with the same filter share one interned filter: its ref
 	// match is computed once per event and remembered in it (stamp).
@@ -166,9 +170,9 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 			return
 		}
 		n++
-		ok, schedule := s.add(f, e.opts.MaxQueue)
-		if !ok {
-			evict = append(evict, s)
+		reason, schedule := s.add(f, e.opts.MaxQueue)
+		if reason != "" {
+			evict = append(evict, eviction{s, reason})
 		}
 		if schedule {
 			e.toSchedule = append(e.toSchedule, s)
@@ -191,8 +195,11 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 		// from the future is 0 s old rather than a negative sample.
 		e.metrics.PublishAge.Observe(max(read.Sub(ev.Time).Seconds(), 0))
 	}
-	for _, s := range evict {
-		e.remove(s, ReasonQueueFull)
+	for _, v := range evict {
+		e.remove(v.s, v.reason)
+	}
+	if e.overMemory() {
+		e.shed()
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/refcast/refcast/wire"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/refcast/refcast/bus"
@@ -59,6 +60,10 @@ type Engine struct {
 	matchStamp uint64
 	perKey     map[string]int // guarded by mu: connections per client key
 	draining   bool           // guarded by mu
+
+	// queued is the bytes streams hold in frames (see hold); bounded by
+	// Options.MaxQueuedBytes.
+	queued atomic.Int64
 
 	stallMu sync.Mutex
 	stalled map[*subscriber]time.Time // guarded by stallMu: when to retry
@@ -316,6 +321,8 @@ const (
 	ReasonWriteError = "write_error" // a write failed
 	ReasonQueueFull  = "queue_full"  // fell behind by more than MaxQueue
 	ReasonSlowClient = "slow_client" // its socket stayed full for WriteTimeout
+	// ReasonMemory (memory.go): it held the most when the node's queued
+	// bytes passed MaxQueuedBytes.
 )
 
 // register adds a subscriber and returns the position from which it will
@@ -382,9 +389,16 @@ func (e *Engine) remove(s *subscriber, reason string) {
 	e.mu.Unlock()
 
 	e.stallMu.Lock()
+	_, parked := e.stalled[s]
 	delete(e.stalled, s)
 	e.stallMu.Unlock()
 	s.markClosed()
+	if parked {
+		// A parked stream holds scheduled with no writer on it: taking it
+		// out of stalled made it ours, so its unwritten frames are ours to
+		// let go.
+		s.dropWriting()
+	}
 	if reason != ReasonClosed && reason != ReasonClientGone {
 		e.metrics.Evictions(reason).Inc()
 	}

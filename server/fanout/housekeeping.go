@@ -125,7 +125,9 @@ func (e *Engine) closeWith(s *subscriber, data []byte) {
 	if closing {
 		return
 	}
-	if !s.enqueue(&frame{data: data, last: true}, e.opts.MaxQueue+1) {
+	f := newFrame(data, nil)
+	f.last = true
+	if !s.enqueue(f, e.opts.MaxQueue+1) {
 		e.remove(s, ReasonClosed)
 	}
 }

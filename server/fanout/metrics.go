@@ -47,7 +47,8 @@ type Metrics struct {
 	BusOutage Counter
 	Resets    Counter // partitions whose history was lost (bus resets)
 	// Evictions returns the counter of streams the engine closed for a
-	// reason: ReasonQueueFull, ReasonSlowClient, ReasonWriteError.
+	// reason: ReasonQueueFull, ReasonSlowClient, ReasonWriteError,
+	// ReasonMemory.
 	Evictions func(reason string) Counter
 	// Rejected returns the counter of registrations refused by a limit:
 	// "node_limit" or "client_limit".

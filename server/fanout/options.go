@@ -27,19 +27,31 @@ const (
 	DefaultMaxConnections = 50000
 	// DefaultMaxPerClient is the streams per client key: 0, unlimited.
 	DefaultMaxPerClient = 0
+	// DefaultMaxQueuedBytes bounds the bytes a node's streams hold in
+	// queued and unwritten frames (see memory.go for how they are
+	// counted). 32 MiB: 2,000 streams that never read and a burst of
+	// 6,000 events of 2.3 KB keep the heap under 64 MiB above idle
+	// (BenchmarkStalledReaders), while one push at the limits (4 MiB of
+	// updates, encoded and decoded) fits several times over.
+	DefaultMaxQueuedBytes = 32 << 20
 	// DefaultBatchDelay spaces the writes to a busy connection.
 	DefaultBatchDelay = 10 * time.Millisecond
 )
 
 // Options configure an Engine. Zero values take the defaults above.
 type Options struct {
-	Heartbeat      time.Duration // comment line on streams silent this long
-	Retry          time.Duration // base of the jittered retry: hint
-	WriteTimeout   time.Duration // a stream stuck this long is evicted; the handler path's write deadline
-	StallTimeout   time.Duration // how long a writer waits on one full socket
-	MaxQueue       int           // frames queued per subscriber before eviction
-	MaxConnections int           // streams and long-polls; Register fails beyond
-	MaxPerClient   int           // per client key (Spec.Client); 0 = unlimited
+	Heartbeat    time.Duration // comment line on streams silent this long
+	Retry        time.Duration // base of the jittered retry: hint
+	WriteTimeout time.Duration // a stream stuck this long is evicted; the handler path's write deadline
+	StallTimeout time.Duration // how long a writer waits on one full socket
+	MaxQueue     int           // frames queued per subscriber before eviction
+	// MaxQueuedBytes bounds the bytes all streams hold in queued and
+	// unwritten frames: past it the streams holding the most are evicted
+	// (ReasonMemory).
+	// DefaultMaxQueuedBytes when 0 or less.
+	MaxQueuedBytes int64
+	MaxConnections int // streams and long-polls; Register fails beyond
+	MaxPerClient   int // per client key (Spec.Client); 0 = unlimited
 	// MaxPerAnonymous is the streams per client key of anonymous clients
 	// (Spec.Anonymous), where stricter than MaxPerClient; 0 = no such
 	// limit. The server sets it by default (server.DefaultMaxPerAnonymous).
@@ -71,6 +83,9 @@ func (o Options) withDefaults() Options {
 	def(&o.StallTimeout, DefaultStallTimeout)
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = DefaultMaxQueue
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = DefaultMaxConnections

@@ -152,6 +152,8 @@ func (w Waiter) Notify() <-chan struct{} { return w.s.wake }
 // next. Call it after each receive from Notify.
 func (w Waiter) Ack() {
 	w.s.mu.Lock()
+	w.s.eng.unhold(w.s, w.s.queue)
+	clear(w.s.queue)
 	w.s.queue = w.s.queue[:0]
 	w.s.mu.Unlock()
 	w.s.release()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
@@ -27,9 +28,39 @@ type frame struct {
 	epoch uint32
 	// last closes the connection once written (drain, token expiry).
 	last bool
+	// size is the bytes the frame keeps alive, set at creation: its data
+	// and, for an event, the decoded event it points to (eventBytes). 0 for
+	// the shared heartbeat, which is never freed and not counted.
+	size int64
+	// refs is the number of streams holding the frame (queued, being
+	// written or pending): the engine's memory total counts size once while
+	// refs > 0, however many streams share it. See Engine.hold.
+	refs atomic.Int32
+	// own: re-encoded for one stream (a fold, a resumed cursor), so
+	// evicting that stream frees it whole.
+	own bool
 }
 
 var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
+
+// newFrame is a frame with its size set.
+func newFrame(data []byte, ev *bus.Event) *frame {
+	return &frame{data: data, ev: ev, size: int64(cap(data)) + eventBytes(ev)}
+}
+
+// eventBytes estimates the memory an event holds: the struct and the
+// strings it alone points to (repo and push id are shared by the events of
+// a push and counted anyway: an over-estimate of a few dozen bytes).
+func eventBytes(ev *bus.Event) int64 {
+	if ev == nil {
+		return 0
+	}
+	n := int64(unsafe.Sizeof(*ev)) + int64(len(ev.Repo)+len(ev.Ref)+len(ev.Old)+len(ev.New)+len(ev.PushID)+len(ev.Pusher)+len(ev.Source)+len(ev.Peeled)+len(ev.Enriched))
+	if c := ev.Commit; c != nil {
+		n += int64(unsafe.Sizeof(*c)) + int64(len(c.Subject)+len(c.Author))
+	}
+	return n
+}
 
 // subscriber is one streaming client (or long-poll). While idle it owns no
 // goroutine, no timer and no buffer: a hijacked connection is written by
@@ -53,6 +84,14 @@ type subscriber struct {
 	anonymous bool
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last successful write
+	// held is the bytes of the frames this stream holds (queue, out,
+	// pending), each counted whole even when shared, plus slotBytes per
+	// frame: what ranks streams for eviction when the node's total is
+	// exceeded.
+	held atomic.Int64
+	// ownHeld is the part of held in frames of its own (frame.own): what
+	// evicting it surely frees.
+	ownHeld atomic.Int64
 
 	mu        sync.Mutex
 	queue     []*frame  // guarded by mu
@@ -70,8 +109,10 @@ type subscriber struct {
 	out  []*frame
 	bufs net.Buffers
 	// pending is the unwritten tail of a write that timed out: slices of
-	// the shared, immutable frames, never a copy.
-	pending net.Buffers
+	// the shared, immutable frames, never a copy. pendingFrames are the
+	// frames it was cut from, held (and counted) until it is written.
+	pending       net.Buffers
+	pendingFrames []*frame
 	// pendingLast: pending ends with a closing frame.
 	pendingLast bool
 
@@ -83,48 +124,58 @@ type subscriber struct {
 // stalled, or past the hard bound, and it cannot coalesce).
 // Called by the engine, with or without Engine.mu held.
 func (s *subscriber) enqueue(f *frame, maxQueue int) bool {
-	ok, schedule := s.add(f, maxQueue)
+	evict, schedule := s.add(f, maxQueue)
 	if schedule {
 		s.eng.schedule(s)
 	}
-	return ok
+	return evict == ""
 }
 
 // add queues a frame like enqueue but leaves handing the subscriber to a
 // writer to the caller: schedule is true when the caller must (the
 // subscriber is then marked scheduled and waits until it does). The engine
 // uses it to queue a whole batch of events before any writer starts, so a
-// busy connection gets the batch in one write.
-func (s *subscriber) add(f *frame, maxQueue int) (ok, schedule bool) {
+// busy connection gets the batch in one write. evict is the reason the
+// subscriber must be evicted (ReasonQueueFull, ReasonMemory), "" if none.
+func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return true, false
+		return "", false
 	}
 	if len(s.queue) >= maxQueue {
 		switch {
+		case s.latest && f.ev != nil && len(s.queue) >= s.foldAt && s.eng.overMemory():
+			// A fold re-encodes frames for this stream alone: with the
+			// node over its bound, a thousand folding streams would each
+			// add their own copies before the next check. Evict instead.
+			return ReasonMemory, false
 		case s.latest && f.ev != nil && len(s.queue) >= s.foldAt:
 			// Fold, then not again until the queue has doubled: a push of
 			// thousands of distinct refs costs linear work, not a fold
 			// per event.
 			ok := s.coalesce(f, maxQueue)
 			s.foldAt = max(maxQueue, 2*len(s.queue))
-			return ok, false
+			if !ok {
+				return ReasonQueueFull, false
+			}
+			return "", false
 		case s.latest && f.ev != nil:
 			// between folds: queue it (bounded by 2 × the folded bound)
 		case !s.stalledAt.IsZero() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush:
 			// maxQueue is a soft bound: one large push can exceed it for
 			// a client that keeps up. Only a client whose socket has
 			// stalled, or whose queue reaches the hard bound, is evicted.
-			return false, false
+			return ReasonQueueFull, false
 		}
 	}
 	s.queue = append(s.queue, f)
+	s.eng.hold(s, f)
 	schedule = s.live && !s.scheduled
 	if schedule {
 		s.scheduled = true
 	}
-	return true, schedule
+	return "", schedule
 }
 
 // coalesce folds the queue by ref for a mode=latest subscriber: for each
@@ -160,13 +211,21 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 		}
 		// The merged update takes the newest one's place, so ids keep rising.
 		out[i], at[k] = nil, len(out)
-		out = append(out, &frame{ev: &merged, pos: q.pos, checks: q.checks, epoch: q.epoch, data: wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos, Checks: q.checks}, &merged)})
+		nf := newFrame(wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos, Checks: q.checks}, &merged), &merged)
+		nf.pos, nf.checks, nf.epoch, nf.own = q.pos, q.checks, q.epoch, true
+		out = append(out, nf)
 		s.eng.metrics.Coalesced.Inc()
 	}
 	out = slices.DeleteFunc(out, func(f *frame) bool { return f == nil })
 	if len(out) > 4*maxQueue+bus.MaxUpdatesPerPush {
 		return false
 	}
+	// Count what the folded queue holds before letting go of the old one,
+	// so a frame kept in both is never counted as freed.
+	for _, f := range out {
+		s.eng.hold(s, f)
+	}
+	s.eng.unhold(s, s.queue)
 	s.queue = out
 	if s.live && !s.scheduled {
 		s.scheduled = true
@@ -193,15 +252,21 @@ func (s *subscriber) takeQueue() (closed bool) {
 				kept = append(kept, f)
 			case f.ev.Seq <= s.floor.Seqs[f.ev.Partition]:
 				// already delivered from the history or another node
+				s.eng.unhold(s, []*frame{f})
 			case wire.AtLeast(f.pos, s.floor.Seqs):
 				s.floor = nil
 				kept = append(kept, f)
 			default:
 				c := wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}.Clone()
 				c.Merge(*s.floor)
-				kept = append(kept, &frame{ev: f.ev, pos: c.Seqs, checks: c.Checks, epoch: f.epoch, data: wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev)})
+				nf := newFrame(wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev), f.ev)
+				nf.pos, nf.checks, nf.epoch, nf.own = c.Seqs, c.Checks, f.epoch, true
+				s.eng.hold(s, nf)
+				s.eng.unhold(s, []*frame{f})
+				kept = append(kept, nf)
 			}
 		}
+		clear(s.out[len(kept):])
 		s.out = kept
 	}
 	return false
@@ -227,8 +292,11 @@ func (s *subscriber) isClosed() bool {
 func (s *subscriber) release() (again bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) > 0 && !s.closed {
+	if (len(s.queue) > 0 || len(s.out) > 0) && !s.closed {
 		return true
+	}
+	if s.closed {
+		s.dropWriting()
 	}
 	s.scheduled = false
 	// An idle subscriber keeps no buffers.
@@ -245,25 +313,33 @@ func (s *subscriber) release() (again bool) {
 // writer goroutine holding scheduled. Writes never wait (one non-blocking
 // writev; StallTimeout where the descriptor is not reachable): a client
 // whose socket is full is parked (stalled) and retried by the housekeeper,
-// so one slow client never holds a writer.
+// so one slow client never holds a writer. Each write takes at most
+// maxWriteFrames frames from out.
 func (s *subscriber) flushConn() {
 	e := s.eng
 	for {
 		// While a timed-out write is unfinished, new frames stay in the
 		// bounded queue (where they evict or coalesce) instead of piling up
 		// in pending.
-		if len(s.pending) == 0 && s.takeQueue() || len(s.pending) > 0 && s.isClosed() {
+		if len(s.pending) > 0 || len(s.out) > 0 {
+			if s.isClosed() {
+				s.dropWriting()
+				return
+			}
+		} else if s.takeQueue() {
 			return
 		}
 		s.bufs = s.bufs[:0]
 		s.bufs = append(s.bufs, s.pending...)
 		last := s.pendingLast
-		for i, f := range s.out {
+		var batch []*frame
+		if len(s.pending) == 0 {
+			batch = s.out[:min(len(s.out), maxWriteFrames)]
+		}
+		for _, f := range batch {
 			s.bufs = append(s.bufs, f.data)
-			s.out[i] = nil
 			last = last || f.last
 		}
-		s.out = s.out[:0]
 		var want int64
 		for _, b := range s.bufs {
 			want += int64(len(b))
@@ -292,25 +368,36 @@ func (s *subscriber) flushConn() {
 		}
 		clear(s.pending)
 		s.pending = s.pending[:0]
+		// The batch left out: its frames are written, or held by pending.
+		s.pendingFrames = append(s.pendingFrames, batch...)
+		clear(batch)
+		s.out = s.out[len(batch):]
 		if err != nil {
 			if errors.Is(err, errWouldBlock) || errors.Is(err, os.ErrDeadlineExceeded) {
 				if n < want {
-					// keep what is left: slices of the shared frames, no copy
+					// keep what is left: slices of the shared frames, no
+					// copy (rest shares s.bufs' array: copy before clearing)
 					s.pending = append(s.pending, rest...)
 					s.pendingLast = last // close once pending is out
+				} else {
+					s.releasePending()
 				}
 				clear(s.bufs) // drop references to written frames
 				e.stall(s)
 				return
 			}
+			clear(s.bufs)
 			e.remove(s, ReasonWriteError)
+			s.dropWriting()
 			return
 		}
 		clear(s.bufs) // drop references to written frames
+		s.releasePending()
 		s.lastWrite.Store(time.Now().UnixNano())
 		e.metrics.Writes.Inc()
 		if last {
 			e.remove(s, ReasonClosed)
+			s.dropWriting()
 			return
 		}
 		s.mu.Lock()
@@ -320,6 +407,26 @@ func (s *subscriber) flushConn() {
 			return
 		}
 	}
+}
+
+// releasePending lets go of the frames of a finished write. Called by the
+// holder of scheduled.
+func (s *subscriber) releasePending() {
+	s.eng.unhold(s, s.pendingFrames)
+	clear(s.pendingFrames)
+	s.pendingFrames = s.pendingFrames[:0]
+}
+
+// dropWriting lets go of everything taken for writing (out, pending) of a
+// removed stream. Called by the holder of scheduled, or by remove for a
+// parked stream (whose scheduled it then holds).
+func (s *subscriber) dropWriting() {
+	s.releasePending()
+	clear(s.pending)
+	s.pending = s.pending[:0]
+	s.eng.unhold(s, s.out)
+	clear(s.out)
+	s.out = s.out[:0]
 }
 
 // flushHTTP writes queued frames through an http.ResponseWriter: the
@@ -332,15 +439,15 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 		}
 		last := false
 		_ = rc.SetWriteDeadline(time.Now().Add(s.eng.opts.WriteTimeout))
-		for i, f := range s.out {
+		for _, f := range s.out {
 			if _, err := w.Write(f.data); err != nil {
 				s.eng.remove(s, ReasonWriteError)
+				s.dropWriting()
 				return false
 			}
-			s.out[i] = nil
 			last = last || f.last
 		}
-		s.out = s.out[:0]
+		s.dropWriting() // written: what they pinned is free
 		if err := rc.Flush(); err != nil {
 			s.eng.remove(s, ReasonWriteError)
 			return false
@@ -361,6 +468,7 @@ func (s *subscriber) markClosed() {
 	s.mu.Lock()
 	already := s.closed
 	s.closed = true
+	s.eng.unhold(s, s.queue)
 	s.queue = nil
 	conn := s.conn
 	s.mu.Unlock()

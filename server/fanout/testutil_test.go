@@ -114,7 +114,7 @@ type testEngine struct {
 
 // runEngine runs an engine on a new memory bus and waits until it follows
 // the bus. mod adjusts the options.
-func runEngine(t *testing.T, mod func(*Options)) *testEngine {
+func runEngine(t testing.TB, mod func(*Options)) *testEngine {
 	t.Helper()
 	b, err := memory.New(memory.Options{})
 	if err != nil {

@@ -1,0 +1,147 @@
+package fanout
+
+import "slices"
+
+// Memory accounting: what streams that do not read can pin is bounded per
+// node (Options.MaxQueuedBytes); per stream, by the frames of its queue
+// (MaxQueue; one push may exceed it, which must never evict a client) and
+// by maxWriteFrames in what a write takes.
+//
+// How it counts. A frame's size is its encoded bytes plus the decoded event
+// it points to (newFrame). An event's frame is shared by every stream it is
+// queued to, so the node's total counts it once, while at least one stream
+// holds it: frame.refs counts the holders and the total moves when it goes
+// from 0 to 1 and back. A frame re-encoded for one stream (a fold in
+// mode=latest, a resumed stream's merged cursor) has one holder, so it is
+// counted whole for that stream. Each frame a stream holds also costs the
+// stream slotBytes. A stream's own figure (subscriber.held) counts every
+// frame it holds whole, shared or not: that ranks the streams to evict.
+// The write path's arrays (bufs,
+// pending, iovecs) are bounded by maxWriteFrames rather than counted.
+//
+// Cost on the hot path: per frame queued to a stream, three uncontended
+// atomic adds on the dispatch goroutine (the stream's figure, the frame's
+// holders, the node's total); a write releases its whole batch with one
+// add to each figure plus one per frame on the holders.
+
+// slotBytes is what a queued frame costs the stream holding it besides the
+// frame: its pointer in the queue and, once taken for writing, in out.
+const slotBytes = 16
+
+// maxWriteFrames bounds the frames one write takes from out, so the arrays
+// a write needs (bufs and pending, 24 B a frame each, and the kernel's
+// iovecs, 16 B) stay under 4 KiB per stream whatever the backlog: 64
+// frames of 2.3 KB are 147 KB, more than a socket's send buffer usually
+// takes at once, so a reader that keeps up still gets a batch per call.
+const maxWriteFrames = 64
+
+// ReasonMemory is the eviction reason of streams closed because the node's
+// queued bytes passed Options.MaxQueuedBytes (the streams holding the most
+// go first), or because a mode=latest stream would fold while it is.
+const ReasonMemory = "memory"
+
+// hold counts a frame s starts to hold.
+func (e *Engine) hold(s *subscriber, f *frame) {
+	if f.size == 0 {
+		return
+	}
+	s.held.Add(f.size + slotBytes)
+	if f.own {
+		s.ownHeld.Add(f.size)
+	}
+	add := int64(slotBytes)
+	if f.refs.Add(1) == 1 {
+		add += f.size
+	}
+	e.queued.Add(add)
+}
+
+// unhold counts frames s no longer holds; nil entries are skipped.
+func (e *Engine) unhold(s *subscriber, fs []*frame) {
+	var held, own, total int64
+	for _, f := range fs {
+		if f == nil || f.size == 0 {
+			continue
+		}
+		held += f.size + slotBytes
+		if f.own {
+			own += f.size
+		}
+		total += slotBytes
+		if f.refs.Add(-1) == 0 {
+			total += f.size
+		}
+	}
+	if held != 0 {
+		s.held.Add(-held)
+		e.queued.Add(-total)
+	}
+	if own != 0 {
+		s.ownHeld.Add(-own)
+	}
+}
+
+// QueuedBytes returns the bytes the node's streams hold in queued and
+// unwritten frames, as counted against Options.MaxQueuedBytes. Safe for
+// concurrent use.
+func (e *Engine) QueuedBytes() int64 { return e.queued.Load() }
+
+// overMemory reports whether the node's total passed MaxQueuedBytes.
+func (e *Engine) overMemory() bool { return e.queued.Load() > e.opts.MaxQueuedBytes }
+
+// shed evicts the streams holding the most: first those whose socket is
+// full (stalled), then those holding the most frames of their own (folded
+// or re-encoded for them, which evicting frees whole), then by all they
+// hold; until the node's total is back
+// under three quarters of MaxQueuedBytes (so a crowd hovering at the bound
+// does not cost a scan per event), or until the evicted streams' own
+// figures add up to the excess: those count shared frames whole, so the
+// next event's check evicts more if that freed too little. Called by the
+// bus reader, without e.mu.
+func (e *Engine) shed() {
+	target := e.opts.MaxQueuedBytes - e.opts.MaxQueuedBytes/4
+	excess := e.queued.Load() - target
+	if excess <= 0 {
+		return
+	}
+	type holding struct {
+		s         *subscriber
+		held, own int64
+		stalled   bool
+	}
+	var cands []holding
+	e.mu.RLock()
+	for _, s := range e.all {
+		if h := s.held.Load(); h > 0 {
+			s.mu.Lock()
+			stalled := !s.stalledAt.IsZero()
+			s.mu.Unlock()
+			cands = append(cands, holding{s, h, s.ownHeld.Load(), stalled})
+		}
+	}
+	e.mu.RUnlock()
+	// A stream that keeps up may hold a whole batch for a moment (256
+	// shared frames, counted whole in its figure, freeing nothing when it
+	// goes): it goes only after every stalled one and every one holding
+	// frames of its own.
+	slices.SortFunc(cands, func(a, b holding) int {
+		if a.stalled != b.stalled {
+			if a.stalled {
+				return -1
+			}
+			return 1
+		}
+		if a.own != b.own {
+			return int(min(max(b.own-a.own, -1), 1))
+		}
+		return int(min(max(b.held-a.held, -1), 1))
+	})
+	var freed int64
+	for _, c := range cands {
+		if freed >= excess || e.queued.Load() <= target {
+			break
+		}
+		e.remove(c.s, ReasonMemory)
+		freed += c.held
+	}
+}

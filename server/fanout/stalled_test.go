@@ -1,0 +1,251 @@
+package fanout
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+)
+
+// TestStalledReadersMemoryBound: streams that never read, and a burst of
+// events far beyond what their queues and MaxQueuedBytes hold. The node
+// must evict them for memory (the largest holders first), keep its heap
+// above idle within the bound plus a margin, and deliver every event to
+// the streams that read. It asserts a memory bound and counts, not time.
+//
+// Before the bound, 2,000 such streams and 6,000 events pinned 248 MiB
+// (BenchmarkStalledReaders' scenario; the heap profile put 80 MB in write
+// buffers, 41 MB in pending tails, 38 MB in the kernel-call iovecs and 49
+// MB in queues grown past MaxQueue by a push, the frames themselves 16 MB).
+func TestStalledReadersMemoryBound(t *testing.T) {
+	const bound = 4 << 20
+	f := runStalled(t, 200, 4, 2000, bound)
+	t.Logf("peak heap above idle %.1f MiB, peak counted %.1f MiB, evictions %v", mib(f.heapPeak), mib(uint64(f.queuedPeak)), f.evictions)
+	if f.goodShort > 0 {
+		t.Errorf("%d of the streams that read were closed before they had every event", f.goodShort)
+	}
+	if f.evictions[ReasonMemory] == 0 {
+		t.Errorf("no eviction for memory: %v", f.evictions)
+	}
+	// The margin: the memory bus keeps every event published (2,000 of
+	// some 2.2 KB decoded: 4.4 MB), the good readers' buffers, and
+	// garbage not yet collected (the collector lets the heap grow to
+	// twice what is live before it runs).
+	if limit := uint64(3*bound + 8<<20); f.heapPeak > limit {
+		t.Errorf("heap grew %.1f MiB above idle, want at most %.1f MiB", mib(f.heapPeak), mib(limit))
+	}
+}
+
+// BenchmarkStalledReaders runs the scenario of refcast issue 19 at full
+// size with the default MaxQueuedBytes: 2,000 streams that never read, 20
+// that do, a burst of 6,000 events of 2.3 KB. It reports the peak heap
+// above idle (garbage included) and the evictions, the figures
+// docs/security.md quotes. Run it with -benchtime 1x.
+func BenchmarkStalledReaders(b *testing.B) {
+	for b.Loop() {
+		f := runStalled(b, 2000, 20, 6000, 0)
+		b.ReportMetric(mib(f.heapPeak), "heap-peak-MiB")
+		b.ReportMetric(mib(uint64(f.queuedPeak)), "counted-peak-MiB")
+		b.ReportMetric(f.evictions[ReasonMemory], "evicted-memory")
+		b.ReportMetric(f.evictions[ReasonQueueFull], "evicted-queue-full")
+		b.ReportMetric(float64(f.goodShort), "good-closed")
+	}
+}
+
+type stalledFigures struct {
+	heapPeak   uint64 // HeapInuse above idle, sampled without forcing a collection
+	queuedPeak int64  // Engine.QueuedBytes, sampled
+	evictions  map[string]float64
+	goodShort  int // good streams closed before they had every event
+}
+
+// runStalled opens stalled streams that never read and good ones that do,
+// publishes events in pushes of 100 as fast as the bus takes them, waits
+// until every good stream has every event, then removes the remaining
+// streams and checks the engine's count of held bytes returns to 0.
+func runStalled(tb testing.TB, stalled, good, events int, bound int64) stalledFigures {
+	tb.Helper()
+	const perPush = 100
+	evictions := map[string]*counter{ReasonMemory: {}, ReasonQueueFull: {}, ReasonSlowClient: {}, ReasonWriteError: {}}
+	n := runEngine(tb, func(o *Options) {
+		o.MaxQueuedBytes = bound
+		o.WriteTimeout = time.Hour // evictions here are for memory and queues, not time
+		o.Metrics.Evictions = func(r string) Counter { return evictions[r] }
+	})
+	var streams []Stream
+	for i := range stalled {
+		// Half fold by ref (mode=latest), so they hold frames of their
+		// own, re-encoded for them, rather than shared ones.
+		streams = append(streams, n.stalledStream(tb, Spec{Latest: i%2 == 0}, "acme/app"))
+	}
+	var got []*atomic.Int64
+	var gone []*atomic.Bool // the node closed the stream
+	var readers sync.WaitGroup
+	for range good {
+		st, cli := n.readerStream(tb, Spec{}, "acme/app")
+		streams = append(streams, st)
+		c := new(atomic.Int64)
+		got = append(got, c)
+		ended := new(atomic.Bool)
+		gone = append(gone, ended)
+		readers.Go(func() { countEvents(cli, c); ended.Store(true) })
+	}
+	idle := heapInuse()
+	var queuedPeak atomic.Int64
+	h := sampleHeap(func() {
+		if q := n.QueuedBytes(); q > queuedPeak.Load() {
+			queuedPeak.Store(q)
+		}
+	})
+	// The same 100 refs, over and over: every push updates each of them.
+	for i := 0; i < events; i += perPush {
+		n.publish(tb, bigPush("acme/app", 0, perPush, func(r int) string { return oid(i + r) }, func(r int) string { return oid(i + r + perPush) }))
+	}
+	eventually(tb, 20*patience, "every good stream to get every event or be closed", func() bool {
+		for i, c := range got {
+			if c.Load() < int64(events) && !gone[i].Load() {
+				return false
+			}
+		}
+		return true
+	})
+	peak := h.stop()
+	f := stalledFigures{heapPeak: peak - min(peak, idle), queuedPeak: queuedPeak.Load(), evictions: map[string]float64{}}
+	for _, c := range got {
+		if c.Load() != int64(events) {
+			f.goodShort++
+		}
+	}
+	for _, st := range streams {
+		st.Remove(ReasonClosed)
+	}
+	eventually(tb, patience, "the held bytes to return to 0", func() bool { return n.QueuedBytes() == 0 })
+	for r, c := range evictions {
+		f.evictions[r] = c.value()
+	}
+	return f
+}
+
+// stalledStream registers a live hijacked stream on repo whose client
+// never reads: its receive buffer is 4 KiB, so the node's side fills and
+// the engine must hold, or not hold, what the client does not take.
+func (n *testEngine) stalledStream(tb testing.TB, sp Spec, repo string) Stream {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	cli, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cli.Close() })
+	srv, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = srv.Close() })
+	return n.attach(tb, sp, srv, repo)
+}
+
+// readerStream registers a live hijacked stream on repo and returns its
+// handle and the client's end.
+func (n *testEngine) readerStream(tb testing.TB, sp Spec, repo string) (Stream, net.Conn) {
+	tb.Helper()
+	srv, cli := loopback(tb)
+	// Socket buffers of 4 MiB on both ends (as autotuning reaches on a
+	// busy link), so a reader that a loaded machine schedules late is
+	// still one that keeps up: its socket does not fill.
+	for _, c := range []net.Conn{srv, cli} {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetWriteBuffer(4 << 20)
+			_ = tc.SetReadBuffer(4 << 20)
+		}
+	}
+	return n.attach(tb, sp, srv, repo), cli
+}
+
+func (n *testEngine) attach(tb testing.TB, sp Spec, srv net.Conn, repo string) Stream {
+	tb.Helper()
+	f, err := bus.ParseFilter([]string{repo}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sp.Filter = f
+	st, _, err := n.Register(sp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !st.Attach(srv) {
+		tb.Fatal("stream removed before Attach")
+	}
+	st.GoLive(nil)
+	return st
+}
+
+// countEvents counts the event frames c receives until it is closed.
+func countEvents(c net.Conn, got *atomic.Int64) {
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if bytes.Equal(sc.Bytes(), []byte("event: ref")) {
+			got.Add(1)
+		}
+	}
+}
+
+// heapSampler records the peak HeapInuse (no forced collection: garbage
+// counts too) until stopped.
+type heapSampler struct {
+	peak atomic.Uint64
+	done context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// sampleHeap samples every 5 ms, calling also each time.
+func sampleHeap(also func()) *heapSampler {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &heapSampler{done: cancel}
+	h.wg.Go(func() {
+		tk := time.NewTicker(5 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > h.peak.Load() {
+				h.peak.Store(m.HeapInuse)
+			}
+			also()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+		}
+	})
+	return h
+}
+
+func (h *heapSampler) stop() uint64 { h.done(); h.wg.Wait(); return h.peak.Load() }
+
+// heapInuse is HeapInuse after a collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
