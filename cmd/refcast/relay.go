@@ -309,7 +309,7 @@ func parseRelayConfig(b []byte) ([]relayFileTarget, error) {
 		list = doc.Targets
 	case nil:
 	default:
-		return nil, errors.New("not a list of targets nor a mapping with targets:")
+		return nil, errors.New(`not a list of targets nor a mapping with a "targets" key`)
 	}
 	if len(list) == 0 {
 		return nil, errors.New("no targets")

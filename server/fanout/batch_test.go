@@ -75,6 +75,9 @@ func TestBatchDelay(t *testing.T) {
 	for i := 2; i <= 5; i++ {
 		n.publish(t, newPush("acme/app", upd("refs/heads/main", oid(i-1), oid(i))))
 	}
+	// Until the engine has handed all four off: that, not the publishes
+	// returning, is what must fall within BatchDelay of the last write.
+	n.dispatched(t)
 	publishing := time.Since(start)
 	evs := s.events(t, 4)
 	if len(evs) != 4 || evs[3].New != oid(5) {

@@ -175,6 +175,29 @@ func (n *testEngine) publish(t testing.TB, p *bus.Push) {
 	}
 }
 
+// dispatched waits until the engine has taken everything the bus holds
+// (publish returns once the bus has the push; the engine follows on its
+// own goroutine).
+func (n *testEngine) dispatched(t testing.TB) {
+	t.Helper()
+	eventually(t, patience, "the engine to take the published events", func() bool {
+		heads, err := n.bus.Heads(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, ok := n.Position()
+		if !ok || len(pos.Seqs) != len(heads) {
+			return false
+		}
+		for p := range heads {
+			if pos.Seqs[p] < heads[p].Last {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // testStream is the client end of a hijacked stream.
 type testStream struct {
 	conn net.Conn
