@@ -65,7 +65,7 @@ func wtNode(t *testing.T, extra ...string) string {
 		}
 	})
 	url := "http://" + addr
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if resp, err := http.Get(url + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -142,9 +142,11 @@ func startWatch(t *testing.T, vars map[string]string, args ...string) *wtWatch {
 	return w
 }
 
+// wtEventually polls cond; 60 s is a hang guard (a loaded 2-core machine
+// took over 10 s for an exec run), never a measure of speed.
 func wtEventually(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
