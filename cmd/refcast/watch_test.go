@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/testnode"
 	"github.com/refcast/refcast/watch"
 )
 
@@ -45,12 +45,7 @@ func wtEnv(vars map[string]string) (Env, *wtBuf, *wtBuf) {
 // wtNode starts a node and returns its base URL.
 func wtNode(t *testing.T, extra ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testnode.FreeAddr(t) // never one another test of this process was given
 	ctx, cancel := context.WithCancel(context.Background())
 	env, _, errb := wtEnv(nil)
 	args := append([]string{"serve", "--listen", addr, "--data", t.TempDir(), "--publish-token", wtToken, "--drain", "10ms"}, extra...)

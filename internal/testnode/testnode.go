@@ -70,13 +70,27 @@ func Build(t testing.TB) string {
 // FreeAddr returns a loopback address that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Never the same address twice in one test process: nodes listen with
+	// SO_REUSEPORT (rolling restarts), so two tests handed the same freed
+	// port would both bind it and the kernel would split their clients
+	// between the two nodes instead of failing.
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, seen := handedOut.LoadOrStore(addr, true); !seen {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("testnode: no fresh loopback port after 100 tries")
+	return ""
 }
+
+// handedOut holds every address FreeAddr returned in this process.
+var handedOut sync.Map
 
 // Node is a running `refcast serve` process.
 type Node struct {
