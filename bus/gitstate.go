@@ -78,8 +78,12 @@ func (st *RefState) SetGitFields(fields map[string]string) {
 			st.Peeled[ref] = v
 		}
 	}
-	st.Complete = st.Head != "" && fields[FieldComplete] == "1"
+	st.Complete = IsComplete(fields[FieldHead], fields[FieldComplete])
 }
+
+// IsComplete applies the rule of RefState.Complete to the stored values of
+// FieldHead and FieldComplete, for buses that read just those two.
+func IsComplete(head, complete string) bool { return head != "" && complete == "1" }
 
 // validateHead checks Push.Head: empty (unknown) or a ref name.
 func validateHead(head string) error {

@@ -54,6 +54,11 @@ func (p *lazyBusPublisher) Publish(ctx context.Context, push *bus.Push) error {
 	return BusPublisher{Bus: b}.Publish(ctx, push)
 }
 
+// GitIncomplete implements gitStateAsker through the opened bus.
+func (p *lazyBusPublisher) GitIncomplete(ctx context.Context, repo string) bool {
+	return p.b != nil && BusPublisher{Bus: p.b}.GitIncomplete(ctx, repo)
+}
+
 func (p *lazyBusPublisher) ping(ctx context.Context) error {
 	b, err := p.bus(ctx)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/wire"
@@ -43,6 +44,9 @@ type HTTPPublisher struct {
 	// Client defaults to a client without a timeout of its own: the
 	// context passed to Publish bounds each call.
 	Client *http.Client
+
+	mu         sync.Mutex
+	incomplete map[string]bool // repo -> the node's last answer said so (wire.GitStateIncomplete)
 }
 
 var _ Publisher = (*HTTPPublisher)(nil)
@@ -66,10 +70,12 @@ func (h *HTTPPublisher) Publish(ctx context.Context, p *bus.Push) error {
 		return fmt.Errorf("publish to %s: %w", endpoint.Redacted(), err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		h.record(p.Repo, resp)
+		return nil
+	}
 	msg := errorMessage(resp)
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return nil
 	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusRequestEntityTooLarge:
 		return fmt.Errorf("publish to %s: %w: node answered %d: %s", endpoint.Redacted(), bus.ErrInvalid, resp.StatusCode, msg)
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
@@ -77,6 +83,28 @@ func (h *HTTPPublisher) Publish(ctx context.Context, p *bus.Push) error {
 	default:
 		return fmt.Errorf("publish to %s: node answered %d: %s", endpoint.Redacted(), resp.StatusCode, msg)
 	}
+}
+
+// record keeps what a successful publish's answer said of the repo's git
+// state. An answer that does not parse (an older node) says nothing.
+func (h *HTTPPublisher) record(repo string, resp *http.Response) {
+	var pub wire.Published
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	_ = json.Unmarshal(data, &pub)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.incomplete == nil {
+		h.incomplete = map[string]bool{}
+	}
+	h.incomplete[repo] = pub.GitState == wire.GitStateIncomplete
+}
+
+// GitIncomplete implements gitStateAsker from the node's answer to the
+// last publish of repo.
+func (h *HTTPPublisher) GitIncomplete(_ context.Context, repo string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.incomplete[repo]
 }
 
 // postPublish POSTs body to base's publish endpoint with the token, on c
@@ -153,4 +181,18 @@ var _ Publisher = BusPublisher{}
 func (b BusPublisher) Publish(ctx context.Context, p *bus.Push) error {
 	_, err := b.Bus.Publish(ctx, p)
 	return err
+}
+
+// GitIncomplete implements gitStateAsker by asking the bus, when it can
+// tell (one HMGET on Redis); a failed read says complete, so the push is
+// not held for it.
+func (b BusPublisher) GitIncomplete(ctx context.Context, repo string) bool {
+	gc, ok := b.Bus.(interface {
+		GitComplete(ctx context.Context, repo string) (bool, error)
+	})
+	if !ok {
+		return false
+	}
+	complete, err := gc.GitComplete(ctx, repo)
+	return err == nil && !complete
 }

@@ -203,10 +203,10 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 			return usagef("hook: %v", err)
 		}
 	}
-	return r.deliver(ctx, s, pushes, len(ups))
+	return r.deliver(ctx, s, repo, pushes, len(ups))
 }
 
-func (r *Runner) deliver(ctx context.Context, s Settings, pushes []*bus.Push, n int) error {
+func (r *Runner) deliver(ctx context.Context, s Settings, repo *Repo, pushes []*bus.Push, n int) error {
 	log := r.logger()
 	sp, err := OpenSpool(s.Spool, log)
 	if err != nil {
@@ -224,6 +224,7 @@ func (r *Runner) deliver(ctx context.Context, s Settings, pushes []*bus.Push, n 
 	}
 	switch {
 	case d.Err == nil:
+		r.completeGitState(ctx, s, repo, pub, pushes)
 	case !Retryable(d.Err):
 		r.warnf("warning: push rejected, not retried: %v", d.Err)
 	case len(d.Spooled) > 0 && r.startFlusher(s, sp):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -41,37 +42,68 @@ func (r *Runner) Sync(ctx context.Context, path string) error {
 	if pub == nil {
 		return errNoDestination("sync")
 	}
-	refs, err := repo.Refs(ctx)
-	if err != nil {
-		return fmt.Errorf("sync: read refs of %s: %w", repo.Path, err)
-	}
-	if len(refs) > bus.MaxRefsPerSeed {
-		return fmt.Errorf("sync: %s has %d refs; a seed holds at most %d, so refcast cannot hold this repository's state (its git clients are proxied to the git server)", repo.Path, len(refs), bus.MaxRefsPerSeed)
-	}
-	// HEAD and the peels make the seeded state complete for git clients;
-	// without them the seed still replaces the refs (bus.GitFields).
-	head := ""
-	if err := repo.Peel(ctx, refs); err != nil {
-		fmt.Fprintf(r.Stderr, "refcast sync: warning: %v; git clients of %s will be proxied to the git server\n", err, s.RepoName)
-	} else {
-		head = repo.Head(ctx)
-	}
-	now := time.Now().UTC()
-	push := &bus.Push{ID: NewPushID(now), Repo: s.RepoName, Pusher: s.Pusher, Time: now, Source: SourceSync, Seed: true, Head: head, Updates: refs}
-	if err := push.Validate(); err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = DefaultSyncTimeout
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := pub.Publish(pctx, push); err != nil {
-		return fmt.Errorf("sync: publish %s: %w", s.RepoName, err)
+	refs, err := r.seed(pctx, repo, s, pub, "sync")
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(r.Stdout, "refcast sync: seeded %s with %d refs\n", s.RepoName, len(refs))
+	fmt.Fprintf(r.Stdout, "refcast sync: seeded %s with %d refs\n", s.RepoName, refs)
 	return nil
+}
+
+// maxSeedRounds bounds seed's re-reads: a push racing a seed can land
+// between the seed's read of the refs and its publish (the seed then puts
+// back an older value), so the refs are read again after it and the seed
+// repeated while they differ; three rounds settle all but a repository
+// pushed to continuously, whose next push corrects the one ref anyway.
+const maxSeedRounds = 3
+
+// seed publishes repo's every ref as one seed push (bus.Push.Seed), with
+// HEAD and the tags' peels so the state is complete for git clients, and
+// returns how many refs it held. cmd names the command in messages.
+func (r *Runner) seed(ctx context.Context, repo *Repo, s Settings, pub Publisher, cmd string) (int, error) {
+	refs, err := repo.Refs(ctx)
+	for round := 1; ; round++ {
+		if err != nil {
+			return 0, fmt.Errorf("%s: read refs of %s: %w", cmd, repo.Path, err)
+		}
+		if len(refs) > bus.MaxRefsPerSeed {
+			return 0, fmt.Errorf("%s: %s has %d refs; a seed holds at most %d, so refcast cannot hold this repository's state (its git clients are proxied to the git server)", cmd, repo.Path, len(refs), bus.MaxRefsPerSeed)
+		}
+		// HEAD and the peels make the seeded state complete for git
+		// clients; without them the seed still replaces the refs
+		// (bus.GitFields).
+		head := ""
+		if err := repo.Peel(ctx, refs); err != nil {
+			fmt.Fprintf(r.Stderr, "refcast %s: warning: %v; git clients of %s will be proxied to the git server\n", cmd, err, s.RepoName)
+		} else {
+			head = repo.Head(ctx)
+		}
+		now := time.Now().UTC()
+		push := &bus.Push{ID: NewPushID(now), Repo: s.RepoName, Pusher: s.Pusher, Time: now, Source: SourceSync, Seed: true, Head: head, Updates: refs}
+		if err := push.Validate(); err != nil {
+			return 0, fmt.Errorf("%s: %w", cmd, err)
+		}
+		if err := pub.Publish(ctx, push); err != nil {
+			return 0, fmt.Errorf("%s: publish %s: %w", cmd, s.RepoName, err)
+		}
+		var again []bus.RefUpdate
+		again, err = repo.Refs(ctx)
+		if err != nil || sameRefs(refs, again) || round == maxSeedRounds {
+			return len(refs), nil
+		}
+		refs = again
+	}
+}
+
+// sameRefs reports whether two sorted ref lists name the same objects.
+func sameRefs(a, b []bus.RefUpdate) bool {
+	return slices.EqualFunc(a, b, func(x, y bus.RefUpdate) bool { return x.Ref == y.Ref && x.New == y.New })
 }
 
 // Refs lists every ref under refs/ with its object id (in New), sorted by

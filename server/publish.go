@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -78,7 +79,28 @@ func (s *Server) handlePublish(c echo.Context) error {
 		return fmt.Errorf("publish: %w", errors.Join(bus.ErrUnavailable, err))
 	}
 	s.metrics.published.Add(float64(len(evs)))
-	return c.JSON(http.StatusOK, wire.Published{Published: len(evs)})
+	return c.JSON(http.StatusOK, wire.Published{Published: len(evs), GitState: s.gitState(r.Context(), p)})
+}
+
+// gitCompleter is implemented by buses that can say cheaply whether a
+// repo's state is complete for git clients (bus.RefState.Complete).
+type gitCompleter interface {
+	GitComplete(ctx context.Context, repo string) (bool, error)
+}
+
+// gitState is Published.GitState for p: asked only for a non-seed push
+// that carried HEAD, i.e. from a publisher able to seed the repo; "" when
+// complete, not asked, or not known (a failed read is not worth failing an
+// acknowledged publish for: the next push asks again).
+func (s *Server) gitState(ctx context.Context, p *bus.Push) string {
+	gc, ok := s.opts.Bus.(gitCompleter)
+	if !ok || p.Seed || p.Head == "" {
+		return ""
+	}
+	if complete, err := gc.GitComplete(ctx, p.Repo); err != nil || complete {
+		return ""
+	}
+	return wire.GitStateIncomplete
 }
 
 // decodePush parses a publish body strictly: one JSON object of the push

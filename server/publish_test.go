@@ -171,3 +171,43 @@ func TestReadAuthorizationSchemeAsPublish(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishGitState: the answer to a push with head says whether the
+// repo's state can answer git clients, so the hook knows to seed it once;
+// a push without head or a seed is not asked about.
+func TestPublishGitState(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
+	publish := func(p any) wire.Published {
+		t.Helper()
+		body, _ := json.Marshal(p)
+		req, _ := http.NewRequest(http.MethodPost, n.url+wire.PathPublish, bytes.NewReader(body))
+		req.Header.Set(wire.HeaderAuthorization, "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
+		st, _, resp := do(t, req)
+		var out wire.Published
+		if st != http.StatusOK || json.Unmarshal(resp, &out) != nil {
+			t.Fatalf("publish: %d %s", st, resp)
+		}
+		return out
+	}
+	p := newPush("acme/app", upd("refs/heads/main", z, oid(1)))
+	if got := publish(p); got.GitState != "" {
+		t.Errorf("push without head: git_state %q, want none", got.GitState)
+	}
+	p = newPush("acme/app", upd("refs/heads/main", oid(1), oid(2)))
+	p.Head = "refs/heads/main"
+	if got := publish(p); got.GitState != wire.GitStateIncomplete {
+		t.Errorf("push with head on a state never seeded: git_state %q, want %q", got.GitState, wire.GitStateIncomplete)
+	}
+	seed := newPush("acme/app", upd("refs/heads/main", z, oid(2)))
+	seed.Seed, seed.Head = true, "refs/heads/main"
+	if got := publish(seed); got.GitState != "" {
+		t.Errorf("seed: git_state %q, want none", got.GitState)
+	}
+	p = newPush("acme/app", upd("refs/heads/main", oid(2), oid(3)))
+	p.Head = "refs/heads/main"
+	if got := publish(p); got.GitState != "" {
+		t.Errorf("push with head after a seed: git_state %q, want none (complete)", got.GitState)
+	}
+}

@@ -62,10 +62,18 @@ type Change struct {
 }
 
 // Published is the answer of POST /v1/publish: how many events the push
-// became.
+// became, and, for a push that carried HEAD (bus.Push.Head, as the hook
+// sends), GitState "incomplete" when the repo's state still lacks what git
+// clients need (refs seeded before refcast kept HEAD and tag peels): the
+// hook then seeds the repo once, as `refcast sync` would.
 type Published struct {
-	Published int `json:"published"`
+	Published int    `json:"published"`
+	GitState  string `json:"git_state,omitempty"`
 }
+
+// GitStateIncomplete is Published.GitState for a state that cannot answer
+// git clients yet (they are proxied to the git server until it can).
+const GitStateIncomplete = "incomplete"
 
 // Error is the body of every error answer: a message for the client, and
 // the HTTP status again.

@@ -429,6 +429,14 @@ func testGitState(t *testing.T, f Factory) {
 				t.Errorf("%s: reserved field %q listed as a ref", step, ref)
 			}
 		}
+		// The cheap question a hook asks after each push agrees.
+		if gc, ok := b.(interface {
+			GitComplete(context.Context, string) (bool, error)
+		}); ok {
+			if got, err := gc.GitComplete(ctx(t), repo); err != nil || got != complete {
+				t.Errorf("%s: GitComplete = %v, %v; want %v", step, got, err, complete)
+			}
+		}
 	}
 	// A push, even with Head, cannot vouch for refs refcast never saw.
 	p := Push("p1", repo, "refs/heads/main", ID(1))

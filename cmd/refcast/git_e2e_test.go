@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/refcast/refcast/internal/redistest"
 	"github.com/refcast/refcast/internal/testnode"
 )
 
@@ -314,4 +315,99 @@ func firstDiff(a, b []string) string {
 		}
 	}
 	return ""
+}
+
+// TestGitStateCompletedByPush: a repo whose state was seeded before
+// refcast kept HEAD and tag peels (a seed without them) is proxied to the
+// upstream; its next push through the hook seeds it once, and from then on
+// git clients are answered from the state, equal to the repository's own.
+// The hook learns it from the node's answer (--url) or from the bus
+// (--redis).
+func TestGitStateCompletedByPush(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	t.Run("url", func(t *testing.T) {
+		t.Parallel()
+		root := t.TempDir()
+		node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", "git-token", "--drain", "100ms",
+			"--git-upstream", filepath.Join(root, "{repo}.git"))
+		testGitStateCompletedByPush(t, bin, root, node, "")
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		testnode.Require(t, "redis-server")
+		rs := redistest.Start(t, redistest.Options{})
+		root := t.TempDir()
+		node := testnode.Start(t, bin, "", "--redis", rs.URL(), "--publish-token", "git-token", "--drain", "100ms",
+			"--git-upstream", filepath.Join(root, "{repo}.git"))
+		testGitStateCompletedByPush(t, bin, root, node, rs.URL())
+	})
+}
+
+func testGitStateCompletedByPush(t *testing.T, bin, root string, node *testnode.Node, redisURL string) {
+	const token = "git-token"
+	bare, work := gitServerRepo(t, bin, root, node.URL, token)
+	if redisURL != "" { // the hook publishes to Redis itself from now on
+		testnode.Git(t, bare, nil, "config", "--unset", "refcast.url")
+		testnode.Git(t, bare, nil, "config", "refcast.redis", redisURL)
+	}
+	url := node.URL + "/git/acme/app.git"
+
+	// The old kind of seed: every ref, no HEAD, no peels.
+	var ups []string
+	for _, line := range sortedLines(testnode.Git(t, bare, nil, "for-each-ref", "--format=%(refname) %(objectname)", "refs/")) {
+		ref, id, _ := strings.Cut(line, " ")
+		ups = append(ups, fmt.Sprintf(`{"ref":%q,"old":"","new":%q}`, ref, id))
+	}
+	body := fmt.Sprintf(`{"id":"old-seed","repo":"acme/app","time":%q,"source":"sync","seed":true,"updates":[%s]}`,
+		time.Now().UTC().Format(time.RFC3339), strings.Join(ups, ","))
+	req, _ := http.NewRequest(http.MethodPost, node.URL+"/v1/publish", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("old-style seed: %d", res.StatusCode)
+	}
+
+	lsRemote := func(step string) (proxied bool) {
+		t.Helper()
+		before := metricValue(t, node.URL, "refcast_git_upstream_requests_total")
+		want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
+		out, err := gitOut(t, root, nil, "-c", "protocol.version=2", "ls-remote", url)
+		if err != nil {
+			t.Fatalf("%s: ls-remote: %v\n%s", step, err, out)
+		}
+		if got := sortedLines(out); !slices.Equal(got, want) {
+			t.Errorf("%s: ls-remote through refcast:\n%s\nwant\n%s", step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		return metricValue(t, node.URL, "refcast_git_upstream_requests_total") != before
+	}
+	if !lsRemote("incomplete state") {
+		t.Errorf("an incomplete state was advertised instead of proxied")
+	}
+
+	testnode.Git(t, work, nil, "commit", "-q", "--allow-empty", "-m", "three")
+	out, err := gitOut(t, work, nil, "push", "origin", "main")
+	if err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "seeded acme/app") {
+		t.Errorf("the push's hook did not say it seeded the repo:\n%s", out)
+	}
+	if lsRemote("after the push") {
+		t.Errorf("the state is still proxied after the push completed it")
+	}
+	// Once complete, later pushes do not seed again.
+	testnode.Git(t, work, nil, "commit", "-q", "--allow-empty", "-m", "four")
+	if out, err := gitOut(t, work, nil, "push", "origin", "main"); err != nil || strings.Contains(out, "seeded") {
+		t.Errorf("second push (%v) seeded again:\n%s", err, out)
+	}
+	if lsRemote("after the second push") {
+		t.Errorf("proxied after the second push")
+	}
 }
