@@ -1,6 +1,8 @@
 package gitfront
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/refcast/refcast/bus"
@@ -9,15 +11,65 @@ import (
 // What refcast advertises. The fetch itself is served by the upstream's
 // git upload-pack, so every capability here must be one any upstream
 // honours without configuration: the v0 list git upload-pack has always
-// sent (allow-tip-sha1-in-want and filter depend on the upstream's
-// uploadpack.* settings and are left out), and in v2 "fetch=shallow" (git
-// 2.39 adds wait-for-done, which older servers lack).
+// sent, and in v2 "fetch=shallow". The ones that depend on the upstream's
+// uploadpack.* settings or version are Features, advertised only when the
+// operator says the upstream has them.
 const (
 	v0Caps     = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow deepen-since deepen-not deepen-relative no-progress include-tag multi_ack_detailed no-done"
 	v2Fetch    = "fetch=shallow"
 	v2LsRefs   = "ls-refs=unborn"
 	serviceHdr = "# service=git-upload-pack\n"
 )
+
+// Features are the capabilities an upstream's git upload-pack offers only
+// when configured (or from some version on), by the name an operator gives
+// (Options.Features), with what each adds to the v0 capability list and to
+// v2's "fetch=" list. Advertising one the upstream lacks makes a client ask
+// for it and the upstream refuse; leaving one out makes a client do
+// without (`git clone --filter=blob:none` warns "filtering not recognized
+// by server" and clones everything).
+var Features = map[string]struct{ V0, V2 string }{
+	"filter":                       {"filter", "filter"},                 // uploadpack.allowFilter
+	"allow-tip-sha1-in-want":       {"allow-tip-sha1-in-want", ""},       // uploadpack.allowTipSHA1InWant
+	"allow-reachable-sha1-in-want": {"allow-reachable-sha1-in-want", ""}, // uploadpack.allowReachableSHA1InWant
+	"ref-in-want":                  {"", "ref-in-want"},                  // uploadpack.allowRefInWant
+	"sideband-all":                 {"", "sideband-all"},                 // uploadpack.allowSidebandAll
+	"wait-for-done":                {"", "wait-for-done"},                // git 2.32+
+}
+
+// caps is what a handler advertises besides the refs, fixed at New.
+type caps struct {
+	agent   string
+	v0      string // the v0 capability list without symref= and object-format=
+	v2Fetch string // "fetch=shallow ..."
+}
+
+func newCaps(agent string, features []string) (*caps, error) {
+	c := &caps{agent: agent, v0: v0Caps, v2Fetch: v2Fetch}
+	seen := map[string]bool{}
+	for _, f := range features {
+		add, ok := Features[f]
+		if !ok {
+			names := make([]string, 0, len(Features))
+			for n := range Features {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			return nil, fmt.Errorf("unknown upstream feature %q: give some of %s", f, strings.Join(names, ", "))
+		}
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		if add.V0 != "" {
+			c.v0 += " " + add.V0
+		}
+		if add.V2 != "" {
+			c.v2Fetch += " " + add.V2
+		}
+	}
+	return c, nil
+}
 
 // ref is one advertised ref.
 type ref struct{ name, id, peeled string }
@@ -43,18 +95,18 @@ func (v *view) zeroID() string {
 // capabilities (a symref= for HEAD when it resolves), every ref, a "^{}"
 // line after each annotated tag, a flush. An empty repo advertises the
 // capabilities on a zero id named "capabilities^{}".
-func (v *view) appendV0(dst []byte, agent string) []byte {
+func (v *view) appendV0(dst []byte, c *caps) []byte {
 	dst = AppendPkt(dst, serviceHdr)
 	dst = append(dst, flushPkt...)
-	caps := v0Caps
+	list := c.v0
 	if v.headID != "" {
-		caps += " symref=HEAD:" + v.head
+		list += " symref=HEAD:" + v.head
 	}
-	caps += " object-format=" + v.format + " agent=" + agent
+	list += " object-format=" + v.format + " agent=" + c.agent
 	first := true
 	line := func(id, name string) {
 		if first {
-			dst = AppendPkt(dst, id, " ", name, "\x00", caps, "\n")
+			dst = AppendPkt(dst, id, " ", name, "\x00", list, "\n")
 			first = false
 			return
 		}
@@ -76,8 +128,8 @@ func (v *view) appendV0(dst []byte, agent string) []byte {
 }
 
 // appendV2Caps appends the protocol v2 capability advertisement.
-func appendV2Caps(dst []byte, agent, format string) []byte {
-	for _, c := range []string{"version 2", "agent=" + agent, v2LsRefs, v2Fetch, "server-option", "object-format=" + format} {
+func appendV2Caps(dst []byte, c *caps, format string) []byte {
+	for _, c := range []string{"version 2", "agent=" + c.agent, v2LsRefs, c.v2Fetch, "server-option", "object-format=" + format} {
 		dst = AppendPkt(dst, c, "\n")
 	}
 	return append(dst, flushPkt...)

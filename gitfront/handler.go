@@ -83,6 +83,10 @@ type Options struct {
 	Git string
 	// Agent is the agent= capability ("refcast/1.4.0").
 	Agent string
+	// Features are the upstream's optional capabilities to advertise
+	// (keys of Features: "filter" for partial clones, ...). Only with an
+	// Upstream.
+	Features []string
 	// Access checks a request's credential for repo and returns which refs
 	// it may see (nil: all). Errors wrapping ErrUnauthorized or
 	// ErrForbidden are shown to the client; nil Access reads anonymously.
@@ -103,6 +107,7 @@ type Options struct {
 // Handler serves Prefix. Safe for concurrent use.
 type Handler struct {
 	opts     Options
+	caps     *caps
 	upstream *upstream  // nil without one
 	cache    *snapCache // nil without one: every request reads the state
 }
@@ -128,7 +133,14 @@ func New(opts Options) (*Handler, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = nopMetrics{}
 	}
-	h := &Handler{opts: opts}
+	c, err := newCaps(opts.Agent, opts.Features)
+	if err != nil {
+		return nil, fmt.Errorf("gitfront: %w", err)
+	}
+	if len(opts.Features) > 0 && opts.Upstream == "" {
+		return nil, errors.New("gitfront: upstream features without an upstream: fetches are not served, so there is nothing to advertise them for")
+	}
+	h := &Handler{opts: opts, caps: c}
 	if hr, ok := opts.State.(HeadReader); ok && opts.CacheRefs >= 0 {
 		if opts.CacheRefs == 0 {
 			opts.CacheRefs = DefaultCacheRefs
@@ -293,11 +305,11 @@ func (h *Handler) discovery(w http.ResponseWriter, r *http.Request, repo string)
 	etag := ""
 	switch {
 	case v2: // capabilities only: no ref is listed
-		body = appendV2Caps(nil, h.opts.Agent, st.format(visible))
+		body = appendV2Caps(nil, h.caps, st.format(visible))
 	case visible == nil:
-		body, etag = st.v0All(h.opts.Agent)
+		body, etag = st.v0All(h.caps)
 	default:
-		body = st.view(visible, nil).appendV0(nil, h.opts.Agent)
+		body = st.view(visible, nil).appendV0(nil, h.caps)
 	}
 	if etag == "" {
 		etag = etagOf(body)

@@ -29,11 +29,11 @@ type snapshot struct {
 // v0All returns the v0 advertisement for a client that sees every ref (a
 // public repo, an unlimited token) and its ETag, built on the first such
 // request: the next ones, until the repo changes, copy bytes instead of
-// encoding 100,000 lines again. agent is the handler's, the same for
-// every call.
-func (s *snapshot) v0All(agent string) ([]byte, string) {
+// encoding 100,000 lines again. c is the handler's, the same for every
+// call.
+func (s *snapshot) v0All(c *caps) ([]byte, string) {
 	s.full.Do(func() {
-		s.fullV0 = s.view(nil, nil).appendV0(nil, agent)
+		s.fullV0 = s.view(nil, nil).appendV0(nil, c)
 		s.fullETag = etagOf(s.fullV0)
 	})
 	return s.fullV0, s.fullETag

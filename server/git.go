@@ -23,6 +23,9 @@ type GitOptions struct {
 	Agent string
 	// Git is the git binary a local upstream runs; "git" when empty.
 	Git string
+	// Features are the upstream's optional capabilities to advertise
+	// (gitfront.Features: "filter", ...).
+	Features []string
 }
 
 // RefAuthorizer is an Authorizer that can say which refs of a repo a token
@@ -66,6 +69,7 @@ func (s *Server) gitHandler() (http.Handler, error) {
 		Upstream: s.opts.Git.Upstream,
 		Agent:    s.opts.Git.Agent,
 		Git:      s.opts.Git.Git,
+		Features: s.opts.Git.Features,
 		Access:   s.gitAccess,
 		Metrics:  newGitMetrics(s.reg),
 		Logger:   s.log.With("component", "git"),

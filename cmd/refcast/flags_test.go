@@ -87,6 +87,10 @@ func TestFlagErrors(t *testing.T) {
 			want: `--ttl: "1" is not a duration; use a number with a unit, like 10s or 500ms`, pointer: "token"},
 		{name: "token typo", args: []string{"token", "--audiance", "refcast"},
 			want: `token: unknown flag --audiance; did you mean --audience?`, pointer: "token"},
+		{name: "unknown git upstream feature", args: []string{"serve", "--git-upstream", "/srv/git/{repo}.git", "--git-upstream-feature", "filters"},
+			want: `serve: --git-upstream-feature "filters": not a feature refcast knows; give one of filter, allow-tip-sha1-in-want, allow-reachable-sha1-in-want, ref-in-want, sideband-all, wait-for-done`, pointer: "serve"},
+		{name: "git upstream feature without upstream", environ: map[string]string{"REFCAST_GIT_UPSTREAM_FEATURE": "filter"}, args: []string{"serve"},
+			want: `serve: --git-upstream-feature needs --git-upstream: without an upstream refcast serves no fetch to advertise it for`, pointer: "serve"},
 		{name: "token env twin shared with serve", environ: map[string]string{"REFCAST_TOKEN_TTL": "1"}, args: []string{"token"},
 			want: `REFCAST_TOKEN_TTL (--ttl): "1" is not a duration; use a number with a unit, like 10s or 500ms`, pointer: "token"},
 	}

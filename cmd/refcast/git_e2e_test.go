@@ -411,3 +411,52 @@ func testGitStateCompletedByPush(t *testing.T, bin, root string, node *testnode.
 		t.Errorf("proxied after the second push")
 	}
 }
+
+// TestGitPartialClone: with --git-upstream-feature filter (the upstream
+// allows filters), `git clone --filter=blob:none` through refcast is a
+// partial clone under v0 and v2; without it git is told nothing of
+// filters and clones everything, as it would from a server without them.
+func TestGitPartialClone(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "git-token"
+	root := t.TempDir()
+	withFilter := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms",
+		"--git-upstream", filepath.Join(root, "{repo}.git"), "--git-upstream-feature", "filter")
+	bare, work := gitServerRepo(t, bin, root, withFilter.URL, token)
+	testnode.Git(t, bare, nil, "config", "uploadpack.allowFilter", "true")
+	os.WriteFile(filepath.Join(work, "big"), []byte(strings.Repeat("blob ", 1000)), 0o644)
+	testnode.Git(t, work, nil, "add", "big")
+	testnode.Git(t, work, nil, "commit", "-q", "-m", "a blob")
+	testnode.Git(t, work, nil, "push", "-q", "origin", "main")
+
+	for _, v := range []string{"0", "2"} {
+		clone := filepath.Join(t.TempDir(), "clone")
+		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "clone", "-q", "--no-checkout", "--filter=blob:none", withFilter.URL+"/git/acme/app.git", clone)
+		if err != nil || strings.Contains(out, "filtering not recognized") {
+			t.Fatalf("v%s partial clone: %v\n%s", v, err, out)
+		}
+		if f := testnode.Git(t, clone, nil, "config", "remote.origin.partialclonefilter"); f != "blob:none" {
+			t.Errorf("v%s: partialclonefilter %q, want blob:none", v, f)
+		}
+		// The blob was left out: only its id is known.
+		missing := testnode.Git(t, clone, nil, "rev-list", "--objects", "--missing=print", "origin/main")
+		if !strings.Contains(missing, "?") {
+			t.Errorf("v%s: no missing object in the partial clone:\n%s", v, missing)
+		}
+	}
+
+	plain := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms",
+		"--git-upstream", filepath.Join(root, "{repo}.git"))
+	cmd := exec.Command(bin, "sync", bare, "--url", plain.URL, "--repo", "acme/app")
+	cmd.Env = append(testnode.GitEnv(t), "REFCAST_TOKEN="+token)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	clone := filepath.Join(t.TempDir(), "clone")
+	out, err := gitOut(t, root, nil, "-c", "protocol.version=2", "clone", "-q", "--no-checkout", "--filter=blob:none", plain.URL+"/git/acme/app.git", clone)
+	if err != nil || !strings.Contains(out, "filtering not recognized") {
+		t.Errorf("clone --filter without the feature: %v, want git's warning that the server does not filter:\n%s", err, out)
+	}
+}

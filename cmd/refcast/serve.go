@@ -62,6 +62,7 @@ type serveConfig struct {
 	accessLog       bool
 	debugAddr       string
 	gitUpstream     string
+	gitFeatures     listFlag
 
 	webhookSecretFile string
 	webhookLowercase  bool
@@ -172,6 +173,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.BoolVar(&c.accessLog, "access-log", false, "log one info line per request (method, path, query without tokens, status, duration, bytes, remote, sub); 401 and 403 are logged anyway")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve net/http/pprof on this separate HOST:PORT, never on --listen (keep it on loopback); empty: off")
 	fs.StringVar(&c.gitUpstream, "git-upstream", "", "git server that /git/ proxies fetches to: an absolute path template run as git upload-pack (/srv/git/{repo}.git) or an http(s) URL template (https://git.example.com/{repo}.git); empty: /git/ serves ref discovery only")
+	fs.Var(&c.gitFeatures, "git-upstream-feature", "an optional capability the --git-upstream's upload-pack is configured for, advertised to git clients: filter (uploadpack.allowFilter: partial clones), allow-tip-sha1-in-want, allow-reachable-sha1-in-want, ref-in-want, sideband-all, wait-for-done (repeatable)")
 	fs.StringVar(&c.webhookSecretFile, "webhook-secret-file", "", "file of forge webhook secrets: one SECRET, or lines REPO_GLOB SECRET; turns on POST /v1/hooks/{github,gitlab,gitea,bitbucket} (docs/webhooks.md)")
 	fs.BoolVar(&c.webhookLowercase, "webhook-lowercase", false, "lower-case the repo names forges send (Acme/App becomes acme/app)")
 	fs.StringVar(&c.webhookRepoPrefix, "webhook-repo-prefix", "", "put this before the repo names forges send, e.g. github.com/")
@@ -192,6 +194,14 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 		if err := gitfront.ValidateUpstream(c.gitUpstream); err != nil {
 			return nil, usageError{msg: "serve: --git-upstream: " + err.Error()}
 		}
+	}
+	for _, f := range c.gitFeatures {
+		if _, ok := gitfront.Features[f]; !ok {
+			return nil, usageError{msg: fmt.Sprintf("serve: --git-upstream-feature %q: not a feature refcast knows; give one of filter, allow-tip-sha1-in-want, allow-reachable-sha1-in-want, ref-in-want, sideband-all, wait-for-done\n%s", f, fs.pointer())}
+		}
+	}
+	if len(c.gitFeatures) > 0 && c.gitUpstream == "" {
+		return nil, usageError{msg: "serve: --git-upstream-feature needs --git-upstream: without an upstream refcast serves no fetch to advertise it for\n" + fs.pointer()}
 	}
 	if c.data == "" && c.redis == "" {
 		c.data = defaultDataDir(env)
@@ -253,7 +263,7 @@ func (c *serveConfig) serverOptions(b bus.Bus, log *slog.Logger, trusted []netip
 		CORSOrigins:    c.corsOrigins,
 		TrustedProxies: trusted,
 		AccessLog:      c.accessLog,
-		Git:            server.GitOptions{Upstream: c.gitUpstream, Agent: "refcast/" + version},
+		Git:            server.GitOptions{Upstream: c.gitUpstream, Agent: "refcast/" + version, Features: c.gitFeatures},
 	}
 	if c.maxPerClientSet {
 		// An explicit --max-per-client applies to everyone, 0 meaning no
