@@ -104,12 +104,23 @@ type Push struct {
 	// complete ref state (Old ignored); it replaces the stored state and is
 	// announced with a single KindSync event instead of one per ref.
 	Seed bool `json:"seed,omitempty"`
+	// Whole marks a push whose updates are every ref the repository has
+	// after it, all of them creations: a new repository's first push, as
+	// the hook sees it. Like a seed it replaces the stored state (a repo
+	// deleted and created again leaves none of its old refs behind) and,
+	// with Head, makes it complete for git clients; unlike a seed it is
+	// announced as the push it is, one event per ref.
+	Whole bool `json:"whole,omitempty"`
 	// Head is HEAD's symbolic target after the push ("refs/heads/main"),
 	// "" when unknown. A push that sets it promises every annotated tag
 	// among its updates is peeled (see GitFields).
 	Head    string      `json:"head,omitempty"`
 	Updates []RefUpdate `json:"updates"`
 }
+
+// ReplacesState reports whether p replaces its repo's stored state rather
+// than updating it: a seed or a whole push.
+func (p *Push) ReplacesState() bool { return p.Seed || p.Whole }
 
 // Event is one ref update as subscribers see it: the update, the push it
 // belongs to, and its place in the bus's history.
@@ -213,6 +224,9 @@ func (p *Push) Validate() error {
 	if len(p.Updates) == 0 && !p.Seed {
 		return fmt.Errorf("%w: push has no updates", ErrInvalid)
 	}
+	if p.Whole && p.Seed {
+		return fmt.Errorf("%w: a push is whole or a seed, not both (a seed lists every ref already)", ErrInvalid)
+	}
 	switch {
 	case p.Seed && len(p.Updates) > MaxRefsPerSeed:
 		return fmt.Errorf("%w: seed has %d refs, at most %d allowed", ErrInvalid, len(p.Updates), MaxRefsPerSeed)
@@ -228,6 +242,9 @@ func (p *Push) Validate() error {
 		// length; a mix is a bug or a forgery, never a real push.
 		if n := len(p.Updates[0].New); len(u.New) != n || (!p.Seed && len(u.Old) != n) || (u.Peeled != "" && len(u.Peeled) != n) {
 			return fmt.Errorf("update %d: %w: object ids mix SHA-1 (40 hex digits) and SHA-256 (64) in one push", i+1, ErrInvalid)
+		}
+		if p.Whole && !IsZeroID(u.Old) {
+			return fmt.Errorf("update %d: %w: a whole push only creates refs (old must be the zero id)", i+1, ErrInvalid)
 		}
 		if _, dup := seen[u.Ref]; dup {
 			return fmt.Errorf("update %d: %w: ref %q appears twice in one push", i+1, ErrInvalid, u.Ref)

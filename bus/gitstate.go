@@ -36,27 +36,28 @@ func IsGitField(key string) bool { return strings.HasPrefix(key, "\x00") }
 //     updates whose new object is an annotated tag (the hook peels every
 //     one, outside its enrichment budget). It sets HEAD and each updated
 //     ref's peel, and leaves completeness as it was.
-//   - A seed with Head makes the state complete: it lists every ref.
+//   - A seed or a whole push with Head makes the state complete: it lists
+//     every ref.
 //   - A push without Head (an older hook, an API publisher) may have left
 //     tags unpeeled, so it clears completeness until the next seed.
 //
-// A non-seed push can never make a state complete, even for a repo that
-// had none: refcast cannot tell a new repository from one whose older refs
-// it never saw.
+// Any other push leaves completeness as it was, even for a repo that had
+// no state: the bus cannot tell a new repository from one whose older refs
+// it never saw. The hook can (Push.Whole), by looking at the repository.
 func (p *Push) GitFields() [][2]string {
 	var out [][2]string
 	if p.Head != "" {
 		out = append(out, [2]string{FieldHead, p.Head})
 	}
 	switch {
-	case p.Seed && p.Head != "":
+	case p.ReplacesState() && p.Head != "":
 		out = append(out, [2]string{FieldComplete, "1"})
-	case !p.Seed && p.Head == "":
+	case !p.ReplacesState() && p.Head == "":
 		out = append(out, [2]string{FieldComplete, ""})
 	}
 	for _, u := range p.Updates {
-		if p.Seed && u.Peeled == "" {
-			continue // the seed dropped the old fields already
+		if p.ReplacesState() && u.Peeled == "" {
+			continue // the old fields were dropped with the old state
 		}
 		peeled := u.Peeled
 		if IsZeroID(u.New) {

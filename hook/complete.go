@@ -28,8 +28,14 @@ func (r *Runner) completeGitState(ctx context.Context, s Settings, repo *Repo, p
 	if len(pushes) == 0 || pushes[0].Head == "" {
 		return // HEAD or a peel could not be read: a seed could not vouch either
 	}
-	a, ok := pub.(gitStateAsker)
-	if !ok || !a.GitIncomplete(ctx, s.RepoName) {
+	if pushes[0].Whole {
+		// Another push to the new repository may have published before
+		// this one, whose state replaced it: the refs still being only
+		// this push's proves none did; otherwise a seed puts them back.
+		if repo.HoldsOnly(pushes[0].Updates) {
+			return
+		}
+	} else if a, ok := pub.(gitStateAsker); !ok || !a.GitIncomplete(ctx, s.RepoName) {
 		return
 	}
 	timeout := s.Timeout

@@ -197,8 +197,11 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 	repo.Enrich(ctx, ups, EnrichOptions{Budget: s.EnrichBudget})
 	head := r.gitState(ctx, repo, ups)
 	pushes := BuildPushes(NewPushID(now), s.RepoName, sanitizePusher(s.Pusher), source, now, ups)
+	// A new repository's first push lists every ref it has: marked whole,
+	// it completes the repo's state for git clients on its own.
+	whole := head != "" && len(pushes) == 1 && repo.HoldsOnly(ups)
 	for _, p := range pushes {
-		p.Head = head
+		p.Head, p.Whole = head, whole
 		if err := p.Validate(); err != nil {
 			return usagef("hook: %v", err)
 		}

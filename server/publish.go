@@ -94,7 +94,7 @@ type gitCompleter interface {
 // acknowledged publish for: the next push asks again).
 func (s *Server) gitState(ctx context.Context, p *bus.Push) string {
 	gc, ok := s.opts.Bus.(gitCompleter)
-	if !ok || p.Seed || p.Head == "" {
+	if !ok || p.ReplacesState() || p.Head == "" {
 		return ""
 	}
 	if complete, err := gc.GitComplete(ctx, p.Repo); err != nil || complete {

@@ -180,7 +180,7 @@ func (b *Bus) reloadHead(pi int) {
 // (bus.GitFields), kept in the same bucket.
 func applyState(refs *bolt.Bucket, p *bus.Push) error {
 	name := []byte(p.Repo)
-	if p.Seed && refs.Bucket(name) != nil {
+	if p.ReplacesState() && refs.Bucket(name) != nil {
 		if err := refs.DeleteBucket(name); err != nil {
 			return err
 		}

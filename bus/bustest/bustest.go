@@ -481,6 +481,30 @@ func testGitState(t *testing.T, f Factory) {
 	mustPublish(t, b, Push("p6", repo, "refs/heads/main", ID(8)))
 	check("after empty seed", "", false, map[string]string{})
 
+	// A whole push (a new repository's first push, as the hook sees it)
+	// replaces the state like a seed, old refs and fields included, and
+	// makes it complete; subscribers see it as the push it is.
+	whole := &bus.Push{ID: "whole", Repo: repo, Time: t0, Source: "post-receive", Whole: true, Head: "refs/heads/trunk", Updates: []bus.RefUpdate{
+		{Ref: "refs/heads/trunk", Old: bus.ZeroSHA1, New: ID(10)},
+		{Ref: "refs/tags/w1", Old: bus.ZeroSHA1, New: ID(11), Peeled: ID(10)},
+	}}
+	evs := mustPublish(t, b, whole)
+	check("whole push", "refs/heads/trunk", true, map[string]string{"refs/tags/w1": ID(10)})
+	if st, _ := b.Refs(ctx(t), repo); len(st.Refs) != 2 || st.Refs["refs/heads/main"] != "" {
+		t.Errorf("whole push: refs %v, want only trunk and w1", st.Refs)
+	}
+	if len(evs) != 2 || evs[0].Kind != bus.KindCreate || evs[1].Kind != bus.KindCreate {
+		t.Errorf("whole push announced as %+v, want two create events", evs)
+	}
+	for _, w := range []*bus.Push{
+		{ID: "whole-seed", Repo: repo, Time: t0, Whole: true, Seed: true, Head: "refs/heads/trunk", Updates: []bus.RefUpdate{{Ref: "refs/heads/trunk", New: ID(10)}}},
+		{ID: "whole-update", Repo: repo, Time: t0, Whole: true, Head: "refs/heads/trunk", Updates: []bus.RefUpdate{{Ref: "refs/heads/trunk", Old: ID(10), New: ID(12)}}},
+	} {
+		if _, err := b.Publish(ctx(t), w); !errors.Is(err, bus.ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", w.ID, err)
+		}
+	}
+
 	bad := Push("bad", repo, "refs/heads/main", ID(9))
 	bad.Head = "HEAD"
 	if _, err := b.Publish(ctx(t), bad); !errors.Is(err, bus.ErrInvalid) {

@@ -175,7 +175,7 @@ func (b *Bus) rememberPush(id string, r pushRef) {
 // with p.mu held.
 func (part *partition) applyState(p *bus.Push) {
 	refs, git := part.refs[p.Repo], part.git[p.Repo]
-	if p.Seed || refs == nil {
+	if p.ReplacesState() || refs == nil {
 		refs = make(map[string]string, len(p.Updates))
 		git = make(map[string]string)
 	}

@@ -34,13 +34,13 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 	if b.opts.MaxAge > 0 {
 		cutoff = now.Add(-b.opts.MaxAge).UnixMilli()
 	}
-	seed := "0"
-	if p.Seed {
-		seed = "1"
+	replace := "0"
+	if p.ReplacesState() {
+		replace = "1"
 	}
 	fields := p.GitFields()
 	args := make([]any, 0, 9+2*(len(p.Updates)+len(fields))+len(evs))
-	args = append(args, newEpoch(), b.opts.PushTTL.Milliseconds(), b.opts.History, cutoff, now.UnixMilli(), seed, p.Repo, p.ID, len(p.Updates)+len(fields))
+	args = append(args, newEpoch(), b.opts.PushTTL.Milliseconds(), b.opts.History, cutoff, now.UnixMilli(), replace, p.Repo, p.ID, len(p.Updates)+len(fields))
 	for _, u := range p.Updates {
 		newID := u.New
 		if !p.Seed && bus.IsZeroID(u.New) {

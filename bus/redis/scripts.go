@@ -47,7 +47,8 @@ end
 // KEYS: 1 stream, 2 seq, 3 epoch, 4 tip, 5 chain, 6 state:<repo>, 7 repos,
 // 8 push:<id>, 9 git:<repo>
 // ARGV: 1 fresh epoch, 2 push ttl ms, 3 max stream length, 4 age cutoff ms
-// (0: none), 5 now ms, 6 seed "1"/"0", 7 repo, 8 push id, 9 number of
+// (0: none), 5 now ms, 6 "1" to replace the state (a seed or a whole push)
+// or "0", 7 repo, 8 push id, 9 number of
 // pairs n, then n pairs (ref, new id or "" to delete; a name starting with
 // NUL is a git field and goes to KEYS[8]), then the events' JSON.
 //

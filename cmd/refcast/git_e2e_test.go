@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -458,5 +459,75 @@ func TestGitPartialClone(t *testing.T) {
 	out, err := gitOut(t, root, nil, "-c", "protocol.version=2", "clone", "-q", "--no-checkout", "--filter=blob:none", plain.URL+"/git/acme/app.git", clone)
 	if err != nil || !strings.Contains(out, "filtering not recognized") {
 		t.Errorf("clone --filter without the feature: %v, want git's warning that the server does not filter:\n%s", err, out)
+	}
+}
+
+// TestGitNewRepoCompleteAtFirstPush: a new repository's first push (its
+// every ref) makes the state complete on its own: git clients are answered
+// from refcast at once, with no seed, no sync event and nothing said to the
+// pusher.
+func TestGitNewRepoCompleteAtFirstPush(t *testing.T) {
+	t.Parallel()
+	testnode.Require(t, "git")
+	bin := testnode.Build(t)
+	const token = "git-token"
+	root := t.TempDir()
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms",
+		"--git-upstream", filepath.Join(root, "{repo}.git"))
+	bare := filepath.Join(root, "acme", "app.git")
+	work := filepath.Join(t.TempDir(), "work")
+	testnode.Git(t, root, nil, "init", "-q", "--bare", "-b", "trunk", bare)
+	runBin(t, bin, "install-hook", bare, "--url", node.URL, "--repo", "acme/app")
+	testnode.Git(t, bare, nil, "config", "refcast.token", token)
+	testnode.Git(t, root, nil, "clone", "-q", bare, work)
+	g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
+	g("checkout", "-q", "-b", "trunk")
+	g("commit", "-q", "--allow-empty", "-m", "one")
+	g("branch", "dev")
+	g("tag", "light")
+	g("tag", "-a", "-m", "release", "v1")
+	out, err := gitOut(t, work, nil, "push", "origin", "trunk", "dev", "--tags")
+	if err != nil {
+		t.Fatalf("first push: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "refcast") {
+		t.Errorf("the first push's hook said something:\n%s", out)
+	}
+
+	want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
+	for _, v := range []string{"0", "2"} {
+		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "ls-remote", node.URL+"/git/acme/app.git")
+		if err != nil {
+			t.Fatalf("v%s ls-remote: %v\n%s", v, err, out)
+		}
+		if got := sortedLines(out); !slices.Equal(got, want) {
+			t.Errorf("v%s ls-remote through refcast:\n%s\nwant\n%s", v, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if n := metricValue(t, node.URL, "refcast_git_upstream_requests_total"); n != "0" {
+		t.Errorf("discovery after the first push reached the upstream %s times: the state is not complete", n)
+	}
+
+	res, err := http.Get(node.URL + "/v1/history?repo=acme/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var hist struct {
+		Events []struct {
+			Kind string `json:"kind"`
+			Ref  string `json:"ref"`
+		} `json:"events"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&hist); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range hist.Events {
+		kinds = append(kinds, e.Kind+" "+e.Ref)
+	}
+	slices.Sort(kinds)
+	if wantKinds := []string{"create refs/heads/dev", "create refs/heads/trunk", "create refs/tags/light", "create refs/tags/v1"}; !slices.Equal(kinds, wantKinds) {
+		t.Errorf("history of the first push: %v, want %v", kinds, wantKinds)
 	}
 }
