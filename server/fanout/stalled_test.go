@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,8 @@ func BenchmarkStalledReaders(b *testing.B) {
 		b.ReportMetric(f.evictions[ReasonMemory], "evicted-memory")
 		b.ReportMetric(f.evictions[ReasonQueueFull], "evicted-queue-full")
 		b.ReportMetric(float64(f.goodShort), "good-closed")
+		b.ReportMetric(f.p50.Seconds()*1000, "good-p50-ms")
+		b.ReportMetric(f.p99.Seconds()*1000, "good-p99-ms")
 	}
 }
 
@@ -68,6 +71,7 @@ type stalledFigures struct {
 	queuedPeak int64  // Engine.QueuedBytes, sampled
 	evictions  map[string]float64
 	goodShort  int // good streams closed before they had every event
+	p50, p99   time.Duration // the good streams' delivery latency
 }
 
 // runStalled opens stalled streams that never read and good ones that do,
@@ -91,6 +95,7 @@ func runStalled(tb testing.TB, stalled, good, events int, bound int64) stalledFi
 	}
 	var got []*atomic.Int64
 	var gone []*atomic.Bool // the node closed the stream
+	var lat latencies
 	var readers sync.WaitGroup
 	for range good {
 		st, cli := n.readerStream(tb, Spec{}, "acme/app")
@@ -99,7 +104,7 @@ func runStalled(tb testing.TB, stalled, good, events int, bound int64) stalledFi
 		got = append(got, c)
 		ended := new(atomic.Bool)
 		gone = append(gone, ended)
-		readers.Go(func() { countEvents(cli, c); ended.Store(true) })
+		readers.Go(func() { readEvents(cli, c, &lat); ended.Store(true) })
 	}
 	idle := heapInuse()
 	var queuedPeak atomic.Int64
@@ -121,7 +126,8 @@ func runStalled(tb testing.TB, stalled, good, events int, bound int64) stalledFi
 		return true
 	})
 	peak := h.stop()
-	f := stalledFigures{heapPeak: peak - min(peak, idle), queuedPeak: queuedPeak.Load(), evictions: map[string]float64{}}
+	f := stalledFigures{heapPeak: peak - min(peak, idle), queuedPeak: queuedPeak.Load(), evictions: map[string]float64{},
+		p50: lat.quantile(0.50), p99: lat.quantile(0.99)}
 	for _, c := range got {
 		if c.Load() != int64(events) {
 			f.goodShort++
@@ -199,14 +205,54 @@ func (n *testEngine) attach(tb testing.TB, sp Spec, srv net.Conn, repo string) S
 }
 
 // countEvents counts the event frames c receives until it is closed.
-func countEvents(c net.Conn, got *atomic.Int64) {
+
+// readEvents counts the event frames read from c and, when lat is not nil,
+// records each one's delivery latency: read time minus the event's push
+// time (the "time" field, set by the publisher when it made the push).
+func readEvents(c net.Conn, got *atomic.Int64, lat *latencies) {
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if bytes.Equal(sc.Bytes(), []byte("event: ref")) {
+		line := sc.Bytes()
+		if bytes.Equal(line, []byte("event: ref")) {
 			got.Add(1)
+			continue
+		}
+		if lat == nil || !bytes.HasPrefix(line, []byte("data: ")) {
+			continue
+		}
+		if _, after, ok := bytes.Cut(line, []byte(`"time":"`)); ok {
+			if ts, _, ok := bytes.Cut(after, []byte(`"`)); ok {
+				if t, err := time.Parse(time.RFC3339Nano, string(ts)); err == nil {
+					lat.add(time.Since(t))
+				}
+			}
 		}
 	}
+}
+
+// latencies collects delivery latencies from several readers.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// quantile is the q-quantile (nearest rank), 0 for none.
+func (l *latencies) quantile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
 // heapSampler records the peak HeapInuse (no forced collection: garbage

@@ -202,6 +202,19 @@ func (n *testEngine) dispatched(t testing.TB) {
 type testStream struct {
 	conn net.Conn
 	r    *bufio.Reader
+	sub  *subscriber
+}
+
+// settled waits until no writer holds the stream: the write that delivered
+// what the client read has finished, and its bookkeeping (lastWrite,
+// scheduled) is done. The client can read a write's bytes before that.
+func (s *testStream) settled(t testing.TB) {
+	t.Helper()
+	eventually(t, patience, "the stream's writer to finish", func() bool {
+		s.sub.mu.Lock()
+		defer s.sub.mu.Unlock()
+		return !s.sub.scheduled
+	})
 }
 
 // stream registers a live hijacked stream on repo, as /v1/events does
@@ -222,7 +235,7 @@ func (n *testEngine) stream(t testing.TB, sp Spec, repo string) *testStream {
 		t.Fatal("stream removed before Attach")
 	}
 	st.GoLive(nil)
-	return &testStream{conn: cli, r: bufio.NewReaderSize(cli, 64<<10)}
+	return &testStream{conn: cli, r: bufio.NewReaderSize(cli, 64<<10), sub: st.s}
 }
 
 // next returns the next event frame's event, skipping comments and other
