@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/watermark"
 )
 
 // Defaults for Options.
@@ -31,6 +32,13 @@ const (
 	// the reader; the node then drops the stream and the relay resumes
 	// from its cursor later. 10 000 updates of ~1 KiB each is ~10 MiB.
 	DefaultMaxPending = 10000
+	// DefaultMaxRefs bounds the refs whose last delivered id the relay
+	// remembers, over all repos, to compare a reset's snapshot with. The
+	// state file holds them and is rewritten whenever the safe cursor
+	// moves: 10 000 refs of ~70 bytes of JSON each is a ~700 KiB file.
+	// A ref past the bound is not remembered: a reset sends it whatever
+	// its id (never skips it), and cannot derive its deletion.
+	DefaultMaxRefs = 10000
 )
 
 // Outcomes counted in refcast_relay_deliveries_total.
@@ -67,6 +75,8 @@ type Options struct {
 	// empty logs it only.
 	DeadLetter string
 	MaxPending int
+	// MaxRefs bounds the refs remembered (see DefaultMaxRefs).
+	MaxRefs    int
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	HTTPClient *http.Client
@@ -90,17 +100,20 @@ type Relay struct {
 	abort     context.Context // done: in-flight requests are cancelled
 	abortNow  context.CancelFunc
 	wg        sync.WaitGroup // the lanes
-	slots     chan struct{}  // one per pending update; set at construction
-	changed   chan struct{}  // signalled when safe advances
 	delivered *prometheus.CounterVec
 
-	mu      sync.Mutex
-	lanes   map[laneKey]*lane            // running lanes; guarded by mu
-	base    uint64                       // seq of pending[0]; guarded by mu
-	pending []*entry                     // guarded by mu
-	safe    string                       // guarded by mu
-	known   map[string]map[string]string // repo → ref → last new id handled; guarded by mu
-	closed  bool                         // no lane may start after Close; guarded by mu
+	mu    sync.Mutex
+	lanes map[laneKey]*lane // running lanes; guarded by mu
+	// mark orders the updates handled and finds the safe cursor; guarded
+	// by mu but for Reserve and Changed. Each entry waits for one
+	// delivery per target that wants it.
+	mark *watermark.Mark[pendingUpdate]
+	// known is, per repo and ref, the id of the last update handled
+	// (queued, perhaps not yet delivered): a reset is compared with it.
+	// done is the same as of Safe: updates acknowledged or dead-lettered
+	// by every target, what --state keeps. Both guarded by mu.
+	known, done refBook
+	closed      bool // no lane may start after Close; guarded by mu
 }
 
 type laneKey struct {
@@ -120,10 +133,12 @@ type item struct {
 	u   Update
 }
 
-type entry struct {
-	cursor string
-	left   int // targets still owing a delivery
-	time   time.Time
+// pendingUpdate is what the relay keeps of an update until every target
+// is done with it: its time for the lag, and the ref it sets for done
+// (empty ref: an update no target wanted, or a position only).
+type pendingUpdate struct {
+	time           time.Time
+	repo, ref, new string
 }
 
 // New checks opts and returns a relay ready for Handle.
@@ -153,6 +168,9 @@ func New(opts Options) (*Relay, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = DefaultMaxPending
 	}
+	if opts.MaxRefs <= 0 {
+		opts.MaxRefs = DefaultMaxRefs
+	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{CheckRedirect: noRedirect}
 	}
@@ -162,10 +180,8 @@ func New(opts Options) (*Relay, error) {
 	if opts.Sleep == nil {
 		opts.Sleep = sleepCtx
 	}
-	r := &Relay{
-		opts: opts, slots: make(chan struct{}, opts.MaxPending), changed: make(chan struct{}, 1),
-		lanes: map[laneKey]*lane{}, base: 1, known: map[string]map[string]string{},
-	}
+	r := &Relay{opts: opts, lanes: map[laneKey]*lane{}, known: newRefBook(opts.MaxRefs), done: newRefBook(opts.MaxRefs)}
+	r.mark = watermark.New(opts.MaxPending, "", r.finished)
 	r.stop, r.stopNow = context.WithCancel(context.Background())
 	r.abort, r.abortNow = context.WithCancel(context.Background())
 	r.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -185,7 +201,7 @@ func New(opts Options) (*Relay, error) {
 		pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "refcast_relay_pending",
 			Help: "Updates received and not yet acknowledged or dead-lettered by every target.",
-		}, func() float64 { r.mu.Lock(); defer r.mu.Unlock(); return float64(len(r.pending)) })
+		}, func() float64 { r.mu.Lock(); defer r.mu.Unlock(); return float64(r.mark.Len()) })
 		for _, c := range []prometheus.Collector{r.delivered, lag, pending} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register relay metrics: %w", err)
@@ -199,12 +215,17 @@ func New(opts Options) (*Relay, error) {
 // webhook POST re-sent as a GET elsewhere is not a delivery.
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// SetSafe sets the cursor reported before anything is handled (the one
-// the relay resumed from).
-func (r *Relay) SetSafe(cursor string) {
+// Resume sets, before anything is handled, the cursor the relay resumed
+// from and the ids it had delivered as of that cursor (what Remembered
+// returned when it was stored; nil when unknown, as in a state file of an
+// older version): a reset is compared with them. Refs past MaxRefs are
+// not remembered.
+func (r *Relay) Resume(cursor string, refs map[string]map[string]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.safe = cursor
+	r.mark.SetSafe(cursor)
+	r.done.load(refs)
+	r.known.load(refs)
 }
 
 // Safe returns the latest cursor such that every update at or before it
@@ -212,87 +233,74 @@ func (r *Relay) SetSafe(cursor string) {
 func (r *Relay) Safe() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.safe
+	return r.mark.Safe()
 }
 
-// Changed is signalled (without blocking, coalesced) when Safe advances.
-func (r *Relay) Changed() <-chan struct{} { return r.changed }
+// Remembered returns Safe and, consistent with it, a copy of the id last
+// delivered per repo and ref (acknowledged or dead-lettered by every
+// target that wants the ref; at most MaxRefs refs): what a state file
+// keeps, so that a reset after a restart sends only what changed.
+func (r *Relay) Remembered() (cursor string, refs map[string]map[string]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mark.Safe(), r.done.copy()
+}
+
+// Changed is signalled (without blocking, coalesced) when Safe or
+// Remembered may have moved.
+func (r *Relay) Changed() <-chan struct{} { return r.mark.Changed() }
 
 // Handle queues u for every target that wants it. It blocks while
 // MaxPending updates are held, until ctx is done or the relay is closed.
 func (r *Relay) Handle(ctx context.Context, u Update) error {
-	select {
-	case r.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-r.stop.Done():
-		return ErrClosed
+	if err := r.mark.Reserve(ctx, r.stop.Done()); err != nil {
+		if errors.Is(err, watermark.ErrStopped) {
+			return ErrClosed
+		}
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		<-r.slots
+		r.mark.Unreserve()
 		return ErrClosed
 	}
-	seq := r.base + uint64(len(r.pending))
-	e := &entry{cursor: u.Cursor, time: u.Event.Time}
-	r.pending = append(r.pending, e)
 	ev := u.Event
+	p := pendingUpdate{time: ev.Time}
+	var targets []*Target
 	if ev.Repo != "" && ev.Ref != "" && ev.Kind != bus.KindSync {
-		refs := r.known[ev.Repo]
-		if refs == nil {
-			refs = map[string]string{}
-			r.known[ev.Repo] = refs
-		}
-		if bus.IsZeroID(ev.New) {
-			delete(refs, ev.Ref)
-		} else {
-			refs[ev.Ref] = ev.New
-		}
 		for _, t := range r.opts.Targets {
-			if !t.matches(ev.Repo, ev.Ref) {
-				continue
+			if t.matches(ev.Repo, ev.Ref) {
+				targets = append(targets, t)
 			}
-			e.left++
-			k := laneKey{t, ev.Repo}
-			l := r.lanes[k]
-			if l == nil {
-				l = &lane{target: t}
-				r.lanes[k] = l
-				r.wg.Add(1)
-				go r.run(k, l)
-			}
-			l.items = append(l.items, item{seq: seq, u: u})
 		}
 	}
-	if e.left == 0 {
-		r.advance()
+	if len(targets) > 0 {
+		// Only refs some target wants are remembered: a reset's update
+		// of another ref would go nowhere anyway.
+		p.repo, p.ref, p.new = ev.Repo, ev.Ref, ev.New
+		r.known.set(ev.Repo, ev.Ref, ev.New)
+	}
+	seq := r.mark.Add(u.Cursor, len(targets), p)
+	for _, t := range targets {
+		k := laneKey{t, ev.Repo}
+		l := r.lanes[k]
+		if l == nil {
+			l = &lane{target: t}
+			r.lanes[k] = l
+			r.wg.Add(1)
+			go r.run(k, l)
+		}
+		l.items = append(l.items, item{seq: seq, u: u})
 	}
 	return nil
 }
 
-// advance drops the leading finished entries and moves safe past them;
-// called with mu held.
-func (r *Relay) advance() {
-	n := 0
-	for n < len(r.pending) && r.pending[n].left == 0 {
-		if c := r.pending[n].cursor; c != "" {
-			r.safe = c
-		}
-		n++
-	}
-	if n == 0 {
-		return
-	}
-	clear(r.pending[:n])
-	r.pending = r.pending[n:]
-	r.base += uint64(n)
-	for range n {
-		<-r.slots
-	}
-	select {
-	case r.changed <- struct{}{}:
-	default:
+// finished is the mark's pop hook: every target is done with p, and with
+// everything before it. Called with mu held.
+func (r *Relay) finished(p pendingUpdate) {
+	if p.ref != "" {
+		r.done.set(p.repo, p.ref, p.new)
 	}
 }
 
@@ -314,8 +322,7 @@ func (r *Relay) run(k laneKey, l *lane) {
 		}
 		r.mu.Lock()
 		l.items = l.items[1:]
-		r.pending[it.seq-r.base].left--
-		r.advance()
+		r.mark.Done(it.seq)
 		r.mu.Unlock()
 	}
 }
@@ -324,10 +331,11 @@ func (r *Relay) run(k laneKey, l *lane) {
 func (r *Relay) lag() float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.pending) == 0 || r.pending[0].time.IsZero() {
+	p, ok := r.mark.Oldest()
+	if !ok || p.time.IsZero() {
 		return 0
 	}
-	return time.Since(r.pending[0].time).Seconds()
+	return time.Since(p.time).Seconds()
 }
 
 // Close stops the relay: no new attempt starts, backoff waits end, and

@@ -279,12 +279,12 @@ func TestRelayRestartResendsOnlyInFlight(t *testing.T) {
 	}
 	stuck := <-inFlight
 	r.Close(0) // abandon the request in flight, as SIGKILL would
-	safe := r.Safe()
+	safe, refs := r.Remembered()
 
 	// Restart from the stored cursor: the stream replays after it.
 	r2 := newRelay()
 	defer r2.Close(time.Second)
-	r2.SetSafe(safe)
+	r2.Resume(safe, refs)
 	from := 0
 	for i, u := range ups {
 		if u.Cursor == safe {

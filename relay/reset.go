@@ -10,23 +10,24 @@ import (
 
 // HandleReset turns a reset (the node could not replay what the relay
 // missed) into updates: one per ref of the snapshot whose id differs from
-// what this process last handled for it, and a delete for each ref it
-// handled that the snapshot no longer has, each marked Reset. A repo this
-// process has handled nothing of gets every ref of the snapshot (the
-// relay's state file keeps a cursor, not the refs: receivers treat a
-// webhook as "look again", so an extra one is harmless). The snapshot's
-// cursor becomes safe once they are delivered.
+// the last the relay handled for it (in this process, or delivered before
+// a restart, as Resume was told), and a delete for each ref remembered
+// that the snapshot no longer has, each marked Reset. A ref the relay does
+// not remember (none handled, a state file without refs, past MaxRefs) is
+// sent whatever its id: receivers treat a webhook as "look again", so an
+// extra one is harmless, a skipped one is not. The snapshot's cursor
+// becomes safe once they are delivered.
 func (r *Relay) HandleReset(ctx context.Context, rs wire.Reset) error {
 	for _, rr := range rs.Repos {
 		r.mu.Lock()
-		known := r.known[rr.Repo]
+		known := r.known.repo(rr.Repo)
 		var ups []Update
 		for ref, id := range rr.Refs {
-			if known != nil && known[ref] == id {
+			old, ok := known[ref]
+			if ok && old == id {
 				continue
 			}
-			old := known[ref]
-			if old == "" {
+			if !ok {
 				old = bus.ZeroSHA1
 			}
 			ups = append(ups, resetUpdate(rs.Cursor, rr.Repo, ref, old, id))

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -78,12 +79,38 @@ func TestState(t *testing.T) {
 	if err := SaveState(p, "bad cursor"); err == nil {
 		t.Error("saved an invalid cursor")
 	}
+	// A relay's refs are stored with the cursor and read back with it; a
+	// cursor-only file (watch's, or an older relay's) has none.
+	refs := map[string]map[string]string{"acme/app": {"refs/heads/main": strings.Repeat("a", 40), "refs/tags/v1": strings.Repeat("b", 64)}}
+	if err := WriteState(p, State{Cursor: "v1-r", Refs: refs}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ReadState(p); err != nil || st.Cursor != "v1-r" || !maps.EqualFunc(st.Refs, refs, maps.Equal[map[string]string]) {
+		t.Fatalf("ReadState = %+v, %v, want the refs written", st, err)
+	}
+	if c, err := LoadState(p); c != "v1-r" || err != nil {
+		t.Fatalf("LoadState of a file with refs = %q, %v", c, err)
+	}
+	if err := SaveState(p, "v1-old"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ReadState(p); err != nil || st.Cursor != "v1-old" || st.Refs != nil {
+		t.Fatalf("ReadState of a cursor-only file = %+v, %v", st, err)
+	}
+	if err := WriteState(p, State{Cursor: "v1-r", Refs: map[string]map[string]string{"acme/app": {"refs/heads/main": bus.ZeroSHA1}}}); err == nil {
+		t.Error("saved a zero id")
+	}
 	for name, content := range map[string]string{
-		"garbage":  "not json",
-		"version":  `{"v":2,"cursor":"abc"}`,
-		"bad":      `{"v":1,"cursor":"a/b"}`,
-		"empty":    `{"v":1,"cursor":""}`,
-		"too long": `{"v":1,"cursor":"` + strings.Repeat("a", wire.MaxCursorLen+1) + `"}`,
+		"garbage":   "not json",
+		"version":   `{"v":2,"cursor":"abc"}`,
+		"bad":       `{"v":1,"cursor":"a/b"}`,
+		"empty":     `{"v":1,"cursor":""}`,
+		"too long":  `{"v":1,"cursor":"` + strings.Repeat("a", wire.MaxCursorLen+1) + `"}`,
+		"bad repo":  `{"v":1,"cursor":"abc","refs":{"../x":{"refs/heads/main":"` + strings.Repeat("a", 40) + `"}}}`,
+		"bad ref":   `{"v":1,"cursor":"abc","refs":{"acme/app":{"main":"` + strings.Repeat("a", 40) + `"}}}`,
+		"bad id":    `{"v":1,"cursor":"abc","refs":{"acme/app":{"refs/heads/main":"xyz"}}}`,
+		"zero id":   `{"v":1,"cursor":"abc","refs":{"acme/app":{"refs/heads/main":"` + bus.ZeroSHA1 + `"}}}`,
+		"refs list": `{"v":1,"cursor":"abc","refs":["acme/app"]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			q := dir + "/" + strings.ReplaceAll(name, " ", "_")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -48,7 +49,8 @@ const relaySynopsis = `relay NODE_URL --repo R (--to URL --format FORMAT --secre
 Follows a node like watch and delivers every ref update as a signed webhook
 to each target, in order per target and repo, retrying with exponential
 backoff until a 2xx answer (or --max-attempts, then --dead-letter).
---state keeps the cursor below which every target has its updates.
+--state keeps the cursor below which every target has its updates, and
+the id delivered per ref, so a reset sends only the refs that changed.
 
 Formats: github, gitlab, generic-hmac, jenkins, refcast. Secrets come from
 files (--secret-file, secret_file in --config) or REFCAST_RELAY_SECRET,
@@ -81,12 +83,13 @@ func runRelay(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	var since string
+	var st watch.State
 	if c.state != "" {
-		if since, err = watch.CheckState(c.state); err != nil {
+		if st, err = watch.OpenState(c.state); err != nil {
 			return fmt.Errorf("relay: %w", err)
 		}
 	}
+	since := st.Cursor
 	if c.deadLetter != "" {
 		if err := os.MkdirAll(c.deadLetter, 0o750); err != nil {
 			return fmt.Errorf("relay: --dead-letter: %w: create the directory or give another", err)
@@ -104,7 +107,7 @@ func runRelay(ctx context.Context, args []string, env Env) error {
 		r.Close(0)
 		return fmt.Errorf("relay: %w", err)
 	}
-	r.SetSafe(since)
+	r.Resume(since, st.Refs)
 	client, err := watch.NewClient(watch.ClientOptions{URL: c.url, Repos: c.repos, Refs: c.refs, Token: token, Since: since, Logger: log})
 	if err != nil {
 		r.Close(0)
@@ -127,19 +130,26 @@ func runRelay(ctx context.Context, args []string, env Env) error {
 		log.Info("metrics", "listen", ln.Addr().String())
 	}
 
-	// The saver stores the safe cursor whenever it advances; it is the
-	// only writer of the state file. A save failure stops the relay: going
-	// on would resend everything since the last save after a restart.
+	// The saver stores the safe cursor and the refs delivered as of it
+	// (one atomic write) whenever they advance; it is the only writer of
+	// the state file. A save failure stops the relay: going on would
+	// resend everything since the last save after a restart.
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	saved := since
+	saved := st
 	save := func() error {
-		if s := r.Safe(); c.state != "" && s != "" && s != saved {
-			if err := watch.SaveState(c.state, s); err != nil {
-				return err
-			}
-			saved = s
+		if c.state == "" {
+			return nil
 		}
+		cur, refs := r.Remembered()
+		if cur == "" || (cur == saved.Cursor && maps.EqualFunc(refs, saved.Refs, maps.Equal[map[string]string])) {
+			return nil
+		}
+		next := watch.State{Cursor: cur, Refs: refs}
+		if err := watch.WriteState(c.state, next); err != nil {
+			return err
+		}
+		saved = next
 		return nil
 	}
 	saverDone := make(chan struct{})
@@ -216,7 +226,7 @@ func parseRelayFlags(args []string, env Env) (*relayConfig, error) {
 	fs.Var(&c.repos, "repo", "repo name or glob to follow (repeatable; required)")
 	fs.Var(&c.refs, "ref", "ref pattern to follow (repeatable; default every ref)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the node's access token (else REFCAST_TOKEN)")
-	fs.StringVar(&c.state, "state", "", "file storing the cursor every target has its updates up to; a restart resumes from it")
+	fs.StringVar(&c.state, "state", "", "file storing the cursor every target has its updates up to, and the ids delivered; a restart resumes from it")
 	fs.StringVar(&c.to, "to", "", "URL of the one target (or use --config)")
 	fs.StringVar(&c.format, "format", "", "format of --to: "+strings.Join(relay.Formats, ", "))
 	fs.StringVar(&c.secretFile, "secret-file", "", "file holding --to's secret, at least 16 bytes (else REFCAST_RELAY_SECRET)")

@@ -204,46 +204,76 @@ func startRelay(t *testing.T, vars map[string]string, args ...string) func() int
 
 // TestRelayE2EReset: the node's history no longer holds what the relay
 // missed while down; the reset is delivered as one webhook per ref of the
-// snapshot, marked reset.
+// snapshot that differs from what the relay delivered before the restart
+// (kept in --state), marked reset. A state file of an older relay (a
+// cursor only) still loads, and then every ref of the snapshot is sent.
 func TestRelayE2EReset(t *testing.T) {
-	url := wtNode(t, "--history", "3", "--partitions", "1")
-	var mu sync.Mutex
-	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var e struct {
-			Ref string
-		}
-		b, _ := io.ReadAll(r.Body)
-		_ = json.Unmarshal(b, &e)
-		mu.Lock()
-		got = append(got, e.Ref+" "+r.Header.Get("X-Refcast-Reset"))
-		mu.Unlock()
-	}))
-	defer srv.Close()
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	os.WriteFile(secret, []byte(relaySecretText), 0o600)
-	args := []string{url, "--repo", "acme/app", "--state", filepath.Join(dir, "state"), "--to", srv.URL, "--format", "refcast", "--secret-file", secret}
-	n := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+	for _, tc := range []struct {
+		name       string
+		cursorOnly bool
+		want       int // reset deliveries
+	}{
+		{"refs kept", false, 10},
+		{"cursor-only state", true, 11},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := wtNode(t, "--history", "3", "--partitions", "1")
+			var mu sync.Mutex
+			var got []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var e struct {
+					Ref string
+				}
+				b, _ := io.ReadAll(r.Body)
+				_ = json.Unmarshal(b, &e)
+				mu.Lock()
+				got = append(got, e.Ref+" "+r.Header.Get("X-Refcast-Reset"))
+				mu.Unlock()
+			}))
+			defer srv.Close()
+			dir := t.TempDir()
+			secret := filepath.Join(dir, "secret")
+			os.WriteFile(secret, []byte(relaySecretText), 0o600)
+			state := filepath.Join(dir, "state")
+			args := []string{url, "--repo", "acme/app", "--state", state, "--to", srv.URL, "--format", "refcast", "--secret-file", secret}
+			n := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
 
-	stop := startRelay(t, nil, args...)
-	wtPublish(t, url, "acme/app", "refs/heads/main")
-	wtEventually(t, func() bool { return n() == 1 }, "first delivery")
-	stop()
-	for i := range 10 { // more than the history holds
-		wtPublish(t, url, "acme/app", fmt.Sprintf("refs/heads/b%d", i))
-	}
-	stop = startRelay(t, nil, args...)
-	wtEventually(t, func() bool { return n() == 12 }, "the reset's 11 refs")
-	stop()
-	mu.Lock()
-	defer mu.Unlock()
-	if got[0] != "refs/heads/main " {
-		t.Errorf("first delivery %q", got[0])
-	}
-	for _, g := range got[1:] {
-		if !strings.HasSuffix(g, " true") {
-			t.Errorf("reset delivery %q not marked", g)
-		}
+			stop := startRelay(t, nil, args...)
+			wtPublish(t, url, "acme/app", "refs/heads/main")
+			wtEventually(t, func() bool { return n() == 1 }, "first delivery")
+			stop()
+			if st, err := watch.ReadState(state); err != nil || len(st.Refs["acme/app"]) != 1 {
+				t.Fatalf("state %+v, %v: want main's id kept", st, err)
+			}
+			if tc.cursorOnly {
+				c, _ := watch.LoadState(state)
+				if err := watch.SaveState(state, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 10 { // more than the history holds
+				wtPublish(t, url, "acme/app", fmt.Sprintf("refs/heads/b%d", i))
+			}
+			stop = startRelay(t, nil, args...)
+			wtEventually(t, func() bool { return n() == 1+tc.want }, "the reset's deliveries")
+			// A push after the reset is delivered after anything the reset
+			// queued (one repo, one target: in order): it closes the list.
+			wtPublish(t, url, "acme/app", "refs/heads/z")
+			wtEventually(t, func() bool { return n() >= 2+tc.want }, "the push after the reset")
+			stop()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(got) != 2+tc.want || got[0] != "refs/heads/main " || got[len(got)-1] != "refs/heads/z " {
+				t.Fatalf("deliveries %q: want main, %d reset deliveries, z", got, tc.want)
+			}
+			for _, g := range got[1 : 1+tc.want] {
+				if !strings.HasSuffix(g, " true") {
+					t.Errorf("reset delivery %q not marked", g)
+				}
+				if g == "refs/heads/main true" && !tc.cursorOnly {
+					t.Errorf("main re-sent though unchanged since its delivery before the restart")
+				}
+			}
+		})
 	}
 }
