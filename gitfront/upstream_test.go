@@ -68,3 +68,22 @@ func TestHTTPUpstream(t *testing.T) {
 		t.Error("no upstream request counted")
 	}
 }
+
+func TestGitProtocolValue(t *testing.T) {
+	for s, want := range map[string]bool{
+		"version=2":                      true,
+		"version=2:object-format=sha256": true,
+		"a.b_c-d=1":                      true,
+		strings.Repeat("a", 256):         true,
+		strings.Repeat("a", 257):         false,
+		"":                               false,
+		"version=2 x":                    false,
+		"version=2\n":                    false,
+		"v=2;rm":                         false,
+		"ü=1":                            false,
+	} {
+		if got := gitProtocolValue(s); got != want {
+			t.Errorf("gitProtocolValue(%.20q) = %v, want %v", s, got, want)
+		}
+	}
+}
