@@ -13,13 +13,18 @@ import (
 // stall parks a subscriber whose socket is full; the housekeeper retries it
 // with a growing interval (as long as it has been stuck, between one tick
 // and a second), so a crowd of stuck clients costs few retries, and evicts
-// it once it has been stuck for WriteTimeout.
-func (e *Engine) stall(s *subscriber) {
+// it once it has been stuck for WriteTimeout. progressed says the write
+// that filled the socket still wrote something: the client reads, only
+// slower than events come, so it counts as stuck from now (retried after
+// one tick, evicted for slowness only after WriteTimeout without a byte
+// taken) and its queue may grow past MaxQueue (see subscriber.add).
+func (e *Engine) stall(s *subscriber, progressed bool) {
 	now := time.Now()
 	s.mu.Lock()
-	if s.stalledAt.IsZero() {
+	if s.stalledAt.IsZero() || progressed {
 		s.stalledAt = now
 	}
+	s.progressing = progressed
 	wait := min(max(now.Sub(s.stalledAt), HousekeeperTick), time.Second)
 	s.mu.Unlock()
 	e.stallMu.Lock()

@@ -114,7 +114,8 @@ func (e *Engine) shed() {
 	for _, s := range e.all {
 		if h := s.held.Load(); h > 0 {
 			s.mu.Lock()
-			stalled := !s.stalledAt.IsZero()
+			// A reader that still takes bytes is no stalled one here.
+			stalled := !s.stalledAt.IsZero() && !s.progressing
 			s.mu.Unlock()
 			cands = append(cands, holding{s, h, s.ownHeld.Load(), stalled})
 		}

@@ -298,3 +298,49 @@ func heapInuse() uint64 {
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// TestSlowReaderKeptPastMaxQueue: the rule a burst meets. A stream whose
+// socket is full and took no byte at its last write is evicted once its
+// queue reaches MaxQueue; one whose last write still took bytes (a reader
+// slower than the burst) keeps queueing up to the hard bound, and the
+// node's total (MaxQueuedBytes) bounds what that costs.
+func TestSlowReaderKeptPastMaxQueue(t *testing.T) {
+	const maxQueue = 8
+	n := runEngine(t, func(o *Options) { o.MaxQueue = maxQueue })
+	for _, tc := range []struct {
+		name        string
+		progressing bool
+		evictAt     int // 0: not within 4 × MaxQueue
+	}{
+		{"stopped reading", false, maxQueue},
+		{"reading slowly", true, 0},
+	} {
+		f, err := bus.ParseFilter([]string{"acme/app"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _, err := n.Register(Spec{Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := st.s
+		s.mu.Lock()
+		s.stalledAt, s.progressing = time.Now(), tc.progressing
+		s.mu.Unlock()
+		evictedAt := 0
+		for i := range 4 * maxQueue {
+			ev := &bus.Event{Repo: "acme/app", Ref: "refs/heads/main", Kind: bus.KindUpdate}
+			if reason, _ := s.add(newFrame([]byte("data: x\n\n"), ev), maxQueue); reason != "" {
+				if reason != ReasonQueueFull {
+					t.Errorf("%s: evicted for %q, want %q", tc.name, reason, ReasonQueueFull)
+				}
+				evictedAt = i
+				break
+			}
+		}
+		if evictedAt != tc.evictAt {
+			t.Errorf("%s: evicted at frame %d, want %d (0: never)", tc.name, evictedAt, tc.evictAt)
+		}
+		st.Remove(ReasonClosed)
+	}
+}

@@ -101,6 +101,9 @@ type subscriber struct {
 	closing   bool      // a last frame is queued; guarded by mu
 	foldAt    int       // mode=latest: queue length of the next fold; guarded by mu
 	stalledAt time.Time // when its socket filled; zero when not stalled; guarded by mu
+	// progressing: the write that stalled it still wrote bytes (a reader
+	// slower than the events, not one that stopped); guarded by mu.
+	progressing bool
 	// floor: drop events at or below its Seqs, raise the ids of the
 	// others to it (a resumed client ahead of the node); guarded by mu.
 	floor *wire.Cursor
@@ -162,10 +165,13 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 			return "", false
 		case s.latest && f.ev != nil:
 			// between folds: queue it (bounded by 2 × the folded bound)
-		case !s.stalledAt.IsZero() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush:
+		case (!s.stalledAt.IsZero() && !s.progressing) || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush:
 			// maxQueue is a soft bound: one large push can exceed it for
-			// a client that keeps up. Only a client whose socket has
-			// stalled, or whose queue reaches the hard bound, is evicted.
+			// a client that keeps up, and a burst for one that reads
+			// slower than it comes but reads. Only a client whose socket
+			// stopped taking bytes, or whose queue reaches the hard bound,
+			// is evicted here; what the queues hold is bounded in total by
+			// MaxQueuedBytes (shed).
 			return ReasonQueueFull, false
 		}
 	}
@@ -383,7 +389,7 @@ func (s *subscriber) flushConn() {
 					s.releasePending()
 				}
 				clear(s.bufs) // drop references to written frames
-				e.stall(s)
+				e.stall(s, n > 0)
 				return
 			}
 			clear(s.bufs)
