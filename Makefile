@@ -24,7 +24,9 @@ test: ## run every test with the race detector (real git, redis-server, chromium
 	if [ $$rc -ne 0 ]; then echo 'make test: FAILED (see above)'; fi; exit $$rc
 
 bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmarks; full set: docs/performance.md
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x -skip 'Hostile|Fanout' ./server/ ./server/fanout/ ./bus/memory/ ./bus/bolt/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x -skip 'Hostile|Fanout|StalledReaders|CostlySubscriptions' ./server/ ./server/fanout/ ./bus/memory/ ./bus/bolt/
+	REFCAST_BENCH_COSTLY_EVENTS=200 $(GO) test -run '^$$' -bench 'CostlySubscriptions' -benchtime 1x ./server/
+	$(GO) test -run '^$$' -bench 'StalledReaders' -benchtime 1x ./server/fanout/
 	$(GO) test -run '^$$' -bench 'Fanout' -benchmem -benchtime 200x ./server/fanout/
 	$(GO) test -run '^$$' -bench 'HostileClients' -benchtime 1x ./server/
 	$(GO) test -run '^$$' -bench 'EnrichThousandTags' -benchtime 5x ./hook/
