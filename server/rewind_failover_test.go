@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,11 +27,25 @@ import (
 // restarts: the nodes keep following through Sentinel or the Cluster's
 // redirections, so the rewind is seen live.
 
+// freshCounts are the numbers of pushes after a failover that lost
+// lostCount: as many (the old cursor's Seq is the new head, checked
+// against the head's chain) and more (checked against the chain of the
+// entry after it).
+var freshCounts = []int{lostCount, 2 * lostCount}
+
+const lostCount = 3
+
 // TestRewindSentinelFailover: the primary dies after acknowledging pushes
 // its replica missed (min-replicas off, the default), and Sentinel
 // promotes that replica.
 func TestRewindSentinelFailover(t *testing.T) {
 	t.Parallel()
+	for _, fresh := range freshCounts {
+		t.Run(fmt.Sprintf("%d new pushes", fresh), func(t *testing.T) { sentinelFailover(t, fresh) })
+	}
+}
+
+func sentinelFailover(t *testing.T, fresh int) {
 	primary := redistest.Start(t, redistest.Options{})
 	replica := redistest.StartReplica(t, primary)
 	sentinel := redistest.StartSentinel(t, primary, []*redistest.Server{replica}, redistest.SentinelOptions{
@@ -46,7 +61,7 @@ func TestRewindSentinelFailover(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 
-	rewindFailover(t, b, primary, replica, func() {
+	rewindFailover(t, b, primary, replica, fresh, func() {
 		primary.Kill() // no split brain: nothing can write to it any more
 		ctx, cancel := context.WithTimeout(context.Background(), 2*patience)
 		defer cancel()
@@ -66,6 +81,12 @@ func TestRewindSentinelFailover(t *testing.T) {
 // up, becomes its replica and drops what only it had.
 func TestRewindClusterFailover(t *testing.T) {
 	t.Parallel()
+	for _, fresh := range freshCounts {
+		t.Run(fmt.Sprintf("%d new pushes", fresh), func(t *testing.T) { clusterFailover(t, fresh) })
+	}
+}
+
+func clusterFailover(t *testing.T, fresh int) {
 	c := redistest.StartClusterWithReplicas(t, 3)
 	const partitions = 4
 	b, err := redis.Open(context.Background(), c.URL(), redis.Options{Partitions: partitions, Block: 200 * time.Millisecond, Timeout: time.Second})
@@ -79,7 +100,7 @@ func TestRewindClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rewindFailover(t, b, c.Servers[i], c.Replicas[i], func() {
+	rewindFailover(t, b, c.Servers[i], c.Replicas[i], fresh, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*patience)
 		defer cancel()
 		if err := c.Takeover(ctx, i); err != nil {
@@ -92,10 +113,10 @@ func TestRewindClusterFailover(t *testing.T) {
 // lives on primary: pushes the replica gets, pushes only primary gets
 // (acknowledged, and received by a live client, a resuming one, a delta
 // user and an ETag user), promote (which must make replica the primary),
-// then more pushes than were lost. Every client must end with the current
+// then fresh >= lostCount pushes that reuse the lost Seqs. Every client must end with the current
 // refs: by a reset where it saw a lost push, by a plain resume where it
 // did not.
-func rewindFailover(t *testing.T, b bus.Bus, primary, replica *redistest.Server, promote func()) {
+func rewindFailover(t *testing.T, b bus.Bus, primary, replica *redistest.Server, fresh int, promote func()) {
 	t.Helper()
 	n := startNode(t, b, 0, nil)
 	live := newRewindClient(t, n) // follows throughout, from the empty repo
@@ -114,14 +135,14 @@ func rewindFailover(t *testing.T, b bus.Bus, primary, replica *redistest.Server,
 	}
 	replica.Detach()
 
-	old := followAndSnapshot(t, n, b, "lost", 3) // acknowledged and delivered, then lost
+	old := followAndSnapshot(t, n, b, "lost", lostCount) // acknowledged and delivered, then lost
 	live.sync(refsNow(t, b))
 	if p, r := replOffset(t, primary), replOffset(t, replica); p <= r {
 		t.Fatalf("the replica is not behind: primary at offset %d, replica at %d", p, r)
 	}
 
 	promote()
-	for i := range 6 { // more than were lost: the old cursor's Seq exists again
+	for i := range fresh { // the old cursor's Seq exists again
 		rewindPush(t, b, fmt.Sprintf("new%d", i), fmt.Sprintf("refs/heads/new%d", i), 200+i)
 	}
 	waitFollowed(t, n, b)
@@ -137,7 +158,7 @@ func rewindFailover(t *testing.T, b bus.Bus, primary, replica *redistest.Server,
 		t.Errorf("the live client saw the lost pushes and got no reset (pushes %v)", live.pushes)
 	}
 	checkRewound(t, n, b, old)
-	checkNotRewound(t, n, early, want)
+	checkNotRewound(t, n, early, want, fresh)
 }
 
 func refsNow(t *testing.T, b bus.Bus) map[string]string {
@@ -182,7 +203,7 @@ func snapshotNow(t *testing.T, n *testNode) snapshotSeen {
 // rewind point (it saw no lost push) resumes plainly, as docs/operations.md
 // promises: the new pushes replayed once, a delta, a fresh snapshot; no
 // reset.
-func checkNotRewound(t *testing.T, n *testNode, early snapshotSeen, want map[string]string) {
+func checkNotRewound(t *testing.T, n *testNode, early snapshotSeen, want map[string]string, fresh int) {
 	t.Helper()
 	s := n.subscribe(t, query("repo", rewindRepo), map[string]string{wire.HeaderLastEventID: early.cursor})
 	between, _ := s.opening()
@@ -197,7 +218,11 @@ func checkNotRewound(t *testing.T, n *testNode, early snapshotSeen, want map[str
 		got = append(got, ev.PushID)
 		refs[ev.Ref] = ev.New
 	}
-	if wantIDs := []string{"new0", "new1", "new2", "new3", "new4", "new5"}; !equalStrings(got, wantIDs) || !maps.Equal(refs, want) {
+	var wantIDs []string
+	for i := range fresh {
+		wantIDs = append(wantIDs, fmt.Sprintf("new%d", i))
+	}
+	if !slices.Equal(got, wantIDs) || !maps.Equal(refs, want) {
 		t.Errorf("resume from before the rewind point replayed %v (refs %v), want %v (refs %v)", got, refs, wantIDs, want)
 	}
 
@@ -223,10 +248,6 @@ func checkNotRewound(t *testing.T, n *testNode, early snapshotSeen, want map[str
 	if status != http.StatusOK || json.Unmarshal(body, &snap) != nil || snap.Reset || len(snap.Repos) != 1 || !maps.Equal(snap.Repos[0].Refs, want) {
 		t.Errorf("If-None-Match from before the rewind point: %d %s, want 200 with refs %v, not a reset", status, body, want)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	return len(a) == len(b) && strings.Join(a, "\n") == strings.Join(b, "\n")
 }
 
 // rewindClient follows rewindRepo the way a real client does: it applies
