@@ -1,7 +1,8 @@
 // Package redistest starts real redis-server processes for tests: a
 // standalone server (with or without AOF, with a password or an ACL user)
 // that can be stopped, killed and restarted on the same port and data
-// directory, and a small Redis Cluster of masters.
+// directory, replicas and Sentinels, and a small Redis Cluster of masters,
+// with or without a replica each.
 //
 // It is for tests only: every process lives in t.TempDir() and is stopped by
 // t.Cleanup. It is not a way to run Redis in production.
@@ -122,6 +123,10 @@ func (s *Server) config() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "port %d\nbind 127.0.0.1\ndir %s\ndaemonize no\nprotected-mode no\n", s.port, s.dir)
 	fmt.Fprintf(&b, "logfile %s\nsave \"\"\n", filepath.Join(s.dir, "redis.log"))
+	// A replica's full sync starts at once, not after the 5 s Redis waits
+	// by default for more replicas to share a diskless transfer: every
+	// replica started here, and every old master a failover demotes, syncs.
+	b.WriteString("repl-diskless-sync-delay 0\n")
 	if s.opts.AOF {
 		b.WriteString("appendonly yes\nappendfsync always\n")
 	} else {
@@ -234,6 +239,12 @@ func (s *Server) signal(sig os.Signal) {
 	_ = cmd.Wait()
 }
 
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
 // Restart kills the server if it runs, then starts it again on the same
 // port with the same data directory and waits until it answers.
 func (s *Server) Restart() {
@@ -249,10 +260,13 @@ func (s *Server) Restart() {
 	s.t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr(), err)
 }
 
-// Cluster is a Redis Cluster of masters without replicas.
+// Cluster is a Redis Cluster of masters, with or without a replica each.
 type Cluster struct {
 	// Servers are the masters, each owning a share of the slots.
 	Servers []*Server
+	// Replicas[i], when there are replicas, replicates Servers[i] (until a
+	// failover swaps their roles: the fields keep the order of creation).
+	Replicas []*Server
 }
 
 // StartCluster starts n >= 3 cluster-enabled servers, joins them with
@@ -284,12 +298,76 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// StartClusterWithReplicas is StartCluster with one replica per master:
+// each replica joins with CLUSTER MEET and CLUSTER REPLICATE, and the
+// cluster is returned once every replica's link to its master is up and
+// every node knows all 2n nodes.
+func StartClusterWithReplicas(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := StartCluster(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, m := range c.Servers {
+		r := Start(t, Options{cluster: true})
+		if err := joinAsReplica(ctx, r, m); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		c.Replicas = append(c.Replicas, r)
+	}
+	if err := c.waitOK(ctx); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	return c
+}
+
+// joinAsReplica makes the cluster node r a replica of the master m and
+// waits until its replication link is up.
+func joinAsReplica(ctx context.Context, r, m *Server) error {
+	mc, rc := m.conn(), r.conn()
+	defer mc.Close()
+	defer rc.Close()
+	id, err := mc.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		return fmt.Errorf("cluster myid on %s: %w", m.Addr(), err)
+	}
+	host, port, _ := strings.Cut(m.Addr(), ":")
+	if err := rc.ClusterMeet(ctx, host, port).Err(); err != nil {
+		return fmt.Errorf("cluster meet %s from %s: %w", m.Addr(), r.Addr(), err)
+	}
+	// REPLICATE fails with "Unknown node" until the handshake is done.
+	for {
+		err = rc.ClusterReplicate(ctx, id).Err()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster replicate %s on %s: %w", id, r.Addr(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for {
+		info, err := r.Replication(ctx)
+		if err == nil && info["master_link_status"] == "up" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replica %s never linked to %s: %v %v", r.Addr(), m.Addr(), err, info)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitOK waits until every node, masters and replicas, reports
+// cluster_state:ok and knows all of them.
 func (c *Cluster) waitOK(ctx context.Context) error {
-	for _, s := range c.Servers {
+	all := append(append([]*Server(nil), c.Servers...), c.Replicas...)
+	for _, s := range all {
 		rc := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
 		for {
 			info, err := rc.ClusterInfo(ctx).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(len(c.Servers))) {
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(len(all))) {
 				break
 			}
 			select {
@@ -315,3 +393,116 @@ func (c *Cluster) Addrs() []string {
 
 // URL is redis-cluster://h1:p1,h2:p2,... listing every master as a seed.
 func (c *Cluster) URL() string { return "redis-cluster://" + strings.Join(c.Addrs(), ",") }
+
+// Owner returns i such that Servers[i] serves key's slot now.
+func (c *Cluster) Owner(ctx context.Context, key string) (int, error) {
+	rc := c.Servers[0].conn()
+	defer rc.Close()
+	slot, err := rc.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		return 0, fmt.Errorf("cluster keyslot %s: %w", key, err)
+	}
+	shards, err := rc.ClusterShards(ctx).Result()
+	if err != nil {
+		return 0, fmt.Errorf("cluster shards: %w", err)
+	}
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if r.Start <= slot && slot <= r.End {
+				addr := shardMaster(sh)
+				for i, s := range c.Servers {
+					if addr == s.Addr() {
+						return i, nil
+					}
+				}
+				return 0, fmt.Errorf("slot %d of %s is served by %q, not a master of Servers", slot, key, addr)
+			}
+		}
+	}
+	return 0, fmt.Errorf("slot %d of %s is not served", slot, key)
+}
+
+// shardMaster is the host:port of a shard's master ("" if it lists none).
+func shardMaster(sh goredis.ClusterShard) string {
+	for _, n := range sh.Nodes {
+		if n.Role == "master" {
+			return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+		}
+	}
+	return ""
+}
+
+// Takeover promotes Replicas[i] with CLUSTER FAILOVER TAKEOVER: the
+// replica takes its master's slots under a new config epoch without the
+// master's agreement, the other masters' votes, or any check of how far
+// behind it is. It returns once every running node names Replicas[i] as
+// the owner of all the slots Servers[i] had and, if Servers[i] still runs,
+// once Servers[i] is Replicas[i]'s replica with its link up: what it held
+// and the replica did not is then gone. Servers and Replicas keep their
+// order.
+func (c *Cluster) Takeover(ctx context.Context, i int) error {
+	old, promoted := c.Servers[i], c.Replicas[i]
+	pc := promoted.conn()
+	defer pc.Close()
+	if err := pc.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err(); err != nil {
+		return fmt.Errorf("cluster failover takeover on %s: %w", promoted.Addr(), err)
+	}
+	var running []*Server
+	for _, s := range append(append([]*Server(nil), c.Servers...), c.Replicas...) {
+		if s.running() {
+			running = append(running, s)
+		}
+	}
+	for _, s := range running {
+		rc := s.conn()
+		err := waitFor(ctx, func() (bool, string) {
+			shards, err := rc.ClusterShards(ctx).Result()
+			if err != nil {
+				return false, err.Error()
+			}
+			mine := false
+			for _, sh := range shards {
+				switch m := shardMaster(sh); {
+				case len(sh.Slots) == 0:
+				case m == old.Addr():
+					return false, fmt.Sprintf("%s still serves slots %v", old.Addr(), sh.Slots)
+				case m == promoted.Addr():
+					mine = true
+				}
+			}
+			return mine, fmt.Sprintf("%s serves no slot", promoted.Addr())
+		})
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("takeover by %s, as %s sees it: %w", promoted.Addr(), s.Addr(), err)
+		}
+	}
+	if !old.running() {
+		return nil
+	}
+	host, port, _ := strings.Cut(promoted.Addr(), ":")
+	return waitFor(ctx, func() (bool, string) {
+		info, err := old.Replication(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		ok := info["role"] == "slave" && info["master_host"] == host && info["master_port"] == port && info["master_link_status"] == "up"
+		return ok, fmt.Sprintf("old master %s: role %s of %s:%s, link %s", old.Addr(), info["role"], info["master_host"], info["master_port"], info["master_link_status"])
+	})
+}
+
+// waitFor polls cond every 20 ms until it holds or ctx ends; the error
+// then carries cond's last word.
+func waitFor(ctx context.Context, cond func() (bool, string)) error {
+	for {
+		ok, last := cond()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s", ctx.Err(), last)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
