@@ -366,3 +366,29 @@ func TestLostTailResets(t *testing.T) {
 		}
 	}
 }
+
+// TestNoReplicasIsUnavailable: a primary configured with
+// min-replicas-to-write refuses writes with NOREPLICAS while too few
+// replicas are in sync: a passing state (a replica reconnecting), so a
+// publish fails as ErrUnavailable (the hook spools and retries, the node
+// answers 503), not as a refusal of the push; and it goes through once the
+// condition is lifted.
+func TestNoReplicasIsUnavailable(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	b := open(t, srv.URL(), redis.Options{Partitions: 2})
+	ctx := t.Context()
+	if err := srv.Client().ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.Publish(ctx, bustest.Push("p1", "acme/app", "refs/heads/main", bustest.ID(1)))
+	if !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish with no replica in sync: err = %v, want ErrUnavailable", err)
+	}
+	if err := srv.Client().ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, bustest.Push("p1", "acme/app", "refs/heads/main", bustest.ID(1))); err != nil {
+		t.Fatalf("publish once writes are allowed again: %v", err)
+	}
+}

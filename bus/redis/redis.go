@@ -294,7 +294,11 @@ func unavailable(err error) bool {
 		errors.Is(err, goredis.ErrPoolTimeout), errors.Is(err, goredis.ErrClosed),
 		goredis.IsLoadingError(err), goredis.IsReadOnlyError(err), goredis.IsClusterDownError(err),
 		goredis.IsTryAgainError(err), goredis.IsMasterDownError(err),
-		goredis.HasErrorPrefix(err, "BUSY"), goredis.HasErrorPrefix(err, "OOM"):
+		goredis.HasErrorPrefix(err, "BUSY"), goredis.HasErrorPrefix(err, "OOM"),
+		// min-replicas-to-write unmet (a replica reconnecting) and a
+		// primary that cannot persist (stop-writes-on-bgsave-error): both
+		// pass, and the push must be retried, not refused.
+		goredis.HasErrorPrefix(err, "NOREPLICAS"), goredis.HasErrorPrefix(err, "MISCONF"):
 		return true
 	}
 	return false
