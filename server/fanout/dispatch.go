@@ -26,6 +26,9 @@ const handOffChunk = 256
 func (e *Engine) handle(msg bus.Message, last bool, read time.Time) {
 	if msg.Reset {
 		e.flushScheduled()
+		if e.globCh != nil {
+			e.globBarrier(e.runCtx)
+		}
 		e.reset(msg)
 		return
 	}
@@ -44,22 +47,23 @@ func (e *Engine) handle(msg bus.Message, last bool, read time.Time) {
 // writers (handOff). Called by the bus reader only, without e.mu.
 func (e *Engine) flushScheduled() {
 	e.handOff()
-	if cap(e.toSchedule) > 4096 && e.Count() < cap(e.toSchedule)/4 {
-		e.toSchedule = nil // do not keep a large array after the crowd left
-	}
 }
 
 // handOff hands the subscribers in toSchedule to the writers: at once if
 // the connection has not been written for BatchDelay, else (a busy
 // connection) through the batcher, so its events share a write. Called by
 // the bus reader only; it never blocks, so it may hold e.mu.
-func (e *Engine) handOff() {
-	if e.opts.BatchDelay > 0 && len(e.toSchedule) > 0 {
+func (e *Engine) handOff() { e.toSchedule = e.handOffList(e.toSchedule) }
+
+// handOffList is handOff for a list of subscribers (the bus reader's, or
+// the glob stage's), which it returns emptied.
+func (e *Engine) handOffList(toSchedule []*subscriber) []*subscriber {
+	if e.opts.BatchDelay > 0 && len(toSchedule) > 0 {
 		recent := time.Now().Add(-e.opts.BatchDelay).UnixNano()
-		kept := e.toSchedule[:0]
+		kept := toSchedule[:0]
 		ring := false
 		e.laterMu.Lock()
-		for _, s := range e.toSchedule {
+		for _, s := range toSchedule {
 			if s.conn != nil && s.lastWrite.Load() > recent && !s.queueHalfFull(e.opts.MaxQueue) {
 				ring = ring || len(e.later) == 0
 				e.later = append(e.later, s)
@@ -69,8 +73,8 @@ func (e *Engine) handOff() {
 			}
 		}
 		e.laterMu.Unlock()
-		clear(e.toSchedule[len(kept):])
-		e.toSchedule = kept
+		clear(toSchedule[len(kept):])
+		toSchedule = kept
 		if ring {
 			select {
 			case e.laterBell <- struct{}{}:
@@ -78,11 +82,14 @@ func (e *Engine) handOff() {
 			}
 		}
 	}
-	for i, s := range e.toSchedule {
+	for i, s := range toSchedule {
 		e.schedule(s)
-		e.toSchedule[i] = nil
+		toSchedule[i] = nil
 	}
-	e.toSchedule = e.toSchedule[:0]
+	if cap(toSchedule) > 4096 && e.Count() < cap(toSchedule)/4 {
+		return nil // do not keep a large array after the crowd left
+	}
+	return toSchedule[:0]
 }
 
 // batcher hands busy subscribers to the writers BatchDelay after the first
@@ -157,16 +164,12 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	// match is computed once per event and remembered in it (stamp).
 	e.matchStamp++
 	stamp := e.matchStamp
-	deliver := func(s *subscriber, repoMatched bool) {
-		if repoMatched {
-			sf := s.shared
-			if sf.stamp != stamp {
-				sf.stamp, sf.match = stamp, s.filter.MatchEventRef(ev)
-			}
-			if !sf.match {
-				return
-			}
-		} else if !s.filter.Match(ev) {
+	deliver := func(s *subscriber) {
+		sf := s.shared
+		if sf.stamp != stamp {
+			sf.stamp, sf.match = stamp, s.filter.MatchEventRef(ev)
+		}
+		if !sf.match {
 			return
 		}
 		n++
@@ -182,14 +185,14 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 		}
 	}
 	for s := range e.exact[ev.Repo] {
-		deliver(s, true) // the index matched the repo
+		deliver(s) // the index matched the repo
 	}
-	for s := range e.globs {
-		deliver(s, false)
-	}
+	globs := len(e.globs) > 0
 	e.mu.Unlock()
 	e.metrics.Deliveries.Add(float64(n))
-	e.metrics.FanoutLatency.Observe(time.Since(read).Seconds())
+	if !globs { // else the glob stage observes it, once it is done
+		e.metrics.FanoutLatency.Observe(time.Since(read).Seconds())
+	}
 	if !ev.Time.IsZero() {
 		// Clocks of the hook's and the node's hosts may differ: an event
 		// from the future is 0 s old rather than a negative sample.
@@ -200,6 +203,19 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	}
 	if e.overMemory() {
 		e.shed()
+	}
+	if globs {
+		w := globWork{ev: ev, f: f, read: read}
+		if e.globCh != nil {
+			e.sendGlobs(e.runCtx, w)
+		} else {
+			// No glob stage (Run not started: tests that dispatch by
+			// hand): match them here, in order all the same.
+			if v := e.globVersion.Load(); v != e.inlineVersion || e.inlineGlobs == nil {
+				e.inlineGlobs, e.inlineVersion = e.globSnapshot(e.inlineGlobs[:0])
+			}
+			e.toSchedule = e.matchGlobs(e.inlineGlobs, w, e.toSchedule)
+		}
 	}
 }
 

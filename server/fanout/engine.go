@@ -84,6 +84,26 @@ type Engine struct {
 	laterSpare []*subscriber
 	// laterBell wakes the batcher when later stops being empty; capacity 1.
 	laterBell chan struct{}
+
+	// globCh feeds the glob stage (globstage.go); nil when Run has not
+	// started it, and then the bus reader matches glob streams itself.
+	globCh chan globWork
+	// runCtx is Run's context, for the bus reader's waits on the glob
+	// stage; set by Run before the bus reader starts.
+	runCtx context.Context
+	// globVersion counts changes to globs, so the glob stage knows when its
+	// copy of them is stale.
+	globVersion atomic.Uint64
+	// globStamp numbers events for sharedFilter's glob match; owned by
+	// the glob stage.
+	globStamp uint64
+	// inlineGlobs and inlineVersion are the glob stage's copy of globs
+	// when there is no glob stage; owned by the bus reader.
+	inlineGlobs   []*subscriber
+	inlineVersion uint64
+	// shedMu: one shed at a time (the bus reader and the glob stage both
+	// check the memory bound).
+	shedMu sync.Mutex
 }
 
 // New builds an engine that follows b; Run starts it. Zero fields of opts
@@ -129,6 +149,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Go(func() { e.writer(ctx, e.retry) })
 	}
 	wg.Go(func() { e.housekeeper(ctx) })
+	e.runCtx = ctx
+	e.globCh = make(chan globWork, globQueue)
+	wg.Go(func() { e.globStage(ctx) })
 	if e.opts.BatchDelay > 0 {
 		wg.Go(func() { e.batcher(ctx) })
 	}
@@ -343,6 +366,9 @@ func (e *Engine) register(s *subscriber) (wire.Cursor, error) {
 		return wire.Cursor{}, ErrTooManyForClient
 	}
 	e.index(s)
+	if _, glob := e.globs[s]; glob {
+		s.fromSeqs, s.fromEpoch = append([]uint64(nil), e.pos.Seqs...), e.pos.Epoch
+	}
 	s.idx = len(e.all)
 	e.all = append(e.all, s)
 	if s.client != "" {

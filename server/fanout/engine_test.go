@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -371,4 +372,63 @@ func TestFiltersInterned(t *testing.T) {
 	if len(h.filters) != 0 {
 		t.Fatalf("%d interned filters left after every subscriber left", len(h.filters))
 	}
+}
+
+// TestGlobStageSkipsEventsBeforeRegistration: the glob stage lags the bus
+// reader, so a glob stream that registers while events wait for the stage
+// must not get those (its handler replays them from the history up to the
+// position Register returned) and must get every event after it, in
+// order; a stream the repo index finds is not held up by the stage at all.
+func TestGlobStageSkipsEventsBeforeRegistration(t *testing.T) {
+	t.Parallel()
+	h := testHub(t, 2, nil)
+	// A glob stage that is not running: events wait in its queue, as
+	// behind a slow stage, until the test runs its body.
+	h.globCh = make(chan globWork, 16)
+	h.runCtx = t.Context()
+	early := handlerSub(t, h, false, []string{"acme/*"})
+	exact := handlerSub(t, h, false, []string{"acme/app"})
+	p := bus.PartitionOf("acme/app", 2)
+	ev := func(seq uint64) *bus.Event {
+		return &bus.Event{V: 1, Repo: "acme/app", Ref: "refs/heads/main", Kind: bus.KindUpdate, Partition: p, Seq: seq}
+	}
+	dispatch(h, ev(1))
+	dispatch(h, ev(2))
+	if got := seqsOf(exact); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("exact stream got %v before the glob stage ran, want [1 2]", got)
+	}
+	late := handlerSub(t, h, false, []string{"acme/**"})
+	dispatch(h, ev(3))
+	runGlobStage := func() {
+		for len(h.globCh) > 0 {
+			w := <-h.globCh
+			subs, _ := h.globSnapshot(nil)
+			h.handOffList(h.matchGlobs(subs, w, nil))
+		}
+	}
+	runGlobStage()
+	if got := seqsOf(early); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Errorf("glob stream registered first got %v, want [1 2 3]", got)
+	}
+	if got := seqsOf(late); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("glob stream registered after event 2 got %v, want [3] (1 and 2 are its replay's)", got)
+	}
+	dispatch(h, ev(4))
+	runGlobStage()
+	if got := seqsOf(late); !slices.Equal(got, []uint64{3, 4}) {
+		t.Errorf("glob stream then got %v, want [3 4]", got)
+	}
+}
+
+// seqsOf is the Seqs of the events queued to a handler-path subscriber.
+func seqsOf(s *subscriber) []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []uint64
+	for _, f := range s.queue {
+		if f.ev != nil {
+			out = append(out, f.ev.Seq)
+		}
+	}
+	return out
 }

@@ -22,6 +22,7 @@ func (e *Engine) index(s *subscriber) {
 	}
 	if glob {
 		e.globs[s] = struct{}{}
+		e.globVersion.Add(1)
 	} else {
 		for _, p := range s.filter.Repos {
 			m := e.exact[p.String()]
@@ -37,7 +38,10 @@ func (e *Engine) index(s *subscriber) {
 // unindex removes s from the index. Called with e.mu held.
 func (e *Engine) unindex(s *subscriber) {
 	e.release(s)
-	delete(e.globs, s)
+	if _, ok := e.globs[s]; ok {
+		delete(e.globs, s)
+		e.globVersion.Add(1)
+	}
 	for _, p := range s.filter.Repos {
 		if m := e.exact[p.String()]; m != nil {
 			delete(m, s)
@@ -60,6 +64,10 @@ type sharedFilter struct {
 	// are guarded by Engine.mu.
 	stamp uint64
 	match bool
+	// globStamp and globMatch are the same for the glob stage, which
+	// alone uses them (e.globStamp).
+	globStamp uint64
+	globMatch bool
 }
 
 // filterKey is a filter's canonical form. Pattern strings cannot contain

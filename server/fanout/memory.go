@@ -99,6 +99,10 @@ func (e *Engine) overMemory() bool { return e.queued.Load() > e.opts.MaxQueuedBy
 // next event's check evicts more if that freed too little. Called by the
 // bus reader, without e.mu.
 func (e *Engine) shed() {
+	if !e.shedMu.TryLock() {
+		return // the other stage is shedding; the next event checks again
+	}
+	defer e.shedMu.Unlock()
 	target := e.opts.MaxQueuedBytes - e.opts.MaxQueuedBytes/4
 	excess := e.queued.Load() - target
 	if excess <= 0 {

@@ -70,7 +70,7 @@ type stalledFigures struct {
 	heapPeak   uint64 // HeapInuse above idle, sampled without forcing a collection
 	queuedPeak int64  // Engine.QueuedBytes, sampled
 	evictions  map[string]float64
-	goodShort  int // good streams closed before they had every event
+	goodShort  int           // good streams closed before they had every event
 	p50, p99   time.Duration // the good streams' delivery latency
 }
 

@@ -80,6 +80,11 @@ type subscriber struct {
 	done    chan struct{}   // handler path and long-polls only: closed when removed
 	expires time.Time       // token expiry; zero means never
 	client  string          // per-client limit key
+	// fromSeqs and fromEpoch: the position a glob stream registered at
+	// (Engine.register, under Engine.mu), which the glob stage skips events
+	// up to; nil for streams the repo index finds.
+	fromSeqs  []uint64
+	fromEpoch uint32
 	// anonymous: no credential, Options.MaxPerAnonymous applies too
 	anonymous bool
 
