@@ -61,7 +61,9 @@ func wtNode(t *testing.T, extra ...string) string {
 	})
 	url := "http://" + addr
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(url + "/healthz"); err == nil {
+		// Ready, not just alive: until the engine has read the bus, reads
+		// answer 503 "not connected to the bus yet" (seen under load).
+		if resp, err := http.Get(url + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return url
