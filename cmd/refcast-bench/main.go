@@ -53,5 +53,5 @@ func run(ctx context.Context, args []string) error {
 			return runReport(args[1:], os.Stdin, os.Stdout)
 		}
 	}
-	return runCoordinator(ctx, args)
+	return runCoordinator(ctx, args, os.Stdout)
 }
