@@ -245,9 +245,13 @@ type result struct {
 	FirstErrors []string `json:"errors,omitempty"`
 
 	// RedisCPUSec is the CPU time of the -redis-pid processes over the
-	// publish phase; RedisCPUPerEvent divides it by the events published.
+	// publish phase; RedisCPUPerEvent divides it by the events published,
+	// so it includes what Redis spends idle over the phase (cluster
+	// gossip, AOF fsync every second, cron): RedisIdleCPUPerS, measured
+	// over the idle second after connecting, says how much.
 	RedisCPUSec      float64      `json:"redis_cpu_s,omitempty"`
 	RedisCPUPerEvent float64      `json:"redis_cpu_us_per_event,omitempty"`
+	RedisIdleCPUPerS float64      `json:"redis_idle_cpu_ms_per_s,omitempty"`
 	Nodes            []nodeResult `json:"nodes,omitempty"`
 }
 
@@ -472,6 +476,10 @@ func (b *bench) memory(ctx context.Context, res *result, s *session, u0 usage, f
 	}
 	if d, ok := cpuDelta(u1, u2, -1); ok {
 		res.IdleCPUPerS = float64(d) / float64(time.Millisecond)
+	}
+	if u1.redisOK && u2.redisOK {
+		res.RedisIdleCPUPerS = float64(u2.redis.cpu-u1.redis.cpu) / float64(time.Millisecond)
+		b.logf("    redis (%d process(es)): idle CPU %.0f ms/s", len(b.cfg.redis), res.RedisIdleCPUPerS)
 	}
 	if ok0 && ok1 {
 		b.logf("  memory: server RSS %.1f MiB -> %.1f MiB over %d idle streams: %.0f B/conn (PSS %.0f B/conn; per-connection figures are 0 unless these are the server's first streams); idle CPU %.0f ms/s",

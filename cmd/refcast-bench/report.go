@@ -76,7 +76,7 @@ func runReport(args []string, in io.Reader, out io.Writer) error {
 func tierTable(out io.Writer, rs []result) {
 	header := false
 	for _, r := range rs {
-		if len(r.Nodes) == 0 && r.RedisCPUPerEvent == 0 && r.RedisCPUSec == 0 {
+		if len(r.Nodes) == 0 && r.RedisCPUPerEvent == 0 && r.RedisCPUSec == 0 && r.RedisIdleCPUPerS == 0 {
 			continue
 		}
 		if !header {
@@ -122,6 +122,9 @@ func tierTable(out io.Writer, rs []result) {
 		redisStr := "–"
 		if redis > 0 {
 			redisStr = fmt.Sprintf("%.1f", redis)
+		}
+		if r.RedisIdleCPUPerS > 0 {
+			redisStr += fmt.Sprintf(" (idle %.0f ms/s)", r.RedisIdleCPUPerS)
 		}
 		if len(nodes) == 0 {
 			all.URL = "node"
