@@ -227,19 +227,26 @@ measure() {
 	REFCAST_PUBLISH_TOKEN=$TOKEN "${cmd[@]}" 2>&1 | tee -a "$OUT/results.txt" || echo "(run failed)" | tee -a "$OUT/results.txt"
 }
 
+# on_fresh_tier BUS LABEL FLAGS...: a fresh bus and nodes for one
+# refcast-bench run (memory per stream is only meaningful for a node's
+# first streams, and each run is a new refcast-bench process).
+on_fresh_tier() {
+	local bus=$1
+	shift
+	start_bus "$bus"
+	start_nodes
+	echo "tier: $NODES nodes ($URLS) on $REDIS_URL, $CONNS streams ($PER_NODE per node, ulimit -n $NOFILE)" | tee -a "$OUT/results.txt"
+	measure "$@"
+	stop_tier
+}
+
 for round in $(seq 1 "$ROUNDS"); do
 	for bus in $BUSES; do
-		# A fresh tier per bus and round: memory per stream is only
-		# meaningful for a node's first streams.
-		start_bus "$bus"
-		start_nodes
-		echo "tier: $NODES nodes ($URLS) on $REDIS_URL, $CONNS streams ($PER_NODE per node, ulimit -n $NOFILE)" | tee -a "$OUT/results.txt"
-		measure "r$round $bus" -scenarios fanout,spread -conns "$CONNS" -repos "$REPOS" -events "$EVENTS" -interval "$INTERVAL" \
+		on_fresh_tier "$bus" "r$round $bus" -scenarios fanout,spread -conns "$CONNS" -repos "$REPOS" -events "$EVENTS" -interval "$INTERVAL" \
 			-spread-events "$SPREAD_EVENTS" -spread-rate "$SPREAD_RATE"
 		for rr in $RATE_REPOS; do
-			measure "r$round $bus" -scenarios rate -rate-conns "$CONNS" -rate-repos "$rr" -rate-duration "$RATE_DURATION" -rate-tries "$RATE_TRIES"
+			on_fresh_tier "$bus" "r$round $bus" -scenarios rate -rate-conns "$CONNS" -rate-repos "$rr" -rate-duration "$RATE_DURATION" -rate-tries "$RATE_TRIES"
 		done
-		stop_tier
 	done
 done
 
