@@ -23,7 +23,7 @@ test: ## run every test with the race detector (real git, redis-server, chromium
 	$(GO) test -count=1 -run 'Allocat' ./... || rc=1; \
 	if [ $$rc -ne 0 ]; then echo 'make test: FAILED (see above)'; fi; exit $$rc
 
-bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmarks; full set: docs/performance.md
+bench: ## small load run vs nginx+nchan (500 streams), a small 3-node tier on Redis and on a Redis Cluster (300 streams), and the Go micro-benchmarks; full set: docs/performance.md
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x -skip 'Hostile|Fanout|StalledReaders|CostlySubscriptions' ./server/ ./server/fanout/ ./bus/memory/ ./bus/bolt/
 	REFCAST_BENCH_COSTLY_EVENTS=200 $(GO) test -run '^$$' -bench 'CostlySubscriptions' -benchtime 1x ./server/
 	$(GO) test -run '^$$' -bench 'StalledReaders' -benchtime 1x ./server/fanout/
@@ -32,6 +32,7 @@ bench: ## small load run vs nginx+nchan (500 streams) and the Go micro-benchmark
 	$(GO) test -run '^$$' -bench 'EnrichThousandTags' -benchtime 5x ./hook/
 	$(GO) test -run '^$$' -bench 'GitFront' -benchtime 20x ./gitfront/
 	SMALL=1 deploy/bench/compare.sh
+	SMALL=1 deploy/bench/tier.sh
 
 # A fuzz run that ends with only "context deadline exceeded" found no
 # input (go's fuzzing coordinator can miss its own deadline on a loaded

@@ -5,6 +5,13 @@
 // server CPU per delivery, fan-out latency, delivered/expected, and the
 // highest publish rate sustained with nothing lost.
 //
+// It measures one node or a tier: -url takes several comma-separated
+// nodes sharing a bus, spreads the streams evenly over them (stream i on
+// URL i mod N), publishes to the first, and reports every figure per node
+// and for all; -pid and -pprof then name one process and profile per URL,
+// and -redis-pid the Redis servers whose CPU per published event it
+// reports (deploy/bench/tier.sh runs it so).
+//
 // It speaks two servers, so the same client measures both in one run:
 // refcast (GET /v1/events, POST /v1/publish) and nginx with nchan (an
 // EventSource subscriber location and a publisher location; see
@@ -12,7 +19,7 @@
 //
 // The tool is one binary with three roles:
 //
-//   - the coordinator (the default): spawns workers, publishes, samples the
+//   - the coordinator (the default): spawns workers, publishes, samples each
 //     server's /proc/<pid>/stat and /proc/<pid>/status, and reports;
 //   - a worker (hidden: started by the coordinator with REFCAST_BENCH_WORKER=1):
 //     holds up to -per-worker connections from its own source address
@@ -53,5 +60,5 @@ func run(ctx context.Context, args []string) error {
 			return runReport(args[1:], os.Stdin, os.Stdout)
 		}
 	}
-	return runCoordinator(ctx, args)
+	return runCoordinator(ctx, args, os.Stdout)
 }

@@ -66,7 +66,71 @@ func runReport(args []string, in io.Reader, out io.Writer) error {
 			}
 		}
 	}
+	tierTable(out, rs)
 	return nil
+}
+
+// tierTable prints, for runs over several nodes or with -redis-pid, one row
+// per node and one for all of them. For rate the rows are the sustained
+// trial's (or, when none was, the last trial's).
+func tierTable(out io.Writer, rs []result) {
+	header := false
+	for _, r := range rs {
+		if len(r.Nodes) == 0 && r.RedisCPUPerEvent == 0 && r.RedisCPUSec == 0 && r.RedisIdleCPUPerS == 0 {
+			continue
+		}
+		if !header {
+			header = true
+			fmt.Fprintf(out, "\ntier (per node and all; events published to the first node)\n\n")
+			fmt.Fprintln(out, "| round | scenario | repos | node | open | delivered/expected | dropped | CPU µs/delivery | reach-all p50 | p99 | max | Redis CPU µs/event | sustained events/s |")
+			fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		}
+		repos := max(1, r.Repos)
+		nodes, all := r.Nodes, nodeResult{
+			URL: fmt.Sprintf("all %d", len(r.Nodes)), Open: r.Open, Delivered: r.Delivered, Expected: r.Expected,
+			Dropped: r.Dropped, CPUPerDeliv: r.CPUPerDeliv, P50Ms: r.P50Ms, P99Ms: r.P99Ms, MaxMs: r.MaxMs,
+		}
+		redis, rate := r.RedisCPUPerEvent, "–"
+		if r.Scenario == "rate" && len(r.Trials) > 0 {
+			t := r.Trials[len(r.Trials)-1]
+			for _, tr := range r.Trials {
+				if tr.Sustained {
+					t = tr
+					break
+				}
+			}
+			nodes = t.Nodes
+			all.Delivered, all.Expected, all.Dropped, all.CPUPerDeliv = t.Delivered, t.Expected, t.Dropped, t.CPUPerDel
+			all.P50Ms, all.P99Ms, all.MaxMs = t.P50Ms, t.P99Ms, 0
+			redis, rate = t.RedisCPU, fmt.Sprintf("%.1f", r.Rate)
+			if !t.Sustained {
+				rate = fmt.Sprintf("none (last %.0f/s)", t.Achieved)
+			}
+		}
+		row := func(n nodeResult, redis, rate string) {
+			mx := ms(n.MaxMs)
+			if r.Scenario == "rate" && n.MaxMs == 0 {
+				mx = "–"
+			}
+			fmt.Fprintf(out, "| %s | %s | %d | %s | %d | %d/%d | %d | %.2f | %s | %s | %s | %s | %s |\n",
+				r.Label, r.Scenario, repos, n.URL, n.Open, n.Delivered, n.Expected, n.Dropped, n.CPUPerDeliv,
+				ms(n.P50Ms), ms(n.P99Ms), mx, redis, rate)
+		}
+		for _, n := range nodes {
+			row(n, "", "")
+		}
+		redisStr := "–"
+		if redis > 0 {
+			redisStr = fmt.Sprintf("%.1f", redis)
+		}
+		if r.RedisIdleCPUPerS > 0 {
+			redisStr += fmt.Sprintf(" (idle %.0f ms/s)", r.RedisIdleCPUPerS)
+		}
+		if len(nodes) == 0 {
+			all.URL = "node"
+		}
+		row(all, redisStr, rate)
+	}
 }
 
 func bytesStr(b float64) string {

@@ -27,17 +27,19 @@ type workerCmd struct {
 	Op      string       `json:"op"` // connect, reset, stats, close
 	Connect *connectSpec `json:"connect,omitempty"`
 	Run     int          `json:"run,omitempty"`    // reset: only events of this run count
-	Events  int          `json:"events,omitempty"` // reset: per-event slots
+	Events  int          `json:"events,omitempty"` // reset: per-event slots per node
+	Nodes   int          `json:"nodes,omitempty"`  // reset: nodes the streams are spread over (0: 1)
 	Detail  bool         `json:"detail,omitempty"` // stats: include per-event figures
+	Upto    int          `json:"upto,omitempty"`   // stats with detail: events [0, Upto) only (0: all slots)
 }
 
 // connectSpec says which connections a worker holds. Connection i of the
-// worker has the global index Start+i and subscribes to repo
-// (Start+i) % Repos, named by fmt.Sprintf(RepoFmt, index).
+// worker has the global index g = Start+i, is made to Servers[g % len(Servers)]
+// (that server's node index) and subscribes to repo g % Repos, named by
+// fmt.Sprintf(RepoFmt, repo). The coordinator's plan makes the same choice.
 type connectSpec struct {
-	Server      string        `json:"server"`   // host:port, loopback
+	Servers     []string      `json:"servers"`  // host:port per node, loopback; also the Host header
 	LocalIP     string        `json:"local_ip"` // source address, 127.0.0.x
-	Host        string        `json:"host"`     // Host header
 	Prefix      string        `json:"prefix"`   // request path up to the repo
 	Suffix      string        `json:"suffix"`   // request path after the repo
 	RepoFmt     string        `json:"repo_fmt"`
@@ -50,31 +52,47 @@ type connectSpec struct {
 
 // workerStats is a worker's answer to stats and connect.
 type workerStats struct {
-	Open     int      `json:"open"`
-	Failed   int      `json:"failed"`  // connection attempts that failed
-	Dropped  int      `json:"dropped"` // streams the server ended
-	Errors   []string `json:"errors,omitempty"`
-	Received int64    `json:"received"` // events of the current run
-	Counts   []int64  `json:"counts,omitempty"`
-	MaxLat   []int64  `json:"max_lat,omitempty"` // per event, nanoseconds
-	Err      string   `json:"err,omitempty"`
+	Nodes  []nodeStats `json:"nodes"` // one per server of the last connect
+	Errors []string    `json:"errors,omitempty"`
+	Err    string      `json:"err,omitempty"`
+}
+
+// nodeStats are a worker's figures for the streams of one node.
+type nodeStats struct {
+	Open     int     `json:"open"`
+	Failed   int     `json:"failed"`   // connection attempts that failed
+	Dropped  int     `json:"dropped"`  // streams the server ended
+	Received int64   `json:"received"` // events of the current run
+	Counts   []int64 `json:"counts,omitempty"`
+	MaxLat   []int64 `json:"max_lat,omitempty"` // per event, nanoseconds
 }
 
 // runStats are the counters of one run; swapped whole on reset.
 type runStats struct {
 	run      int
-	received atomic.Int64
-	counts   []atomic.Int64
-	maxLat   []atomic.Int64
+	events   int            // slots per node
+	received []atomic.Int64 // per node
+	counts   []atomic.Int64 // [node*events + seq]
+	maxLat   []atomic.Int64 // [node*events + seq]
+}
+
+func newRunStats(run, events, nodes int) *runStats {
+	nodes = max(1, nodes)
+	return &runStats{
+		run: run, events: events, received: make([]atomic.Int64, nodes),
+		counts: make([]atomic.Int64, nodes*events), maxLat: make([]atomic.Int64, nodes*events),
+	}
 }
 
 type worker struct {
 	stats atomic.Pointer[runStats]
 
 	mu      sync.Mutex
+	nodes   int        // guarded by mu; servers of the last connect (at least 1)
 	slots   []net.Conn // guarded by mu; nil when not open
-	failed  int        // guarded by mu
-	dropped int        // guarded by mu
+	slotOf  []int      // guarded by mu; node of each slot
+	failed  []int      // guarded by mu; per node
+	dropped []int      // guarded by mu; per node
 	errs    []string   // guarded by mu; the first few
 	closing bool       // guarded by mu
 	wg      sync.WaitGroup
@@ -82,8 +100,8 @@ type worker struct {
 
 func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	raiseNoFile()
-	w := &worker{}
-	w.stats.Store(&runStats{run: -1})
+	w := &worker{nodes: 1, failed: make([]int, 1), dropped: make([]int, 1)}
+	w.stats.Store(newRunStats(-1, 0, 1))
 	dec := json.NewDecoder(in)
 	enc := json.NewEncoder(out)
 	defer w.closeAll()
@@ -102,17 +120,27 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 				st.Err = "connect without spec"
 				break
 			}
-			w.connect(ctx, c.Connect)
-			st = w.snapshot(false)
+			if n := len(c.Connect.Servers); n == 0 || n > maxNodes {
+				st.Err = fmt.Sprintf("connect: %d servers, want 1..%d", n, maxNodes)
+				break
+			}
+			if err := w.connect(ctx, c.Connect); err != nil {
+				st.Err = err.Error()
+				break
+			}
+			st = w.snapshot(false, 0)
 		case "reset":
-			rs := &runStats{run: c.Run, counts: make([]atomic.Int64, c.Events), maxLat: make([]atomic.Int64, c.Events)}
-			w.stats.Store(rs)
-			st = w.snapshot(false)
+			if c.Events < 0 || c.Events > maxRateEvents || c.Nodes < 0 || c.Nodes > maxNodes {
+				st.Err = fmt.Sprintf("reset: %d events on %d nodes is out of range", c.Events, c.Nodes)
+				break
+			}
+			w.stats.Store(newRunStats(c.Run, c.Events, c.Nodes))
+			st = w.snapshot(false, 0)
 		case "stats":
-			st = w.snapshot(c.Detail)
+			st = w.snapshot(c.Detail, c.Upto)
 		case "close":
 			w.closeAll()
-			return enc.Encode(w.snapshot(false))
+			return enc.Encode(w.snapshot(false, 0))
 		default:
 			st.Err = "unknown op " + strconv.Quote(c.Op)
 		}
@@ -131,23 +159,38 @@ func raiseNoFile() {
 	}
 }
 
-func (w *worker) snapshot(detail bool) workerStats {
+// snapshot reports per node; with detail, the per-event figures of
+// events [0, upto) (upto 0: every slot).
+func (w *worker) snapshot(detail bool, upto int) workerStats {
 	w.mu.Lock()
-	st := workerStats{Failed: w.failed, Dropped: w.dropped, Errors: append([]string(nil), w.errs...)}
-	for _, c := range w.slots {
+	st := workerStats{Nodes: make([]nodeStats, w.nodes), Errors: append([]string(nil), w.errs...)}
+	for k := range st.Nodes {
+		st.Nodes[k].Failed, st.Nodes[k].Dropped = w.failed[k], w.dropped[k]
+	}
+	for i, c := range w.slots {
 		if c != nil {
-			st.Open++
+			st.Nodes[w.slotOf[i]].Open++
 		}
 	}
 	w.mu.Unlock()
 	rs := w.stats.Load()
-	st.Received = rs.received.Load()
-	if detail {
-		st.Counts = make([]int64, len(rs.counts))
-		st.MaxLat = make([]int64, len(rs.maxLat))
-		for i := range rs.counts {
-			st.Counts[i] = rs.counts[i].Load()
-			st.MaxLat[i] = rs.maxLat[i].Load()
+	for k := range st.Nodes {
+		if k >= len(rs.received) {
+			break // a reset for fewer nodes than the last connect
+		}
+		ns := &st.Nodes[k]
+		ns.Received = rs.received[k].Load()
+		if !detail {
+			continue
+		}
+		n := rs.events
+		if upto > 0 {
+			n = min(n, upto)
+		}
+		ns.Counts, ns.MaxLat = make([]int64, n), make([]int64, n)
+		for i := range n {
+			ns.Counts[i] = rs.counts[k*rs.events+i].Load()
+			ns.MaxLat[i] = rs.maxLat[k*rs.events+i].Load()
 		}
 	}
 	return st
@@ -163,11 +206,29 @@ func (w *worker) noteErr(err error) {
 
 // connect opens every slot of spec that is not open (so a second call
 // replaces dropped streams), at most spec.Concurrency at a time, and returns
-// when each has its response head or failed.
-func (w *worker) connect(ctx context.Context, spec *connectSpec) {
+// when each has its response head or failed. The streams of an earlier
+// connect stay on their nodes, so the number of servers may change only
+// while none is open.
+func (w *worker) connect(ctx context.Context, spec *connectSpec) error {
+	nodes := len(spec.Servers)
 	w.mu.Lock()
+	if nodes != w.nodes {
+		for _, c := range w.slots {
+			if c != nil {
+				w.mu.Unlock()
+				return fmt.Errorf("connect: %d servers while streams to %d are open", nodes, w.nodes)
+			}
+		}
+		w.nodes, w.failed, w.dropped = nodes, make([]int, nodes), make([]int, nodes)
+	}
 	if len(w.slots) < spec.Count {
 		w.slots = append(w.slots, make([]net.Conn, spec.Count-len(w.slots))...)
+		w.slotOf = append(w.slotOf, make([]int, spec.Count-len(w.slotOf))...)
+	}
+	for i := range spec.Count {
+		if w.slots[i] == nil {
+			w.slotOf[i] = (spec.Start + i) % nodes
+		}
 	}
 	var todo []int
 	for i := range spec.Count {
@@ -178,8 +239,7 @@ func (w *worker) connect(ctx context.Context, spec *connectSpec) {
 	w.mu.Unlock()
 	local, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(spec.LocalIP, "0"))
 	if err != nil {
-		w.noteErr(err)
-		return
+		return fmt.Errorf("connect: source address: %w", err)
 	}
 	d := net.Dialer{LocalAddr: local, Timeout: spec.Timeout}
 	sem := make(chan struct{}, max(1, spec.Concurrency))
@@ -192,22 +252,23 @@ func (w *worker) connect(ctx context.Context, spec *connectSpec) {
 		setup.Add(1)
 		g := spec.Start + i
 		path := spec.Prefix + fmt.Sprintf(spec.RepoFmt, g%max(1, spec.Repos)) + spec.Suffix
-		go w.open(ctx, &d, spec, i, path, func() { <-sem; setup.Done() })
+		go w.open(ctx, &d, spec.Servers[g%nodes], spec.Timeout, i, g%nodes, path, func() { <-sem; setup.Done() })
 	}
 	setup.Wait()
+	return nil
 }
 
-// open dials one stream, reads its response head, calls ready, then reads
-// frames until the stream ends.
-func (w *worker) open(ctx context.Context, d *net.Dialer, spec *connectSpec, slot int, path string, ready func()) {
+// open dials one stream to server (node k), reads its response head, calls
+// ready, then reads frames until the stream ends.
+func (w *worker) open(ctx context.Context, d *net.Dialer, server string, timeout time.Duration, slot, k int, path string, ready func()) {
 	fail := func(err error) {
 		w.mu.Lock()
-		w.failed++
+		w.failed[k]++
 		w.mu.Unlock()
 		w.noteErr(err)
 		ready()
 	}
-	conn, err := d.DialContext(ctx, "tcp", spec.Server)
+	conn, err := d.DialContext(ctx, "tcp", server)
 	if err != nil {
 		fail(err)
 		return
@@ -215,8 +276,8 @@ func (w *worker) open(ctx context.Context, d *net.Dialer, spec *connectSpec, slo
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0) // no TIME_WAIT pile-up across rounds
 	}
-	_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + spec.Host + "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + server + "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		_ = conn.Close()
 		fail(fmt.Errorf("write request: %w", err))
@@ -247,11 +308,11 @@ func (w *worker) open(ctx context.Context, d *net.Dialer, spec *connectSpec, slo
 	if chunked {
 		r = bufio.NewReaderSize(httputil.NewChunkedReader(br), 4096)
 	}
-	err = w.readFrames(r)
+	err = w.readFrames(r, k)
 	w.mu.Lock()
 	w.slots[slot] = nil
 	if !w.closing {
-		w.dropped++
+		w.dropped[k]++
 		w.mu.Unlock()
 		w.noteErr(fmt.Errorf("stream ended: %v", err))
 	} else {
@@ -286,9 +347,9 @@ func readHead(br *bufio.Reader) (chunked bool, err error) {
 	}
 }
 
-// readFrames reads SSE lines until the stream ends and records every data
-// line that carries a bench event.
-func (w *worker) readFrames(r *bufio.Reader) error {
+// readFrames reads SSE lines of a stream on node k until the stream ends
+// and records every data line that carries a bench event.
+func (w *worker) readFrames(r *bufio.Reader, k int) error {
 	for {
 		line, err := r.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
@@ -296,7 +357,7 @@ func (w *worker) readFrames(r *bufio.Reader) error {
 		}
 		if bytes.HasPrefix(line, []byte("data:")) {
 			if run, seq, sent, ok := parseBenchData(line); ok {
-				w.record(run, seq, time.Now().UnixNano()-sent)
+				w.record(k, run, seq, time.Now().UnixNano()-sent)
 			}
 		}
 		for errors.Is(err, bufio.ErrBufferFull) { // skip the rest of a long line
@@ -308,19 +369,21 @@ func (w *worker) readFrames(r *bufio.Reader) error {
 	}
 }
 
-func (w *worker) record(run, seq int, lat int64) {
+// record counts event seq of run on a stream of node k.
+func (w *worker) record(k, run, seq int, lat int64) {
 	rs := w.stats.Load()
-	if run != rs.run {
+	if run != rs.run || k >= len(rs.received) {
 		return
 	}
-	rs.received.Add(1)
-	if seq < 0 || seq >= len(rs.counts) {
+	rs.received[k].Add(1)
+	if seq < 0 || seq >= rs.events {
 		return
 	}
-	rs.counts[seq].Add(1)
+	i := k*rs.events + seq
+	rs.counts[i].Add(1)
 	for {
-		old := rs.maxLat[seq].Load()
-		if lat <= old || rs.maxLat[seq].CompareAndSwap(old, lat) {
+		old := rs.maxLat[i].Load()
+		if lat <= old || rs.maxLat[i].CompareAndSwap(old, lat) {
 			return
 		}
 	}

@@ -89,18 +89,59 @@ func (p pool) each(mk func(*workerProc) workerCmd) ([]workerStats, error) {
 	return out, errors.Join(errs...)
 }
 
-// totals sums the workers' counters.
-func totals(sts []workerStats) (open, failed, dropped int, received int64, errs []string) {
+// merge sums the workers' figures per node (per event: counts summed,
+// the latest arrival kept) and gathers their first errors.
+func merge(sts []workerStats, nodes int) (per []nodeStats, errs []string) {
+	per = make([]nodeStats, nodes)
 	for _, s := range sts {
-		open += s.Open
-		failed += s.Failed
-		dropped += s.Dropped
-		received += s.Received
+		for k, n := range s.Nodes {
+			if k >= nodes {
+				break
+			}
+			m := &per[k]
+			m.Open += n.Open
+			m.Failed += n.Failed
+			m.Dropped += n.Dropped
+			m.Received += n.Received
+			if len(n.Counts) > len(m.Counts) {
+				m.Counts = append(m.Counts, make([]int64, len(n.Counts)-len(m.Counts))...)
+				m.MaxLat = append(m.MaxLat, make([]int64, len(n.Counts)-len(m.MaxLat))...)
+			}
+			for i, c := range n.Counts {
+				m.Counts[i] += c
+			}
+			for i, l := range n.MaxLat {
+				if i < len(m.MaxLat) {
+					m.MaxLat[i] = max(m.MaxLat[i], l)
+				}
+			}
+		}
 		if len(errs) < 5 {
 			errs = append(errs, s.Errors...)
 		}
 	}
-	return
+	return per, errs
+}
+
+// sumNodes is the figures of all nodes together, without per-event detail.
+func sumNodes(per []nodeStats) nodeStats {
+	var t nodeStats
+	for _, n := range per {
+		t.Open += n.Open
+		t.Failed += n.Failed
+		t.Dropped += n.Dropped
+		t.Received += n.Received
+	}
+	return t
+}
+
+// opens is the streams open per node.
+func opens(per []nodeStats) []int {
+	out := make([]int, len(per))
+	for k, n := range per {
+		out[k] = n.Open
+	}
+	return out
 }
 
 // close asks every worker to close its streams and exit, then waits.

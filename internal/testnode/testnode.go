@@ -148,6 +148,9 @@ func Start(t testing.TB, bin, addr string, args ...string) *Node {
 	}
 }
 
+// Pid is the node's process id (for tools that read /proc).
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
 // Kill stops the node at once (SIGKILL) and waits for it.
 func (n *Node) Kill() {
 	_ = n.cmd.Process.Kill()
