@@ -23,13 +23,14 @@ test: ## run every test with the race detector (real git, redis-server, chromium
 	$(GO) test -count=1 -run 'Allocat' ./... || rc=1; \
 	if [ $$rc -ne 0 ]; then echo 'make test: FAILED (see above)'; fi; exit $$rc
 
-bench: ## small load run vs nginx+nchan (500 streams), a small 3-node tier on Redis and on a Redis Cluster (300 streams), and the Go micro-benchmarks; full set: docs/performance.md
+bench: ## small load run vs nginx+nchan (500 streams; embedded and Redis nodes), the hook's cost on a real push, a small 3-node tier on Redis and on a Redis Cluster (300 streams), and the Go micro-benchmarks; full set: docs/performance.md
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x -skip 'Hostile|Fanout|StalledReaders|CostlySubscriptions' ./server/ ./server/fanout/ ./bus/memory/ ./bus/bolt/
 	REFCAST_BENCH_COSTLY_EVENTS=200 $(GO) test -run '^$$' -bench 'CostlySubscriptions' -benchtime 1x ./server/
 	$(GO) test -run '^$$' -bench 'StalledReaders' -benchtime 1x ./server/fanout/
 	$(GO) test -run '^$$' -bench 'Fanout' -benchmem -benchtime 200x ./server/fanout/
 	$(GO) test -run '^$$' -bench 'HostileClients' -benchtime 1x ./server/
 	$(GO) test -run '^$$' -bench 'EnrichThousandTags' -benchtime 5x ./hook/
+	$(GO) test -run '^$$' -bench 'PushLatency' -benchtime 5x ./cmd/refcast/
 	$(GO) test -run '^$$' -bench 'GitFront' -benchtime 20x ./gitfront/
 	SMALL=1 deploy/bench/compare.sh
 	SMALL=1 deploy/bench/tier.sh

@@ -41,7 +41,7 @@ cd "$(dirname "$0")/../.."
 if [[ "${SMALL:-0}" == 1 ]]; then
 	: "${SIZES:=500}" "${SPREAD_SIZES:=500}" "${REPOS:=100}" "${RATE_CONNS:=200}"
 	: "${RATE_DURATION:=3s}" "${ROUNDS:=1}" "${EVENTS:=10}" "${INTERVAL:=250ms}" "${SETTLE:=1s}"
-	: "${BENCH_FLAGS:=-spread-events 300}" "${TARGETS:=refcast nchan:1}"
+	: "${BENCH_FLAGS:=-spread-events 300}" "${TARGETS:=refcast refcast-redis nchan:1}"
 fi
 SIZES=${SIZES:-"1000 10000 18000"}
 SPREAD_SIZES=${SPREAD_SIZES:-"10000"}
