@@ -418,6 +418,9 @@ func (e *Engine) remove(s *subscriber, reason string) {
 	_, parked := e.stalled[s]
 	delete(e.stalled, s)
 	e.stallMu.Unlock()
+	if reason != ReasonClosed && reason != ReasonClientGone {
+		s.abortOnClose()
+	}
 	s.markClosed()
 	if parked {
 		// A parked stream holds scheduled with no writer on it: taking it

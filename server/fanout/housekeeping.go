@@ -15,23 +15,37 @@ import (
 // and a second), so a crowd of stuck clients costs few retries, and evicts
 // it once it has been stuck for WriteTimeout. progressed says the write
 // that filled the socket still wrote something: the client reads, only
-// slower than events come, so it counts as stuck from now (retried after
-// one tick, evicted for slowness only after WriteTimeout without a byte
-// taken) and its queue may grow past MaxQueue (see subscriber.add).
+// slower than events come, so it counts as stuck from now (evicted for
+// slowness only after WriteTimeout without a byte taken) and its queue may
+// grow past MaxQueue (see subscriber.add). A stream that took bytes within
+// the last second is retried every tick whatever this write did: a reader
+// that drains its socket in milliseconds must not then sit out a second of
+// backoff (it did, in BenchmarkStalledReaders: readers seconds behind a
+// burst on an idle process).
 func (e *Engine) stall(s *subscriber, progressed bool) {
 	now := time.Now()
 	s.mu.Lock()
 	if s.stalledAt.IsZero() || progressed {
 		s.stalledAt = now
 	}
+	if progressed {
+		s.progressAt = now
+	}
 	s.progressing = progressed
 	wait := min(max(now.Sub(s.stalledAt), HousekeeperTick), time.Second)
+	if now.Sub(s.progressAt) < recentProgress {
+		wait = HousekeeperTick
+	}
 	s.mu.Unlock()
 	e.stallMu.Lock()
 	e.stalled[s] = now.Add(wait)
 	e.stallMu.Unlock()
 	e.metrics.Stalls.Inc()
 }
+
+// recentProgress is how recently a stalled stream must have taken bytes to
+// be retried every tick rather than with the backoff of a stuck one.
+const recentProgress = time.Second
 
 // HousekeeperTick is the shared ticker's period. Each tick visits a slice
 // of the subscribers, so heartbeats are spread over the interval instead of

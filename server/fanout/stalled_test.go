@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"slices"
@@ -354,5 +356,38 @@ func TestSlowReaderKeptPastMaxQueue(t *testing.T) {
 			t.Errorf("%s: evicted at frame %d, want %d (0: never)", tc.name, evictedAt, tc.evictAt)
 		}
 		st.Remove(ReasonClosed)
+	}
+}
+
+// TestEvictionResetsConnection: a stream the engine evicts is closed with
+// a reset (SO_LINGER 0), its unsent bytes dropped rather than left to the
+// kernel to deliver to a client that does not read; a stream that ends
+// normally is closed gracefully, every byte delivered, then EOF.
+func TestEvictionResetsConnection(t *testing.T) {
+	t.Parallel()
+	n := runEngine(t, nil)
+	for _, tc := range []struct {
+		reason string
+		reset  bool
+	}{
+		{ReasonQueueFull, true},
+		{ReasonClosed, false},
+	} {
+		st, cli := n.readerStream(t, Spec{}, "acme/app")
+		// Unread bytes on the client's side of the connection.
+		n.publish(t, bigPush("acme/app", 0, 50, func(int) string { return z }, func(i int) string { return oid(i + 1) }))
+		rd := bufio.NewReader(cli)
+		if _, err := rd.ReadString('\n'); err != nil {
+			t.Fatalf("%s: first line: %v", tc.reason, err)
+		}
+		st.Remove(tc.reason)
+		_ = cli.SetReadDeadline(time.Now().Add(patience))
+		_, err := io.Copy(io.Discard, rd)
+		switch {
+		case tc.reset && !errors.Is(err, syscall.ECONNRESET):
+			t.Errorf("%s: the client's read ended with %v, want a reset", tc.reason, err)
+		case !tc.reset && err != nil:
+			t.Errorf("%s: the client's read ended with %v, want EOF", tc.reason, err)
+		}
 	}
 }

@@ -109,6 +109,9 @@ type subscriber struct {
 	// progressing: the write that stalled it still wrote bytes (a reader
 	// slower than the events, not one that stopped); guarded by mu.
 	progressing bool
+	// progressAt: when a write last took bytes (a whole write, or part of
+	// one that then filled the socket); guarded by mu.
+	progressAt time.Time
 	// floor: drop events at or below its Seqs, raise the ids of the
 	// others to it (a resumed client ahead of the node); guarded by mu.
 	floor *wire.Cursor
@@ -412,7 +415,7 @@ func (s *subscriber) flushConn() {
 			return
 		}
 		s.mu.Lock()
-		s.stalledAt = time.Time{}
+		s.stalledAt, s.progressAt = time.Time{}, time.Now()
 		s.mu.Unlock()
 		if !s.release() {
 			return
@@ -475,6 +478,23 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 }
 
 // markClosed stops further writes and releases the connection.
+// abortOnClose makes the coming close of an evicted stream's connection
+// abortive (SO_LINGER 0: a reset, its unsent bytes dropped) instead of
+// leaving the kernel to deliver them to a client that is not reading. An
+// evicted client resumes from its cursor and needs none of them, while an
+// orphaned socket keeps its send buffer: 2,000 evicted non-readers left
+// some 1.6 GB of socket memory, past the kernel's tcp_mem pressure mark,
+// which then throttled every other connection (BenchmarkStalledReaders:
+// readers seconds behind on an idle process).
+func (s *subscriber) abortOnClose() {
+	s.mu.Lock()
+	conn := s.conn
+	s.mu.Unlock()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+}
+
 func (s *subscriber) markClosed() {
 	s.mu.Lock()
 	already := s.closed
