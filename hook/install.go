@@ -264,7 +264,8 @@ func isOurs(script []byte) bool { return strings.Contains(string(script), "\n"+s
 // the same input, then refcast, and exits with the previous hook's status.
 // Without a previous hook it just execs refcast, and starts no other
 // process on the way: the hooks directory comes from $0 by parameter
-// expansion, not dirname (a fork and exec, about 1 ms of every push; the
+// expansion, not $(dirname) (a fork and an exec: 5.3 ms each in dash on
+// the 2-core test machine, 300 in a loop took 1.6 s against 6 ms; the
 // scripts of earlier versions used it and still work, and install-hook
 // rewrites them, since they carry the marker). git runs a hook by a path
 // with a slash in it; $0 without one (sh post-receive, run by hand in the
