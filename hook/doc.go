@@ -13,8 +13,8 @@
 // It is not a transport and not a server: a Publisher is anything that can
 // take a push (an HTTP node, a bus.Bus); a Redis bus is opened through a
 // BusOpener the command injects, so no bus implementation (and no server)
-// is imported. The package reads the environment only through the Getenv a
-// command hands a Runner. Its only package-level state is the counter that
+// is imported. The package reads the environment only through the Getenv (and
+// LookupEnv) a command hands a Runner. Its only package-level state is the counter that
 // orders spool files one process writes within one clock tick (see
 // Spool.Write's file names).
 package hook

@@ -262,14 +262,24 @@ func isOurs(script []byte) bool { return strings.Contains(string(script), "\n"+s
 
 // hookScript is the hook: it runs a chained previous hook (if present) with
 // the same input, then refcast, and exits with the previous hook's status.
-// Without a previous hook it just execs refcast.
+// Without a previous hook it just execs refcast, and starts no other
+// process on the way: the hooks directory comes from $0 by parameter
+// expansion, not $(dirname) (a fork and an exec: 5.3 ms each in dash on
+// the 2-core test machine, 300 in a loop took 1.6 s against 6 ms; the
+// scripts of earlier versions used it and still work, and install-hook
+// rewrites them, since they carry the marker). git runs a hook by a path
+// with a slash in it; $0 without one (sh post-receive, run by hand in the
+// hooks directory) means the working directory, as dirname says.
 func hookScript(mode, binary string) string {
 	q := shellQuote(binary)
 	return `#!/bin/sh
 ` + scriptMarker + `
 # Mode ` + mode + `. Undo with: refcast install-hook --uninstall <repository>
 # A hook that was here before runs first, from ` + mode + previousSuffix + `.
-prev="$(dirname "$0")/` + mode + previousSuffix + `"
+case $0 in
+*/*) prev="${0%/*}/` + mode + previousSuffix + `" ;;
+*) prev="./` + mode + previousSuffix + `" ;;
+esac
 if [ ! -x "$prev" ]; then
 	exec ` + q + ` hook ` + mode + ` "$@"
 fi

@@ -163,3 +163,124 @@ func TestInstallHonoursHooksPath(t *testing.T) {
 		t.Fatalf("hook did not run: %q", got)
 	}
 }
+
+// legacyHookScript is the script install-hook wrote before the hooks
+// directory came from parameter expansion: it ran dirname on every push.
+func legacyHookScript(mode, binary string) string {
+	q := shellQuote(binary)
+	return `#!/bin/sh
+` + scriptMarker + `
+# Mode ` + mode + `. Undo with: refcast install-hook --uninstall <repository>
+# A hook that was here before runs first, from ` + mode + previousSuffix + `.
+prev="$(dirname "$0")/` + mode + previousSuffix + `"
+if [ ! -x "$prev" ]; then
+	exec ` + q + ` hook ` + mode + ` "$@"
+fi
+in=$(mktemp "${TMPDIR:-/tmp}/refcast-hook.XXXXXX") || exit 1
+trap 'rm -f "$in"' EXIT
+cat >"$in"
+"$prev" "$@" <"$in"
+status=$?
+` + q + ` hook ` + mode + ` "$@" <"$in"
+exit $status
+`
+}
+
+// TestHookScriptFindsPreviousHook runs the script as git does (a path
+// with a slash, absolute or relative) and as a person might (sh NAME in
+// the hooks directory): each finds the chained hook, which runs first.
+func TestHookScriptFindsPreviousHook(t *testing.T) {
+	t.Parallel()
+	bare, _ := newRepos(t)
+	hooks := filepath.Join(bare, "hooks")
+	prevLog := filepath.Join(t.TempDir(), "prev")
+	prev := "#!/bin/sh\necho previous \"$@\" >>'" + prevLog + "'\ncat >>'" + prevLog + "'\nexit 3\n"
+	os.WriteFile(filepath.Join(hooks, "post-receive"), []byte(prev), 0o750)
+	bin, log := fakeRefcast(t)
+	if _, err := Install(context.Background(), openRepo(t, bare), InstallOptions{Binary: bin}); err != nil {
+		t.Fatal(err)
+	}
+	script, _ := os.ReadFile(filepath.Join(hooks, "post-receive"))
+	if strings.Contains(string(script), "dirname") {
+		t.Fatalf("the script starts dirname:\n%s", script)
+	}
+	in := strings.Repeat("1", 40) + " " + strings.Repeat("2", 40) + " refs/heads/main\n"
+	for _, tc := range []struct {
+		name, dir string
+		argv      []string
+	}{
+		{"absolute", bare, []string{filepath.Join(hooks, "post-receive")}},
+		{"relative", bare, []string{"./hooks/post-receive"}},
+		{"no slash", hooks, []string{"sh", "post-receive"}},
+	} {
+		os.Remove(prevLog)
+		os.Remove(log)
+		cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
+		cmd.Dir, cmd.Stdin = tc.dir, strings.NewReader(in)
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			t.Errorf("%s: exit status %v, want 3 from the previous hook", tc.name, err)
+		}
+		if got, _ := os.ReadFile(prevLog); string(got) != "previous\n"+in {
+			t.Errorf("%s: previous hook saw %q", tc.name, got)
+		}
+		if got, _ := os.ReadFile(log); string(got) != "refcast hook post-receive\n"+in {
+			t.Errorf("%s: refcast saw %q", tc.name, got)
+		}
+	}
+}
+
+// TestInstallUpgradesEarlierScript: a script an earlier version installed
+// (dirname and all) still runs both hooks; installing again replaces it
+// with today's, keeping the chained hook; uninstalling restores that.
+func TestInstallUpgradesEarlierScript(t *testing.T) {
+	t.Parallel()
+	bare, _ := newRepos(t)
+	ctx := context.Background()
+	r := openRepo(t, bare)
+	hooks := filepath.Join(bare, "hooks")
+	prevLog := filepath.Join(t.TempDir(), "prev")
+	prev := "#!/bin/sh\necho previous >>'" + prevLog + "'\ncat >/dev/null\n"
+	os.WriteFile(filepath.Join(hooks, "post-receive"), []byte(prev), 0o750)
+	bin, log := fakeRefcast(t)
+	opts := InstallOptions{Binary: bin, Config: map[string]string{"url": "http://node:8080"}}
+	if _, err := Install(ctx, r, opts); err != nil {
+		t.Fatal(err)
+	}
+	// As the earlier version left it.
+	legacy := legacyHookScript(ModePostReceive, bin)
+	if err := os.WriteFile(filepath.Join(hooks, "post-receive"), []byte(legacy), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(hooks, "post-receive"))
+	cmd.Dir, cmd.Stdin = bare, strings.NewReader("x\n")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("earlier script: %v", err)
+	}
+	if got, _ := os.ReadFile(prevLog); string(got) != "previous\n" {
+		t.Fatalf("earlier script: previous hook logged %q", got)
+	}
+	if got, _ := os.ReadFile(log); string(got) != "refcast hook post-receive\nx\n" {
+		t.Fatalf("earlier script: refcast saw %q", got)
+	}
+
+	res, err := Install(ctx, r, opts)
+	if err != nil || !res.Changed || res.Previous != filepath.Join(hooks, "post-receive"+previousSuffix) {
+		t.Fatalf("install over the earlier script: %+v %v", res, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(hooks, "post-receive")); string(got) != hookScript(ModePostReceive, bin) {
+		t.Fatalf("script not upgraded:\n%s", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(hooks, "post-receive"+previousSuffix)); string(got) != prev {
+		t.Fatalf("chained hook changed: %q", got)
+	}
+
+	// Uninstall recognises either script.
+	os.WriteFile(filepath.Join(hooks, "post-receive"), []byte(legacy), 0o755)
+	if _, err := Uninstall(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(hooks, "post-receive")); string(got) != prev {
+		t.Fatalf("uninstall left %q", got)
+	}
+}

@@ -56,12 +56,18 @@ func OpenRepo(ctx context.Context, dir, gitBin string) (*Repo, error) {
 	if len(f) != 3 {
 		return nil, fmt.Errorf("find repository in %q: unexpected git rev-parse output %q", dir, out)
 	}
-	r := &Repo{GitDir: f[0], CommonDir: filepath.Clean(f[1]), ObjectFormat: f[2], Git: gitBin}
+	return newRepo(f[0], filepath.Clean(f[1]), f[2], gitBin), nil
+}
+
+// newRepo fills in Path: the work tree for "<worktree>/.git", else the
+// common directory.
+func newRepo(gitDir, commonDir, objectFormat, gitBin string) *Repo {
+	r := &Repo{GitDir: gitDir, CommonDir: commonDir, ObjectFormat: objectFormat, Git: gitBin}
 	r.Path = r.CommonDir
 	if filepath.Base(r.CommonDir) == ".git" {
 		r.Path = filepath.Dir(r.CommonDir)
 	}
-	return r, nil
+	return r
 }
 
 // run runs git on the repository and returns its standard output. The

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/refcast/refcast/bus"
@@ -31,9 +32,13 @@ const DefaultSyncTimeout = 30 * time.Second
 type Runner struct {
 	Flags  Flags
 	Getenv func(string) string // the process environment; nil: empty
-	Stdin  io.Reader           // git's input to the hook
-	Stdout io.Writer
-	Stderr io.Writer
+	// LookupEnv is the same environment telling a variable set but empty
+	// from one not set (GIT_CONFIG_GLOBAL= means no global git config).
+	// nil: Getenv, empty counting as not set.
+	LookupEnv func(string) (string, bool)
+	Stdin     io.Reader // git's input to the hook
+	Stdout    io.Writer
+	Stderr    io.Writer
 	// OpenBus opens a Redis destination; nil refuses one.
 	OpenBus BusOpener
 	// Git is the git binary; "" for DefaultGit.
@@ -49,6 +54,14 @@ func (r *Runner) env(name string) string {
 		return ""
 	}
 	return r.Getenv(name)
+}
+
+func (r *Runner) lookupEnv(name string) (string, bool) {
+	if r.LookupEnv != nil {
+		return r.LookupEnv(name)
+	}
+	v := r.env(name)
+	return v, v != ""
 }
 
 func (r *Runner) warnf(format string, args ...any) {
@@ -88,10 +101,49 @@ func (r *Runner) readInput(mode ParseMode) ([]bus.RefUpdate, error) {
 	return ups, nil
 }
 
+// hookRepo finds the repository git runs the hook in: from GIT_DIR and
+// the files it names when that is certain (see openRepoDirect), else by
+// git rev-parse (OpenRepo).
+func (r *Runner) hookRepo(ctx context.Context) (*Repo, error) {
+	if r.direct() {
+		if repo, err := openRepoDirect(r.lookupEnv, r.gitBin()); err == nil {
+			return repo, nil
+		}
+	}
+	return OpenRepo(ctx, "", r.Git)
+}
+
+// direct reports whether the hook may read what git hands it without
+// asking git: yes unless REFCAST_HOOK_DIRECT says otherwise ("false", or
+// anything not a boolean: the safe side).
+func (r *Runner) direct() bool {
+	v := r.env("REFCAST_HOOK_DIRECT")
+	on, err := strconv.ParseBool(v)
+	return v == "" || err == nil && on
+}
+
+// hookConfig is repo.Config read from the files git would read when that
+// is certain (see Repo.configDirect), else from git config.
+func (r *Runner) hookConfig(ctx context.Context, repo *Repo) (Config, error) {
+	if r.direct() {
+		if cfg, err := repo.configDirect(r.lookupEnv); err == nil {
+			return cfg, nil
+		}
+	}
+	return repo.Config(ctx)
+}
+
+func (r *Runner) gitBin() string {
+	if r.Git == "" {
+		return DefaultGit
+	}
+	return r.Git
+}
+
 // openHookRepo finds the repository git runs the hook in. Outside one the
 // error says how the hook is meant to run, rather than what git said.
 func (r *Runner) openHookRepo(ctx context.Context, cmd string) (*Repo, error) {
-	repo, err := OpenRepo(ctx, "", r.Git)
+	repo, err := r.hookRepo(ctx)
 	if err == nil {
 		return repo, nil
 	}
@@ -147,7 +199,7 @@ func (r *Runner) recordTransaction(ctx context.Context, state string, lines []bu
 	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
 	defer cancel()
-	repo, err := OpenRepo(ctx, "", r.Git)
+	repo, err := r.hookRepo(ctx)
 	if err == nil {
 		if state == "prepared" {
 			err = repo.PrepareTransaction(ctx, lines)
@@ -174,7 +226,7 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 			return ExitStatus(2)
 		}
 	}
-	cfg, err := repo.Config(ctx)
+	cfg, err := r.hookConfig(ctx, repo)
 	if err != nil {
 		return usagef("hook: %v", err)
 	}

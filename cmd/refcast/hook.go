@@ -140,7 +140,7 @@ func ifSet[T any](given bool, v *T) *T {
 // newHookRunner wires a hook.Runner to the process: its streams and
 // environment, and the Redis bus for --redis.
 func newHookRunner(flags hook.Flags, env Env) *hook.Runner {
-	return &hook.Runner{Flags: flags, Getenv: env.Getenv, Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr, OpenBus: openHookBus}
+	return &hook.Runner{Flags: flags, Getenv: env.Getenv, LookupEnv: env.LookupEnv, Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr, OpenBus: openHookBus}
 }
 
 // flushCommand is "refcast hook flush --wait" with the destination flags

@@ -23,6 +23,9 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// LookupEnv tells a variable set but empty from one not set (the hook
+	// reads git's environment with it); nil: Getenv, empty as not set.
+	LookupEnv func(string) (string, bool)
 }
 
 // exitError carries an exit code; main prints nothing more for it.
@@ -37,7 +40,7 @@ func (e usageError) Error() string { return e.msg }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, LookupEnv: os.LookupEnv}
 	code := Run(ctx, os.Args[1:], env)
 	stop()
 	os.Exit(code)
