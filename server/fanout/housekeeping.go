@@ -15,9 +15,10 @@ import (
 // and a second), so a crowd of stuck clients costs few retries, and evicts
 // it once it has been stuck for WriteTimeout. progressed says the write
 // that filled the socket still wrote something: the client reads, only
-// slower than events come, so it counts as stuck from now (evicted for
-// slowness only after WriteTimeout without a byte taken) and its queue may
-// grow past MaxQueue (see subscriber.add). A stream that took bytes within
+// slower than events come, so its stall counts from now (evicted for
+// slowness only after WriteTimeout without a byte taken); only after
+// stuckAfter writes in a row that took nothing is it stuck, and its queue
+// bound to MaxQueue (see subscriber.add). A stream that took bytes within
 // the last second is retried every tick whatever this write did: a reader
 // that drains its socket in milliseconds must not then sit out a second of
 // backoff (it did, in BenchmarkStalledReaders: readers seconds behind a
@@ -29,9 +30,10 @@ func (e *Engine) stall(s *subscriber, progressed bool) {
 		s.stalledAt = now
 	}
 	if progressed {
-		s.progressAt = now
+		s.progressAt, s.idleWrites = now, 0
+	} else {
+		s.idleWrites++
 	}
-	s.progressing = progressed
 	wait := min(max(now.Sub(s.stalledAt), HousekeeperTick), time.Second)
 	if now.Sub(s.progressAt) < recentProgress {
 		wait = HousekeeperTick

@@ -1,6 +1,9 @@
 package fanout
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Memory accounting: what streams that do not read can pin is bounded per
 // node (Options.MaxQueuedBytes); per stream, by the frames of its queue
@@ -109,9 +112,10 @@ func (e *Engine) shed() {
 		return
 	}
 	type holding struct {
-		s         *subscriber
-		held, own int64
-		stalled   bool
+		s          *subscriber
+		held, own  int64
+		stalled    bool
+		progressAt time.Time
 	}
 	var cands []holding
 	e.mu.RLock()
@@ -119,22 +123,27 @@ func (e *Engine) shed() {
 		if h := s.held.Load(); h > 0 {
 			s.mu.Lock()
 			// A reader that still takes bytes is no stalled one here.
-			stalled := !s.stalledAt.IsZero() && !s.progressing
+			stalled, progressAt := s.stuck(), s.progressAt
 			s.mu.Unlock()
-			cands = append(cands, holding{s, h, s.ownHeld.Load(), stalled})
+			cands = append(cands, holding{s, h, s.ownHeld.Load(), stalled, progressAt})
 		}
 	}
 	e.mu.RUnlock()
 	// A stream that keeps up may hold a whole batch for a moment (256
 	// shared frames, counted whole in its figure, freeing nothing when it
 	// goes): it goes only after every stalled one and every one holding
-	// frames of its own.
+	// frames of its own. Among streams not yet stuck, the one that took a
+	// byte longest ago goes first: a client that stopped reading a moment
+	// ago before a reader a burst behind, who holds more but reads.
 	slices.SortFunc(cands, func(a, b holding) int {
 		if a.stalled != b.stalled {
 			if a.stalled {
 				return -1
 			}
 			return 1
+		}
+		if !a.stalled && !a.progressAt.Equal(b.progressAt) {
+			return a.progressAt.Compare(b.progressAt)
 		}
 		if a.own != b.own {
 			return int(min(max(b.own-a.own, -1), 1))

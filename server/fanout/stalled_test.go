@@ -314,20 +314,22 @@ func heapInuse() uint64 {
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 // TestSlowReaderKeptPastMaxQueue: the rule a burst meets. A stream whose
-// socket is full and took no byte at its last write is evicted once its
-// queue reaches MaxQueue; one whose last write still took bytes (a reader
-// slower than the burst) keeps queueing up to the hard bound, and the
-// node's total (MaxQueuedBytes) bounds what that costs.
+// socket is full and took no byte in stuckAfter writes in a row is evicted
+// once its queue reaches MaxQueue; one whose writes still take bytes (a
+// reader slower than the burst), or that missed only one, keeps queueing
+// up to the hard bound, and the node's total (MaxQueuedBytes) bounds what
+// that costs.
 func TestSlowReaderKeptPastMaxQueue(t *testing.T) {
 	const maxQueue = 8
 	n := runEngine(t, func(o *Options) { o.MaxQueue = maxQueue })
 	for _, tc := range []struct {
-		name        string
-		progressing bool
-		evictAt     int // 0: not within 4 × MaxQueue
+		name       string
+		idleWrites int
+		evictAt    int // 0: not within 4 × MaxQueue
 	}{
-		{"stopped reading", false, maxQueue},
-		{"reading slowly", true, 0},
+		{"stopped reading", stuckAfter, maxQueue},
+		{"reading slowly", 0, 0},
+		{"not scheduled for one retry", stuckAfter - 1, 0},
 	} {
 		f, err := bus.ParseFilter([]string{"acme/app"}, nil)
 		if err != nil {
@@ -339,7 +341,7 @@ func TestSlowReaderKeptPastMaxQueue(t *testing.T) {
 		}
 		s := st.s
 		s.mu.Lock()
-		s.stalledAt, s.progressing = time.Now(), tc.progressing
+		s.stalledAt, s.idleWrites = time.Now(), tc.idleWrites
 		s.mu.Unlock()
 		evictedAt := 0
 		for i := range 4 * maxQueue {

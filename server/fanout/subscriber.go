@@ -17,7 +17,9 @@ import (
 )
 
 // frame is one SSE frame, encoded once and shared by every subscriber it
-// is queued for. Frames are immutable after creation.
+// is queued for. Frames are immutable after creation, but for a fold's
+// frame (own, one stream's), which its stream's writer encodes when it
+// first writes it (payload).
 type frame struct {
 	data []byte     // complete frame: "id: …\nevent: ref\ndata: …\n\n"
 	ev   *bus.Event // nil for heartbeats and control frames
@@ -42,6 +44,21 @@ type frame struct {
 }
 
 var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
+
+// payload returns the frame's bytes, encoding a fold's frame (data nil,
+// see coalesce) the first time it is written. Called by the one writer of
+// the stream the frame belongs to.
+func (f *frame) payload() []byte {
+	if f.data == nil && f.ev != nil {
+		f.data = wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}, f.ev)
+	}
+	return f.data
+}
+
+// foldSize is what a fold's frame counts before it is encoded: the event
+// and an estimate of its encoding (the event's strings again, and 256
+// bytes of field names, id and framing).
+func foldSize(ev *bus.Event) int64 { return 2*eventBytes(ev) + 256 }
 
 // newFrame is a frame with its size set.
 func newFrame(data []byte, ev *bus.Event) *frame {
@@ -106,9 +123,9 @@ type subscriber struct {
 	closing   bool      // a last frame is queued; guarded by mu
 	foldAt    int       // mode=latest: queue length of the next fold; guarded by mu
 	stalledAt time.Time // when its socket filled; zero when not stalled; guarded by mu
-	// progressing: the write that stalled it still wrote bytes (a reader
-	// slower than the events, not one that stopped); guarded by mu.
-	progressing bool
+	// idleWrites counts the writes in a row that found its socket full and
+	// took nothing; guarded by mu.
+	idleWrites int
 	// progressAt: when a write last took bytes (a whole write, or part of
 	// one that then filled the socket); guarded by mu.
 	progressAt time.Time
@@ -173,7 +190,7 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 			return "", false
 		case s.latest && f.ev != nil:
 			// between folds: queue it (bounded by 2 × the folded bound)
-		case (!s.stalledAt.IsZero() && !s.progressing) || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush:
+		case s.stuck() || len(s.queue) >= maxQueue+bus.MaxUpdatesPerPush:
 			// maxQueue is a soft bound: one large push can exceed it for
 			// a client that keeps up, and a burst for one that reads
 			// slower than it comes but reads. Only a client whose socket
@@ -191,6 +208,16 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 	}
 	return "", schedule
 }
+
+// stuck reports whether the stream's socket is full and took no byte at
+// its last write. Called with s.mu held.
+func (s *subscriber) stuck() bool { return !s.stalledAt.IsZero() && s.idleWrites >= stuckAfter }
+
+// stuckAfter is how many writes in a row must take nothing for a stalled
+// stream to count as stuck rather than slow: two, so a reader the machine
+// did not schedule during one retry is not taken for one that stopped (a
+// reader's retries come a tick, 50 ms, apart).
+const stuckAfter = 2
 
 // coalesce folds the queue by ref for a mode=latest subscriber: for each
 // (repo, ref) one event remains, old from the first queued, new and the
@@ -224,9 +251,12 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 			merged.Forced = nil // unknown across several updates
 		}
 		// The merged update takes the newest one's place, so ids keep rising.
+		// Its frame is encoded when it is written (payload), not here: a
+		// stream whose socket takes nothing may fold a thousand times, and
+		// 1,000 such streams re-encoding every fold were the bus reader's
+		// largest cost in BenchmarkStalledReaders.
 		out[i], at[k] = nil, len(out)
-		nf := newFrame(wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: q.epoch, Seqs: q.pos, Checks: q.checks}, &merged), &merged)
-		nf.pos, nf.checks, nf.epoch, nf.own = q.pos, q.checks, q.epoch, true
+		nf := &frame{ev: &merged, pos: q.pos, checks: q.checks, epoch: q.epoch, own: true, size: foldSize(&merged)}
 		out = append(out, nf)
 		s.eng.metrics.Coalesced.Inc()
 	}
@@ -351,7 +381,7 @@ func (s *subscriber) flushConn() {
 			batch = s.out[:min(len(s.out), maxWriteFrames)]
 		}
 		for _, f := range batch {
-			s.bufs = append(s.bufs, f.data)
+			s.bufs = append(s.bufs, f.payload())
 			last = last || f.last
 		}
 		var want int64
@@ -415,7 +445,7 @@ func (s *subscriber) flushConn() {
 			return
 		}
 		s.mu.Lock()
-		s.stalledAt, s.progressAt = time.Time{}, time.Now()
+		s.stalledAt, s.progressAt, s.idleWrites = time.Time{}, time.Now(), 0
 		s.mu.Unlock()
 		if !s.release() {
 			return
@@ -454,7 +484,7 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 		last := false
 		_ = rc.SetWriteDeadline(time.Now().Add(s.eng.opts.WriteTimeout))
 		for _, f := range s.out {
-			if _, err := w.Write(f.data); err != nil {
+			if _, err := w.Write(f.payload()); err != nil {
 				s.eng.remove(s, ReasonWriteError)
 				s.dropWriting()
 				return false
