@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -362,4 +363,24 @@ func results(t *testing.T, out string) []result {
 		}
 	}
 	return rs
+}
+
+func TestNextPace(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tr   trial
+		want float64
+	}{
+		// Everything arrived but late: 80 % of what was published.
+		{"late", trial{Published: 500, Achieved: 100, Delivered: 50000, Expected: 50000}, 80},
+		// 54,000 streams, 2,755 events published in 5 s, 87 events'
+		// worth delivered: 80 % of 17.4 events/s, not of 551.
+		{"far behind", trial{Published: 2755, Achieved: 551, Delivered: 87 * 54000, Expected: 2755 * 54000}, 0.8 * 87 / 5},
+		{"nothing delivered", trial{Published: 10, Achieved: 2, Delivered: 0, Expected: 100}, 1},
+		{"nothing published", trial{}, 1},
+	} {
+		if got := nextPace(tc.tr, 5*time.Second); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("%s: nextPace = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
