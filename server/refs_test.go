@@ -242,3 +242,39 @@ func TestRefsLongPoll(t *testing.T) {
 	}
 	eventually(t, 2*time.Second, "long-polls to unregister", func() bool { return n.metric(t, "refcast_connections") == 0 })
 }
+
+// TestRefsLongPollGlob: a long-poll whose repo is a glob is matched by the
+// glob stage, not the repo index; a publish to a matching repo releases it
+// (wait=60s: only the publish can answer 200), one to another repo does
+// not.
+func TestRefsLongPollGlob(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
+	n.publish(t, newPush("acme/app", upd("refs/heads/main", z, oid(1))))
+	path := "/v1/refs?" + query("repo", "acme/a*")
+	_, h, _ := n.get(t, path, nil)
+	tag := etag(h)
+	type answer struct {
+		st   int
+		body []byte
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		st, _, body := n.get(t, path+"&"+query("wait", "60s"), map[string]string{"If-None-Match": `"` + tag + `"`})
+		ch <- answer{st, body}
+	}()
+	eventually(t, 2*time.Second, "long-poll to register", func() bool { return n.metric(t, "refcast_connections") == 1 })
+	n.publish(t, newPush("acme/lib", upd("refs/heads/main", z, oid(2))))
+	n.waitDispatched(t)
+	select {
+	case a := <-ch:
+		t.Fatalf("released by a repo outside the glob: %d %s", a.st, a.body)
+	default:
+	}
+	n.publish(t, newPush("acme/api", upd("refs/heads/main", z, oid(3))))
+	a := <-ch
+	var snap snapshotBody
+	if err := json.Unmarshal(a.body, &snap); a.st != 200 || err != nil || len(snap.Repos) != 2 {
+		t.Fatalf("answer %d: %s", a.st, a.body)
+	}
+}
