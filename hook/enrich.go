@@ -30,10 +30,10 @@ type EnrichOptions struct {
 	Budget time.Duration
 	// MaxCommits bounds the added-commit count; 0 means DefaultMaxCommits.
 	MaxCommits int
-	// ObjectReader picks how objects are read: "" or "auto" (one pipelined
-	// git cat-file, falling back to go-git for SHA-1 repositories if git
-	// fails), "go-git" (in-process, alternates supported, SHA-1 only) or
-	// "git".
+	// ObjectReader picks how objects are read: "" or "auto" (loose objects
+	// read directly, the others through one pipelined git cat-file, falling
+	// back to go-git for SHA-1 repositories if git fails), "go-git"
+	// (in-process, alternates supported, SHA-1 only) or "git".
 	ObjectReader string
 }
 
@@ -321,14 +321,19 @@ func uniqueUnresolved(ids []string, resolved map[string]rawObject) []string {
 // objects 3x slower than one pipelined cat-file. So "auto" reads through
 // git cat-file and falls back to go-git (alternates included) only if git
 // fails; SHA-256 repositories use git alone (go-git v5 is built for SHA-1).
+//
+// Before either, "auto" reads loose objects itself (looseSource): a small
+// push's objects are loose, and then no process is started at all.
 func (r *Repo) objectSource(kind string) objectSource {
 	cat := &catFileSource{repo: r}
 	switch {
-	case kind == "git" || r.ObjectFormat != "sha1":
+	case kind == "git":
 		return cat
 	case kind == "go-git":
 		return newGoGitSource(r.CommonDir)
+	case r.ObjectFormat != "sha1":
+		return r.looseObjectSource(cat)
 	default:
-		return &fallbackSource{primary: cat, secondary: newGoGitSource(r.CommonDir)}
+		return r.looseObjectSource(&fallbackSource{primary: cat, secondary: newGoGitSource(r.CommonDir)})
 	}
 }

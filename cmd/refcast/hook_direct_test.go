@@ -60,10 +60,20 @@ func (w *directWorld) nonBare() {
 // hookGitCalls lists the git commands the hook started since the last
 // call, by their telling arguments.
 func (w *directWorld) hookGitCalls() (revParse, config int) {
+	revParse, config, _ = w.hookGitCallsAll()
+	return revParse, config
+}
+
+// hookGitCallsAll is hookGitCalls with the git cat-file --batch processes
+// (enrichment's object reads) counted too.
+func (w *directWorld) hookGitCallsAll() (revParse, config, catFile int) {
 	w.t.Helper()
 	data, _ := os.ReadFile(w.trace)
 	os.Remove(w.trace)
 	for line := range strings.SplitSeq(string(data), "\n") {
+		if strings.Contains(line, "trace: built-in: git") && strings.HasSuffix(line, " cat-file --batch") {
+			catFile++
+		}
 		if strings.Contains(line, "trace: built-in: git rev-parse --path-format=absolute --absolute-git-dir") {
 			revParse++
 		}
@@ -71,7 +81,7 @@ func (w *directWorld) hookGitCalls() (revParse, config int) {
 			config++
 		}
 	}
-	return revParse, config
+	return revParse, config, catFile
 }
 
 // published is what the node got, without what differs between two runs
@@ -140,9 +150,16 @@ func TestHookDirectPublishesTheSame(t *testing.T) {
 				tc.setup(w)
 				w.hookGitCalls()
 				tc.run(w)
-				revParse, config := w.hookGitCalls()
+				revParse, config, catFile := w.hookGitCallsAll()
 				if direct && (revParse != 0 || config != 0) {
 					t.Errorf("direct: the hook ran git rev-parse %d and git config %d times", revParse, config)
+				}
+				// These pushes' objects arrive loose: read directly.
+				if direct && catFile != 0 {
+					t.Errorf("direct: the hook ran git cat-file --batch %d times for loose objects", catFile)
+				}
+				if !direct && catFile == 0 {
+					t.Errorf("REFCAST_HOOK_DIRECT=false: the hook never ran git cat-file --batch")
 				}
 				if !direct && (revParse == 0 || config == 0) {
 					t.Errorf("REFCAST_HOOK_DIRECT=false: the hook ran git rev-parse %d and git config %d times", revParse, config)

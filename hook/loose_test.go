@@ -1,0 +1,93 @@
+package hook
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// countingSource counts what reaches it.
+type countingSource struct {
+	objectSource
+	asked []string
+}
+
+func (c *countingSource) object(ctx context.Context, id string) (string, []byte, error) {
+	c.asked = append(c.asked, id)
+	return c.objectSource.object(ctx, id)
+}
+
+// TestLooseSourceLikeCatFile: loose objects read directly equal what git
+// cat-file gives (type and content, a big message cut at maxObjectRead
+// alike), in SHA-1 and SHA-256 repositories; packed objects, and a damaged
+// loose file, go to the next source.
+func TestLooseSourceLikeCatFile(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"sha1", "sha256"} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			bare, wc := newRepos(t, "--object-format="+format)
+			gitIn(t, wc, strings.Repeat("a long message line\n", 5000), "commit", "-q", "--allow-empty", "-F", "-")
+			git(t, wc, "tag", "-a", "-m", "a tag", "v1")
+			git(t, wc, "push", "-q", "origin", "main", "v1")
+			r := openRepo(t, bare)
+			ctx := context.Background()
+			ids := []string{
+				git(t, bare, "rev-parse", "main"), git(t, bare, "rev-parse", "main^"),
+				git(t, bare, "rev-parse", "v1"), git(t, bare, "rev-parse", "main^{tree}"),
+			}
+			cat := &catFileSource{repo: r}
+			defer cat.close()
+			next := &countingSource{objectSource: &catFileSource{repo: r}}
+			loose := &looseSource{dir: filepath.Join(r.CommonDir, "objects"), next: next}
+			defer loose.close()
+			for _, id := range ids {
+				wt, wd, err := cat.object(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gt, gd, err := loose.object(ctx, id)
+				if err != nil || gt != wt || string(gd) != string(wd) {
+					t.Errorf("%s: loose read %q, %d bytes, %v; cat-file %q, %d bytes", id, gt, len(gd), err, wt, len(wd))
+				}
+			}
+			if len(next.asked) != 0 {
+				t.Errorf("loose objects asked of the next source: %v", next.asked)
+			}
+			got := objects(ctx, loose, ids)
+			for _, id := range ids {
+				if o := got[id]; o.err != nil || o.typ == "" {
+					t.Errorf("batch %s: %+v", id, o)
+				}
+			}
+
+			// Packed: every object goes to the next source.
+			git(t, bare, "repack", "-q", "-a", "-d")
+			git(t, bare, "prune-packed")
+			for _, id := range ids {
+				if _, _, err := loose.object(ctx, id); err != nil {
+					t.Errorf("packed %s: %v", id, err)
+				}
+			}
+			if len(next.asked) != len(ids) {
+				t.Errorf("packed objects asked of the next source: %v, want all %d", next.asked, len(ids))
+			}
+
+			// A damaged loose file is not believed: the next source answers.
+			next.asked = nil
+			commit := ids[0]
+			path := filepath.Join(r.CommonDir, "objects", commit[:2], commit[2:])
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte("not zlib"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := loose.object(ctx, commit); err != nil || len(next.asked) != 1 {
+				t.Errorf("damaged loose file: err %v, next asked %v", err, next.asked)
+			}
+		})
+	}
+}
