@@ -47,16 +47,28 @@ func (e *Engine) handle(msg bus.Message, last bool, read time.Time) {
 // writers (handOff). Called by the bus reader only, without e.mu.
 func (e *Engine) flushScheduled() {
 	e.handOff()
+	e.toSchedule = e.shrinkSchedule(e.toSchedule)
 }
 
-// handOff hands the subscribers in toSchedule to the writers: at once if
-// the connection has not been written for BatchDelay, else (a busy
-// connection) through the batcher, so its events share a write. Called by
-// the bus reader only; it never blocks, so it may hold e.mu.
+// shrinkSchedule drops a large, emptied hand-off list once the crowd that
+// grew it has left. It takes e.mu (Count): never call it with e.mu held.
+func (e *Engine) shrinkSchedule(toSchedule []*subscriber) []*subscriber {
+	if cap(toSchedule) > 4096 && e.Count() < cap(toSchedule)/4 {
+		return nil
+	}
+	return toSchedule
+}
+
+// handOff hands the subscribers in toSchedule to the writers (handOffList).
+// Called by the bus reader only; it never blocks, so it may hold e.mu.
 func (e *Engine) handOff() { e.toSchedule = e.handOffList(e.toSchedule) }
 
-// handOffList is handOff for a list of subscribers (the bus reader's, or
-// the glob stage's), which it returns emptied.
+// handOffList hands a list of subscribers (the bus reader's, or the glob
+// stage's) to the writers and returns it emptied: at once if the
+// connection has not been written for BatchDelay, else (a busy
+// connection) through the batcher, so its events share a write. It never
+// blocks and takes no lock of the engine's but laterMu, so it may be
+// called with e.mu held.
 func (e *Engine) handOffList(toSchedule []*subscriber) []*subscriber {
 	if e.opts.BatchDelay > 0 && len(toSchedule) > 0 {
 		recent := time.Now().Add(-e.opts.BatchDelay).UnixNano()
@@ -85,9 +97,6 @@ func (e *Engine) handOffList(toSchedule []*subscriber) []*subscriber {
 	for i, s := range toSchedule {
 		e.schedule(s)
 		toSchedule[i] = nil
-	}
-	if cap(toSchedule) > 4096 && e.Count() < cap(toSchedule)/4 {
-		return nil // do not keep a large array after the crowd left
 	}
 	return toSchedule[:0]
 }
@@ -144,10 +153,6 @@ func (e *Engine) batcher(ctx context.Context) {
 // event from the feed. Called by the bus reader only.
 func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	e.metrics.EventsIn.Inc()
-	type eviction struct {
-		s      *subscriber
-		reason string
-	}
 	var evict []eviction
 	e.mu.Lock()
 	if ev.Seq <= e.pos.Seqs[ev.Partition] {
@@ -198,12 +203,7 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 		// from the future is 0 s old rather than a negative sample.
 		e.metrics.PublishAge.Observe(max(read.Sub(ev.Time).Seconds(), 0))
 	}
-	for _, v := range evict {
-		e.remove(v.s, v.reason)
-	}
-	if e.overMemory() {
-		e.shed()
-	}
+	e.evict(evict)
 	if globs {
 		w := globWork{ev: ev, f: f, read: read}
 		if e.globCh != nil {
@@ -211,11 +211,25 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 		} else {
 			// No glob stage (Run not started: tests that dispatch by
 			// hand): match them here, in order all the same.
-			if v := e.globVersion.Load(); v != e.inlineVersion || e.inlineGlobs == nil {
-				e.inlineGlobs, e.inlineVersion = e.globSnapshot(e.inlineGlobs[:0])
-			}
-			e.toSchedule = e.matchGlobs(e.inlineGlobs, w, e.toSchedule)
+			e.toSchedule = e.matchGlobs(e.inlineGlobs.current(e), w, e.toSchedule)
 		}
+	}
+}
+
+// eviction is a stream to remove once the engine's lock is released.
+type eviction struct {
+	s      *subscriber
+	reason string
+}
+
+// evict removes the streams a dispatch found over their bounds, then sheds
+// if the node's total is over MaxQueuedBytes. Called without e.mu.
+func (e *Engine) evict(evs []eviction) {
+	for _, v := range evs {
+		e.remove(v.s, v.reason)
+	}
+	if e.overMemory() {
+		e.shed()
 	}
 }
 

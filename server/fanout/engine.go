@@ -97,10 +97,9 @@ type Engine struct {
 	// globStamp numbers events for sharedFilter's glob match; owned by
 	// the glob stage.
 	globStamp uint64
-	// inlineGlobs and inlineVersion are the glob stage's copy of globs
-	// when there is no glob stage; owned by the bus reader.
-	inlineGlobs   []*subscriber
-	inlineVersion uint64
+	// inlineGlobs is the bus reader's copy of globs when there is no glob
+	// stage; owned by the bus reader.
+	inlineGlobs globView
 	// shedMu: one shed at a time (the bus reader and the glob stage both
 	// check the memory bound).
 	shedMu sync.Mutex

@@ -71,8 +71,7 @@ func (e *Engine) globBarrier(ctx context.Context) {
 // globStage runs the glob stage until ctx is done.
 func (e *Engine) globStage(ctx context.Context) {
 	var (
-		subs       []*subscriber // the glob streams, as of version
-		version    uint64
+		globs      globView
 		toSchedule []*subscriber
 		queued     int // events matched since the last hand-off
 	)
@@ -89,18 +88,32 @@ func (e *Engine) globStage(ctx context.Context) {
 			close(w.barrier)
 			continue
 		}
-		if v := e.globVersion.Load(); v != version || subs == nil {
-			subs, version = e.globSnapshot(subs[:0])
-		}
-		toSchedule = e.matchGlobs(subs, w, toSchedule)
+		toSchedule = e.matchGlobs(globs.current(e), w, toSchedule)
 		queued++
 		// Hand off when nothing more waits, as the bus reader does at the
 		// end of a batch, or every maxDispatchBatch events under load.
 		if len(e.globCh) == 0 || queued >= maxDispatchBatch {
-			toSchedule = e.handOffList(toSchedule)
+			toSchedule = e.shrinkSchedule(e.handOffList(toSchedule))
 			queued = 0
 		}
 	}
+}
+
+// globView is a copy of the glob streams, taken again when they changed
+// (globVersion): the glob stage's, or the bus reader's when there is no
+// glob stage. Owned by one goroutine.
+type globView struct {
+	subs    []*subscriber
+	version uint64
+}
+
+// current returns the glob streams, copying them anew under e.mu if they
+// changed since the last copy. Called without e.mu.
+func (v *globView) current(e *Engine) []*subscriber {
+	if ver := e.globVersion.Load(); ver != v.version || v.subs == nil {
+		v.subs, v.version = e.globSnapshot(v.subs[:0])
+	}
+	return v.subs
 }
 
 // globSnapshot copies the glob streams into dst and returns it with the
@@ -121,10 +134,6 @@ func (e *Engine) matchGlobs(subs []*subscriber, w globWork, toSchedule []*subscr
 	e.globStamp++
 	stamp := e.globStamp
 	n := 0
-	type eviction struct {
-		s      *subscriber
-		reason string
-	}
 	var evict []eviction
 	for _, s := range subs {
 		if !s.after(w.ev, w.f) {
@@ -148,12 +157,7 @@ func (e *Engine) matchGlobs(subs []*subscriber, w globWork, toSchedule []*subscr
 	}
 	e.metrics.Deliveries.Add(float64(n))
 	e.metrics.FanoutLatency.Observe(time.Since(w.read).Seconds())
-	for _, v := range evict {
-		e.remove(v.s, v.reason)
-	}
-	if e.overMemory() {
-		e.shed()
-	}
+	e.evict(evict)
 	return toSchedule
 }
 

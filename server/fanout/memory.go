@@ -100,7 +100,7 @@ func (e *Engine) overMemory() bool { return e.queued.Load() > e.opts.MaxQueuedBy
 // does not cost a scan per event), or until the evicted streams' own
 // figures add up to the excess: those count shared frames whole, so the
 // next event's check evicts more if that freed too little. Called by the
-// bus reader, without e.mu.
+// bus reader or the glob stage (one at a time), without e.mu.
 func (e *Engine) shed() {
 	if !e.shedMu.TryLock() {
 		return // the other stage is shedding; the next event checks again

@@ -209,8 +209,8 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 	return "", schedule
 }
 
-// stuck reports whether the stream's socket is full and took no byte at
-// its last write. Called with s.mu held.
+// stuck reports whether the stream's socket is full and its last
+// stuckAfter writes took no byte. Called with s.mu held.
 func (s *subscriber) stuck() bool { return !s.stalledAt.IsZero() && s.idleWrites >= stuckAfter }
 
 // stuckAfter is how many writes in a row must take nothing for a stalled
@@ -507,7 +507,6 @@ func (s *subscriber) flushHTTP(w http.ResponseWriter, rc *http.ResponseControlle
 	}
 }
 
-// markClosed stops further writes and releases the connection.
 // abortOnClose makes the coming close of an evicted stream's connection
 // abortive (SO_LINGER 0: a reset, its unsent bytes dropped) instead of
 // leaving the kernel to deliver them to a client that is not reading. An
@@ -525,6 +524,7 @@ func (s *subscriber) abortOnClose() {
 	}
 }
 
+// markClosed stops further writes and releases the connection.
 func (s *subscriber) markClosed() {
 	s.mu.Lock()
 	already := s.closed
