@@ -92,10 +92,11 @@ func (e *Engine) QueuedBytes() int64 { return e.queued.Load() }
 // overMemory reports whether the node's total passed MaxQueuedBytes.
 func (e *Engine) overMemory() bool { return e.queued.Load() > e.opts.MaxQueuedBytes }
 
-// shed evicts the streams holding the most: first those whose socket is
-// full (stalled), then those holding the most frames of their own (folded
-// or re-encoded for them, which evicting frees whole), then by all they
-// hold; until the node's total is back
+// shed evicts streams: first those that are stuck (socket full, the last
+// writes took nothing), then the others by how long ago they took a byte;
+// among equals those holding the most frames of their own (folded or
+// re-encoded for them, which evicting frees whole), then by all they hold;
+// until the node's total is back
 // under three quarters of MaxQueuedBytes (so a crowd hovering at the bound
 // does not cost a scan per event), or until the evicted streams' own
 // figures add up to the excess: those count shared frames whole, so the
