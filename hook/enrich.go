@@ -35,6 +35,9 @@ type EnrichOptions struct {
 	// back to go-git for SHA-1 repositories if git fails), "go-git"
 	// (in-process, alternates supported, SHA-1 only) or "git".
 	ObjectReader string
+	// NoLoose makes "auto" ask git (or go-git) for every object, loose
+	// ones included: REFCAST_HOOK_DIRECT=false.
+	NoLoose bool
 }
 
 // EnrichStats says what an Enrich call did, for logs and benchmarks.
@@ -78,7 +81,7 @@ func (r *Repo) Enrich(ctx context.Context, ups []bus.RefUpdate, opts EnrichOptio
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 
-	src := r.objectSource(opts.ObjectReader)
+	src := r.objectSource(opts.ObjectReader, !opts.NoLoose)
 	defer src.close()
 
 	// Phase 1: the tips, peeled, read in rounds (a round per tag level), so
@@ -322,18 +325,24 @@ func uniqueUnresolved(ids []string, resolved map[string]rawObject) []string {
 // git cat-file and falls back to go-git (alternates included) only if git
 // fails; SHA-256 repositories use git alone (go-git v5 is built for SHA-1).
 //
-// Before either, "auto" reads loose objects itself (looseSource): a small
-// push's objects are loose, and then no process is started at all.
-func (r *Repo) objectSource(kind string) objectSource {
+// Before either, with loose, "auto" reads loose objects itself
+// (looseSource): a small push's objects are loose, and then no process is
+// started at all.
+func (r *Repo) objectSource(kind string, loose bool) objectSource {
 	cat := &catFileSource{repo: r}
+	var src objectSource
 	switch {
 	case kind == "git":
 		return cat
 	case kind == "go-git":
 		return newGoGitSource(r.CommonDir)
 	case r.ObjectFormat != "sha1":
-		return r.looseObjectSource(cat)
+		src = cat
 	default:
-		return r.looseObjectSource(&fallbackSource{primary: cat, secondary: newGoGitSource(r.CommonDir)})
+		src = &fallbackSource{primary: cat, secondary: newGoGitSource(r.CommonDir)}
 	}
+	if loose {
+		return r.looseObjectSource(src)
+	}
+	return src
 }

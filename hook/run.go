@@ -246,11 +246,8 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 		}
 	}
 	now := time.Now()
-	reader := "" // loose objects read directly
-	if !r.direct() {
-		reader = "git" // REFCAST_HOOK_DIRECT=false: every answer from git
-	}
-	repo.Enrich(ctx, ups, EnrichOptions{Budget: s.EnrichBudget, ObjectReader: reader})
+	// REFCAST_HOOK_DIRECT=false: loose objects too are read through git.
+	repo.Enrich(ctx, ups, EnrichOptions{Budget: s.EnrichBudget, NoLoose: !r.direct()})
 	head := r.gitState(ctx, repo, ups)
 	pushes := BuildPushes(NewPushID(now), s.RepoName, sanitizePusher(s.Pusher), source, now, ups)
 	// A new repository's first push lists every ref it has: marked whole,
