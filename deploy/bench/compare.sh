@@ -85,15 +85,8 @@ fi
 
 SERVER_PID=""
 REDIS_PID=""
-stop_pid() {
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
+# shellcheck source=deploy/bench/lib.sh
+source deploy/bench/lib.sh
 stop_server() {
 	if [[ -n "$SERVER_PID" ]]; then
 		stop_pid "$SERVER_PID"

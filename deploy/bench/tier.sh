@@ -96,15 +96,8 @@ fi
 PIDS=()       # everything started, stopped in reverse order
 NODE_PIDS=()  # refcast nodes
 REDIS_PIDS=() # redis-server processes (cluster: the masters)
-stop_pid() {
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
+# shellcheck source=deploy/bench/lib.sh
+source deploy/bench/lib.sh
 stop_tier() {
 	local i
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
