@@ -393,7 +393,6 @@ func runHostile(t testing.TB, fixed bool) hostileFigures {
 		g.mu.Unlock()
 	}
 	slices.Sort(lat)
-	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 
 	connsLeft := n.metric(t, "refcast_connections")
 	endAttack()
@@ -414,7 +413,7 @@ func runHostile(t testing.TB, fixed bool) hostileFigures {
 	t.Logf("heap in use: before %.1f MiB, peak during %.1f MiB, after %.1f MiB (bound %d MiB); peak connections %d",
 		mib(heapBefore), mib(heapDuring), mib(heapAfter), heapBound>>20, connPeak.Load())
 	t.Logf("good clients: %d x %d events, delivery latency p50 %v p99 %v max %v",
-		goodClients, total, pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+		goodClients, total, percentile(lat, 0.50).Round(time.Microsecond), percentile(lat, 0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
 	t.Logf("non-readers: %d connected (%d dial errors); evictions queue_full=%v slow_client=%v write_error=%v; stalls %v",
 		nonReaders-int(dialErrs.Load()), dialErrs.Load(),
 		n.metric(t, "refcast_evictions_total", "reason", "queue_full"),
@@ -457,7 +456,7 @@ func runHostile(t testing.TB, fixed bool) hostileFigures {
 	// more (load lengthens the duration, so this bound only loosens).
 	flood.check(t, "publish", DefaultPublishBurst, DefaultPublishRate)
 	snapFlood.check(t, "snapshot", DefaultSnapshotBurst, DefaultSnapshotRate)
-	return hostileFigures{p50: pct(0.50), p99: pct(0.99), heapPeak: heapDuring, events: total}
+	return hostileFigures{p50: percentile(lat, 0.50), p99: percentile(lat, 0.99), heapPeak: heapDuring, events: total}
 }
 
 // latencyCollector reads a stream and records each event's delivery
