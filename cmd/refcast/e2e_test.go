@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"os"
 	"strings"
 
 	"encoding/json"
@@ -124,13 +125,23 @@ func decodeEvent(t *testing.T, f testnode.Frame) bus.Event {
 // installed by `refcast install-hook BARE installArgs...`, and a clone of it.
 func hookedRepo(t *testing.T, bin string, installArgs ...string) (bare, work string) {
 	t.Helper()
-	dir := t.TempDir()
-	bare = filepath.Join(dir, "app.git")
-	work = filepath.Join(dir, "work")
-	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", "main", bare)
+	bare = filepath.Join(t.TempDir(), "app.git")
+	return bare, hookedRepoAt(t, bin, bare, "main", installArgs...)
+}
+
+// hookedRepoAt is hookedRepo for a bare repository at the path bare (its
+// parent directories made) whose HEAD is branch; it returns the clone.
+func hookedRepoAt(t *testing.T, bin, bare, branch string, installArgs ...string) (work string) {
+	t.Helper()
+	work = filepath.Join(t.TempDir(), "work")
+	dir := filepath.Dir(bare)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Git(t, dir, nil, "init", "-q", "--bare", "-b", branch, bare)
 	runBin(t, bin, append([]string{"install-hook", bare}, installArgs...)...)
 	testnode.Git(t, dir, nil, "clone", "-q", bare, work)
-	return bare, work
+	return work
 }
 
 // runBin runs the built binary and fails the test on a non-zero exit.

@@ -55,13 +55,7 @@ func metricValue(t *testing.T, base, name string) string {
 // annotated tag and HEAD on dev, the hook installed, and seeds it.
 func gitServerRepo(t *testing.T, bin, root, nodeURL, token string) (bare, work string) {
 	t.Helper()
-	bare = filepath.Join(root, "acme", "app.git")
-	work = filepath.Join(t.TempDir(), "work")
-	os.MkdirAll(filepath.Dir(bare), 0o755)
-	testnode.Git(t, root, nil, "init", "-q", "--bare", "-b", "main", bare)
-	runBin(t, bin, "install-hook", bare, "--url", nodeURL, "--repo", "acme/app")
-	testnode.Git(t, bare, nil, "config", "refcast.token", token)
-	testnode.Git(t, root, nil, "clone", "-q", bare, work)
+	bare, work = gitFrontRepo(t, bin, root, nodeURL, token, "main")
 	g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
 	g("commit", "-q", "--allow-empty", "-m", "one")
 	g("branch", "dev")
@@ -78,6 +72,33 @@ func gitServerRepo(t *testing.T, bin, root, nodeURL, token string) (bare, work s
 	return bare, work
 }
 
+// gitFrontRepo makes an empty root/acme/app.git (where a --git-upstream
+// of root/{repo}.git finds it) whose HEAD is branch, with the hook
+// installed to publish to nodeURL with token, and a clone of it.
+func gitFrontRepo(t *testing.T, bin, root, nodeURL, token, branch string) (bare, work string) {
+	t.Helper()
+	bare = filepath.Join(root, "acme", "app.git")
+	work = hookedRepoAt(t, bin, bare, branch, "--url", nodeURL, "--repo", "acme/app")
+	testnode.Git(t, bare, nil, "config", "refcast.token", token)
+	return bare, work
+}
+
+// requireLsRemoteEqual checks that git ls-remote through url, under
+// protocol v0 and v2, lists what ls-remote on bare does, sorted.
+func requireLsRemoteEqual(t *testing.T, root, bare, url string) {
+	t.Helper()
+	want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
+	for _, v := range []string{"0", "2"} {
+		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "ls-remote", url)
+		if err != nil {
+			t.Fatalf("v%s ls-remote: %v\n%s", v, err, out)
+		}
+		if got := sortedLines(out); !slices.Equal(got, want) {
+			t.Errorf("v%s ls-remote through refcast:\n%s\nwant\n%s", v, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
 // TestGitClientEndToEnd: plain git against /git/ with a local-path
 // upstream.
 func TestGitClientEndToEnd(t *testing.T) {
@@ -91,16 +112,7 @@ func TestGitClientEndToEnd(t *testing.T) {
 	bare, work := gitServerRepo(t, bin, root, node.URL, token)
 	url := node.URL + "/git/acme/app.git"
 
-	want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
-	for _, v := range []string{"0", "2"} {
-		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "ls-remote", url)
-		if err != nil {
-			t.Fatalf("v%s ls-remote: %v\n%s", v, err, out)
-		}
-		if got := sortedLines(out); !slices.Equal(got, want) {
-			t.Errorf("v%s ls-remote through refcast:\n%s\nwant\n%s", v, strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
-	}
+	requireLsRemoteEqual(t, root, bare, url)
 	// Under v2 only the refs asked for cross the wire.
 	trace := filepath.Join(t.TempDir(), "trace")
 	for _, tc := range []struct{ args, absent []string }{
@@ -474,12 +486,7 @@ func TestGitNewRepoCompleteAtFirstPush(t *testing.T) {
 	root := t.TempDir()
 	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", token, "--drain", "100ms",
 		"--git-upstream", filepath.Join(root, "{repo}.git"))
-	bare := filepath.Join(root, "acme", "app.git")
-	work := filepath.Join(t.TempDir(), "work")
-	testnode.Git(t, root, nil, "init", "-q", "--bare", "-b", "trunk", bare)
-	runBin(t, bin, "install-hook", bare, "--url", node.URL, "--repo", "acme/app")
-	testnode.Git(t, bare, nil, "config", "refcast.token", token)
-	testnode.Git(t, root, nil, "clone", "-q", bare, work)
+	bare, work := gitFrontRepo(t, bin, root, node.URL, token, "trunk")
 	g := func(args ...string) string { return testnode.Git(t, work, nil, args...) }
 	g("checkout", "-q", "-b", "trunk")
 	g("commit", "-q", "--allow-empty", "-m", "one")
@@ -494,16 +501,7 @@ func TestGitNewRepoCompleteAtFirstPush(t *testing.T) {
 		t.Errorf("the first push's hook said something:\n%s", out)
 	}
 
-	want := sortedLines(testnode.Git(t, root, nil, "ls-remote", bare))
-	for _, v := range []string{"0", "2"} {
-		out, err := gitOut(t, root, nil, "-c", "protocol.version="+v, "ls-remote", node.URL+"/git/acme/app.git")
-		if err != nil {
-			t.Fatalf("v%s ls-remote: %v\n%s", v, err, out)
-		}
-		if got := sortedLines(out); !slices.Equal(got, want) {
-			t.Errorf("v%s ls-remote through refcast:\n%s\nwant\n%s", v, strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
-	}
+	requireLsRemoteEqual(t, root, bare, node.URL+"/git/acme/app.git")
 	if n := metricValue(t, node.URL, "refcast_git_upstream_requests_total"); n != "0" {
 		t.Errorf("discovery after the first push reached the upstream %s times: the state is not complete", n)
 	}
