@@ -20,7 +20,7 @@ import (
 //
 // The stage lags the bus reader, so a glob stream registered at position
 // pos may still see events at or before pos go through the stage; those it
-// skips (subscriber.from): the handler replays them from the history.
+// skips (subscriber.fromSeqs): the handler replays them from the history.
 
 // globQueue bounds the events waiting for the glob stage: past it the bus
 // reader waits (the node falls behind the bus, which holds the history),
