@@ -252,6 +252,9 @@ func (e *Engine) goLive(s *subscriber, floor *wire.Cursor) {
 	s.mu.Lock()
 	s.live = true
 	s.floor = floor
+	// It has had no chance to take a byte yet: memory shedding must not
+	// take it for the stream that took one longest ago.
+	s.progressAt = time.Now()
 	schedule := len(s.queue) > 0 && !s.scheduled && !s.closed
 	if schedule {
 		s.scheduled = true

@@ -67,6 +67,12 @@ type Engine struct {
 
 	stallMu sync.Mutex
 	stalled map[*subscriber]time.Time // guarded by stallMu: when to retry
+	// flowing are the stalled streams that were taking bytes fast, due
+	// for a retry after flowRetry rather than at the next tick (also in
+	// stalled, which they leave when retried or removed); guarded by
+	// stallMu. flowBell (capacity 1) wakes the housekeeper to arm it.
+	flowing  []*subscriber
+	flowBell chan struct{}
 
 	hbNext int // housekeeper's round-robin position; owned by the housekeeper
 	// toSchedule are subscribers with frames queued by the bus reader and
@@ -103,6 +109,8 @@ type Engine struct {
 	// shedMu: one shed at a time (the bus reader and the glob stage both
 	// check the memory bound).
 	shedMu sync.Mutex
+	// shedCands is shed's array of candidates, reused; guarded by shedMu.
+	shedCands []holding
 }
 
 // New builds an engine that follows b; Run starts it. Zero fields of opts
@@ -124,6 +132,7 @@ func New(b bus.Bus, opts Options) *Engine {
 		stalled: make(map[*subscriber]time.Time),
 
 		laterBell: make(chan struct{}, 1),
+		flowBell:  make(chan struct{}, 1),
 	}
 }
 

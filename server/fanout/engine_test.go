@@ -98,16 +98,17 @@ func TestCoalesceKeepsCursorOrder(t *testing.T) {
 		if f.ev == nil {
 			continue
 		}
-		if old, ok := state[f.ev.Ref]; ok && old != f.ev.Old {
-			t.Errorf("frame %d: %s old %s, client holds %s", i, f.ev.Ref, f.ev.Old, old)
+		ev := f.event()
+		if old, ok := state[ev.Ref]; ok && old != ev.Old {
+			t.Errorf("frame %d: %s old %s, client holds %s", i, ev.Ref, ev.Old, old)
 		}
-		state[f.ev.Ref] = f.ev.New
+		state[ev.Ref] = ev.New
 		if f.pos[0] < prev {
-			t.Errorf("frame %d (%s) has position %d after %d: ids go backwards", i, f.ev.Ref, f.pos[0], prev)
+			t.Errorf("frame %d (%s) has position %d after %d: ids go backwards", i, ev.Ref, f.pos[0], prev)
 		}
 		prev = f.pos[0]
-		if f.ev.Ref == "refs/heads/x" && (f.ev.Old != z || f.ev.New != oid(3) || f.ev.Kind != bus.KindCreate) {
-			t.Errorf("merged x: %+v, want create of %s", f.ev, oid(3))
+		if ev.Ref == "refs/heads/x" && (ev.Old != z || ev.New != oid(3) || ev.Kind != bus.KindCreate) {
+			t.Errorf("merged x: %+v, want create of %s", ev, oid(3))
 		}
 	}
 	if len(state) != 3 || state["refs/heads/x"] != oid(3) {

@@ -75,9 +75,10 @@ func (st Stream) Attach(conn net.Conn) bool {
 	if sc, ok := conn.(syscall.Conn); ok {
 		raw, _ = sc.SyscallConn()
 	}
+	capped := raw != nil && limitUnsent(raw)
 	s := st.s
 	s.mu.Lock()
-	s.conn, s.raw = conn, raw
+	s.conn, s.raw, s.capped = conn, raw, capped
 	evicted := s.closed // removed while the handler was hijacking
 	s.mu.Unlock()
 	if evicted {

@@ -41,6 +41,35 @@ type frame struct {
 	// own: re-encoded for one stream (a fold, a resumed cursor), so
 	// evicting that stream frees it whole.
 	own bool
+	// folded: a fold of several updates of one ref (coalesce): the event
+	// is ev with old as its Old (see event). The newest update's event is
+	// shared rather than copied: a copy per fold was 51 MB of the 268 MB
+	// BenchmarkStalledReaders allocated.
+	folded bool
+	old    string
+}
+
+// event is the event the frame carries: ev, or for a fold a copy of ev
+// with the fold's old id, and the kind and forced flag that follow.
+func (f *frame) event() *bus.Event {
+	if !f.folded {
+		return f.ev
+	}
+	m := *f.ev
+	m.Old = f.old
+	m.Kind = bus.KindOf(m.Old, m.New) // created and deleted while lagging: a delete
+	if m.Kind == bus.KindUpdate {
+		m.Forced = nil // unknown across several updates
+	}
+	return &m
+}
+
+// oldID is the Old of the event the frame carries, without a copy.
+func (f *frame) oldID() string {
+	if f.folded {
+		return f.old
+	}
+	return f.ev.Old
 }
 
 var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
@@ -50,7 +79,7 @@ var heartbeatFrame = &frame{data: []byte(wire.Heartbeat)}
 // the stream the frame belongs to.
 func (f *frame) payload() []byte {
 	if f.data == nil && f.ev != nil {
-		f.data = wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}, f.ev)
+		f.data = wire.AppendEventFrame(nil, "ref", wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}, f.event())
 	}
 	return f.data
 }
@@ -116,9 +145,17 @@ type subscriber struct {
 	ownHeld atomic.Int64
 
 	mu        sync.Mutex
-	queue     []*frame  // guarded by mu
-	live      bool      // replay finished, writes may start; guarded by mu
-	scheduled bool      // owned by a writer or waiting in ready; guarded by mu
+	queue     []*frame // guarded by mu
+	live      bool     // replay finished, writes may start; guarded by mu
+	scheduled bool     // owned by a writer or waiting in ready; guarded by mu
+	// capped: the socket's unsent bytes are limited (limitUnsent), until
+	// the client shows it reads; owned by the holder of scheduled.
+	capped bool
+	// reads: the client once emptied a full socket (took flowBytes after
+	// a stall), so it reads, if slower than events come; set by the
+	// holder of scheduled, guarded by mu. Memory shedding takes such
+	// streams last.
+	reads     bool
 	closed    bool      // guarded by mu
 	closing   bool      // a last frame is queued; guarded by mu
 	foldAt    int       // mode=latest: queue length of the next fold; guarded by mu
@@ -219,6 +256,14 @@ func (s *subscriber) stuck() bool { return !s.stalledAt.IsZero() && s.idleWrites
 // reader's retries come a tick, 50 ms, apart).
 const stuckAfter = 2
 
+// foldKey is a ref of a repo, as coalesce folds by.
+type foldKey struct{ repo, ref string }
+
+// foldIndexes holds coalesce's maps (ref -> index in the folded queue) for
+// reuse: a new one per fold was 24 MB of the 268 MB
+// BenchmarkStalledReaders allocated.
+var foldIndexes = sync.Pool{New: func() any { return make(map[foldKey]int) }}
+
 // coalesce folds the queue by ref for a mode=latest subscriber: for each
 // (repo, ref) one event remains, old from the first queued, new and the
 // rest from the newest. The folded frames are this subscriber's own.
@@ -226,8 +271,11 @@ const stuckAfter = 2
 // (4 × maxQueue + the refs of one push, so one large push never evicts a
 // client). Called with s.mu held.
 func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
-	type key struct{ repo, ref string }
-	at := make(map[key]int, len(s.queue))
+	at := foldIndexes.Get().(map[foldKey]int)
+	defer func() {
+		clear(at)
+		foldIndexes.Put(at)
+	}()
 	out := make([]*frame, 0, len(s.queue)+1)
 	for _, q := range append(s.queue, f) {
 		if q.ev == nil || q.ev.Kind == bus.KindSync {
@@ -236,27 +284,21 @@ func (s *subscriber) coalesce(f *frame, maxQueue int) bool {
 			}
 			continue
 		}
-		k := key{q.ev.Repo, q.ev.Ref}
+		k := foldKey{q.ev.Repo, q.ev.Ref}
 		i, ok := at[k]
 		if !ok {
 			at[k] = len(out)
 			out = append(out, q)
 			continue
 		}
-		first := out[i].ev
-		merged := *q.ev
-		merged.Old = first.Old
-		merged.Kind = bus.KindOf(merged.Old, merged.New) // created and deleted while lagging: a delete
-		if merged.Kind == bus.KindUpdate {
-			merged.Forced = nil // unknown across several updates
-		}
 		// The merged update takes the newest one's place, so ids keep rising.
 		// Its frame is encoded when it is written (payload), not here: a
 		// stream whose socket takes nothing may fold a thousand times, and
 		// 1,000 such streams re-encoding every fold were the bus reader's
 		// largest cost in BenchmarkStalledReaders.
+		old := out[i].oldID()
 		out[i], at[k] = nil, len(out)
-		nf := &frame{ev: &merged, pos: q.pos, checks: q.checks, epoch: q.epoch, own: true, size: foldSize(&merged)}
+		nf := &frame{ev: q.ev, folded: true, old: old, pos: q.pos, checks: q.checks, epoch: q.epoch, own: true, size: foldSize(q.ev)}
 		out = append(out, nf)
 		s.eng.metrics.Coalesced.Inc()
 	}
@@ -303,7 +345,8 @@ func (s *subscriber) takeQueue() (closed bool) {
 			default:
 				c := wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}.Clone()
 				c.Merge(*s.floor)
-				nf := newFrame(wire.AppendEventFrame(nil, wire.EventName(f.ev), c, f.ev), f.ev)
+				ev := f.event()
+				nf := newFrame(wire.AppendEventFrame(nil, wire.EventName(ev), c, ev), ev)
 				nf.pos, nf.checks, nf.epoch, nf.own = c.Seqs, c.Checks, f.epoch, true
 				s.eng.hold(s, nf)
 				s.eng.unhold(s, []*frame{f})
@@ -354,13 +397,20 @@ func (s *subscriber) release() (again bool) {
 }
 
 // flushConn writes queued frames to a hijacked connection. Called by a
-// writer goroutine holding scheduled. Writes never wait (one non-blocking
-// writev; StallTimeout where the descriptor is not reachable): a client
-// whose socket is full is parked (stalled) and retried by the housekeeper,
-// so one slow client never holds a writer. Each write takes at most
-// maxWriteFrames frames from out.
+// writer goroutine holding scheduled. Writes never wait for long (one
+// non-blocking writev; StallTimeout for a client known to read, or where
+// the descriptor is not reachable): a client whose socket is full is
+// parked (stalled) and retried by the housekeeper, so one slow client
+// never holds a writer. Each write takes at most maxWriteFrames frames
+// from out.
 func (s *subscriber) flushConn() {
 	e := s.eng
+	// took is what this flush wrote; refilling, that the socket was full
+	// before it (a retry): taking flowBytes now shows the client reads.
+	var took int64
+	s.mu.Lock()
+	refilling := !s.stalledAt.IsZero()
+	s.mu.Unlock()
 	for {
 		// While a timed-out write is unfinished, new frames stay in the
 		// bounded queue (where they evict or coalesce) instead of piling up
@@ -398,9 +448,13 @@ func (s *subscriber) flushConn() {
 			// no deadline timer armed.
 			n, err = writeNow(s.raw, &rest)
 		}
-		if s.raw == nil || errors.Is(err, errWouldBlock) {
+		if s.raw == nil || errors.Is(err, errWouldBlock) && s.reads {
 			// A full socket: give a busy but healthy reader StallTimeout
-			// to make room before parking it.
+			// to make room before parking it. Only one known to read: the
+			// writers waited out every stalled stream's socket too, 2,000
+			// of them 100 ms of the pool's time per round, while readers
+			// registered after them had not had a first write
+			// (BenchmarkStalledReaders).
 			_ = s.conn.SetWriteDeadline(time.Now().Add(e.opts.StallTimeout))
 			var m int64
 			m, err = rest.WriteTo(s.conn)
@@ -409,6 +463,10 @@ func (s *subscriber) flushConn() {
 				// writeNow honours deadlines too: disarm it again.
 				_ = s.conn.SetWriteDeadline(time.Time{})
 			}
+		}
+		took += n
+		if refilling && !s.reads && took >= flowBytes {
+			s.markReads()
 		}
 		clear(s.pending)
 		s.pending = s.pending[:0]
@@ -427,7 +485,7 @@ func (s *subscriber) flushConn() {
 					s.releasePending()
 				}
 				clear(s.bufs) // drop references to written frames
-				e.stall(s, n > 0)
+				e.stall(s, took)
 				return
 			}
 			clear(s.bufs)
@@ -450,6 +508,20 @@ func (s *subscriber) flushConn() {
 		if !s.release() {
 			return
 		}
+	}
+}
+
+// markReads records that the client emptied a full socket, so it reads
+// (a client that stopped never takes flowBytes once its socket is full),
+// and takes limitUnsent's cap off its socket. Called by the holder of
+// scheduled.
+func (s *subscriber) markReads() {
+	s.mu.Lock()
+	s.reads = true
+	s.mu.Unlock()
+	if s.capped {
+		liftUnsent(s.raw)
+		s.capped = false
 	}
 }
 

@@ -107,7 +107,7 @@ func discardReader(c net.Conn) {
 // testEngine is an engine running on a memory bus, stopped with the test.
 type testEngine struct {
 	*Engine
-	bus       *memory.Bus
+	bus       bus.Bus
 	m         Metrics
 	evictions *counter
 }
@@ -121,6 +121,12 @@ func runEngine(t testing.TB, mod func(*Options)) *testEngine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
+	return runEngineOn(t, b, mod)
+}
+
+// runEngineOn is runEngine on b.
+func runEngineOn(t testing.TB, b bus.Bus, mod func(*Options)) *testEngine {
+	t.Helper()
 	evictions := new(counter)
 	m := testMetrics()
 	m.Evictions = func(string) Counter { return evictions }
