@@ -54,7 +54,8 @@ type Options struct {
 	// node's clock at publish, not the push's own time, so a replayed spool
 	// is not trimmed on arrival); 0 trims by count only.
 	MaxAge time.Duration
-	// PushIDs is how many push ids are remembered for idempotency.
+	// PushIDs is how many push ids are remembered for idempotency: at
+	// least that many, and up to 1/16 more (at most 1,024) between trims.
 	PushIDs int
 	// LockTimeout bounds the wait for the data file's lock
 	// (DefaultLockTimeout).
@@ -202,7 +203,7 @@ func (b *Bus) load() error {
 			}
 			heads[pi] = p.head
 		}
-		if err := trimPushIDs(tx, b.opts.PushIDs); err != nil {
+		if err := trimPushIDs(tx, b.opts.PushIDs, 0); err != nil {
 			return err
 		}
 		// Walk what readers will walk, so damage shows now and not in a

@@ -122,7 +122,7 @@ func (b *Bus) commit(batch []*pubReq) {
 			}
 			heads[pi] = part.head
 		}
-		return trimPushIDs(tx, b.opts.PushIDs)
+		return trimPushIDs(tx, b.opts.PushIDs, pushIDSlack(b.opts.PushIDs))
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
