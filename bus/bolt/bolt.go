@@ -84,6 +84,10 @@ type Bus struct {
 	// wmu serialises commits, so a partition's head in heads moves in
 	// commit order.
 	wmu sync.Mutex
+	// pushes is the push id window as of the last commit (the file's
+	// pushorder bucket, read at Open), guarded by wmu: ~100 B per id,
+	// ~10 MB at the default 100,000.
+	pushes map[string]pushPos
 
 	pmu     sync.Mutex // guards pending
 	pending []*pubReq  // publishes waiting for the next commit
@@ -188,6 +192,7 @@ func openError(path string, err error, timeout time.Duration) error {
 // some damaged pages.
 func (b *Bus) load() error {
 	heads := make(bus.Heads, b.opts.Partitions)
+	var pushes map[string]pushPos
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		if err := initLayout(tx, b.opts.Partitions); err != nil {
 			return err
@@ -203,7 +208,11 @@ func (b *Bus) load() error {
 			}
 			heads[pi] = p.head
 		}
-		if err := trimPushIDs(tx, b.opts.PushIDs, 0); err != nil {
+		if _, err := trimPushIDs(tx, b.opts.PushIDs, 0); err != nil {
+			return err
+		}
+		var err error
+		if pushes, err = loadPushes(tx); err != nil {
 			return err
 		}
 		// Walk what readers will walk, so damage shows now and not in a
@@ -217,7 +226,7 @@ func (b *Bus) load() error {
 		}
 		return fmt.Errorf("open bus %s: %w: %v (move it aside to start with an empty history)", b.path, ErrCorrupt, err)
 	}
-	b.heads = heads
+	b.heads, b.pushes = heads, pushes
 	return nil
 }
 
