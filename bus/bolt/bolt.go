@@ -96,7 +96,13 @@ type Bus struct {
 	// heads are the partitions' heads as of the last acknowledged commit:
 	// the visibility watermark. Readers never return events past it, so
 	// nothing is seen before its commit was fsynced.
-	heads  bus.Heads
+	heads bus.Heads
+	// recent are, per partition, the events the last commit appended to
+	// it (nil when it appended none), so a feed that is caught up takes
+	// them from memory instead of a read transaction and a JSON decode of
+	// each (~3 % of a node's CPU per event in the spread scenario).
+	// Replaced, never modified.
+	recent []recentEvents
 	notify chan struct{} // closed and replaced after every publish
 	closed bool
 	done   chan struct{}  // closed by Close
@@ -226,8 +232,15 @@ func (b *Bus) load() error {
 		}
 		return fmt.Errorf("open bus %s: %w: %v (move it aside to start with an empty history)", b.path, ErrCorrupt, err)
 	}
-	b.heads, b.pushes = heads, pushes
+	b.heads, b.pushes, b.recent = heads, pushes, make([]recentEvents, len(heads))
 	return nil
+}
+
+// recentEvents are the events one commit appended to a partition: Seqs
+// last-len(evs)+1 .. last of epoch.
+type recentEvents struct {
+	epoch, last uint64
+	evs         []bus.Event
 }
 
 // Path is the bbolt file the bus keeps its state in.

@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -477,4 +478,47 @@ func cpuTime(tb testing.TB) time.Duration {
 func txWrites(b *Bus) int64 {
 	st := b.db.Stats()
 	return st.TxStats.GetWrite()
+}
+
+// TestFeedFromMemoryMatchesFile: a caught-up feed takes a commit's events
+// from memory (Bus.recent); they are the events a read of the file gives,
+// field for field, so a subscriber cannot tell the two paths apart.
+func TestFeedFromMemoryMatchesFile(t *testing.T) {
+	b := open(t, t.TempDir(), Options{Partitions: 2})
+	sub, err := b.Subscribe(t.Context(), heads(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	forced, commits := true, 3
+	p := bustest.Push("m1", "acme/app", "refs/heads/main", bustest.ID(1), "refs/tags/v1", bustest.ID(2))
+	p.Updates[0].Forced, p.Updates[0].Commits = &forced, &commits
+	p.Updates[0].Commit = &bus.Commit{Subject: "fix", Author: "eve", Time: time.Date(2026, 11, 25, 14, 0, 0, 0, time.FixedZone("x", 7200))}
+	want := publish(t, b, p)
+	var got []bus.Event
+	for len(got) < len(want) {
+		select {
+		case m := <-sub.C():
+			got = append(got, m.Events...)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("feed gave %d of %d events", len(got), len(want))
+		}
+	}
+	h := heads(t, b)[want[0].Partition]
+	file, err := b.History(t.Context(), want[0].Partition, h.Epoch, want[0].Seq-1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(file) != len(got) {
+		t.Fatalf("file has %d events, feed gave %d", len(file), len(got))
+	}
+	for i := range got {
+		gj, _ := json.Marshal(got[i])
+		fj, _ := json.Marshal(file[i])
+		if string(gj) != string(fj) || got[i].Partition != file[i].Partition || got[i].Seq != file[i].Seq ||
+			got[i].Prev != file[i].Prev || got[i].Chain != file[i].Chain {
+			t.Errorf("event %d from memory %s %d/%d prev %x chain %x, from the file %s %d/%d prev %x chain %x",
+				i, gj, got[i].Partition, got[i].Seq, got[i].Prev, got[i].Chain, fj, file[i].Partition, file[i].Seq, file[i].Prev, file[i].Chain)
+		}
+	}
 }

@@ -75,6 +75,7 @@ func (b *Bus) commit(batch []*pubReq) {
 	}
 
 	heads := make(map[int]bus.PartitionHead)
+	appended := make(map[int][]bus.Event) // per partition, in Seq order
 	// The batch's push ids and those the window forgets reach b.pushes
 	// only once the commit succeeded.
 	added := make(map[string]pushPos, len(batch))
@@ -130,6 +131,7 @@ func (b *Bus) commit(batch []*pubReq) {
 			}
 			added[p.ID] = pushPos{order: n, first: next, pi: uint32(pi)}
 			heads[pi] = part.head
+			appended[pi] = append(appended[pi], evs...)
 		}
 		var err error
 		forgotten, err = trimPushIDs(tx, b.opts.PushIDs, pushIDSlack(b.opts.PushIDs))
@@ -168,6 +170,7 @@ func (b *Bus) commit(batch []*pubReq) {
 	b.mu.Lock()
 	for pi, h := range heads {
 		b.heads[pi] = h
+		b.recent[pi] = recentEvents{epoch: h.Epoch, last: h.Last, evs: appended[pi]}
 	}
 	close(b.notify)
 	b.notify = make(chan struct{})
