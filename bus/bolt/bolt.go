@@ -6,8 +6,9 @@
 //
 // Every Publish is one bbolt transaction, committed and fsynced before it
 // returns and before any reader or subscriber can see it. Reads go to the
-// file (bbolt's memory map); only the partitions' heads and a wake-up channel
-// live in memory.
+// file (bbolt's memory map); in memory live the partitions' heads, a wake-up
+// channel, the push id window (looked up by every publish) and the events
+// of the last commit (for caught-up feeds).
 //
 // It is not shared between processes: bbolt's file lock admits one node per
 // data directory (hooks reach the node over HTTP), and a tier of several
