@@ -75,18 +75,23 @@ func (b *Bus) commit(batch []*pubReq) {
 	}
 
 	heads := make(map[int]bus.PartitionHead)
+	appended := make(map[int][]bus.Event) // per partition, in Seq order
+	// The batch's push ids and those the window forgets reach b.pushes
+	// only once the commit succeeded.
+	added := make(map[string]pushPos, len(batch))
+	var forgotten []string
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		pushes := tx.Bucket(bktPushes)
+		order := tx.Bucket(bktPushOrder)
 		now := b.opts.Now()
 		for _, r := range batch {
 			p, evs, pi := r.p, r.evs, r.pi
-			if v := pushes.Get([]byte(p.ID)); v != nil {
-				if len(v) != 20 {
-					return fmt.Errorf("push id %s: stored position is malformed", p.ID)
-				}
-				dupPart, dupFirst := int(binary.BigEndian.Uint32(v)), binary.BigEndian.Uint64(v[4:])
+			dup, ok := added[p.ID]
+			if !ok {
+				dup, ok = b.pushes[p.ID]
+			}
+			if ok {
 				for i := range evs {
-					evs[i].Partition, evs[i].Seq = dupPart, dupFirst+uint64(i)
+					evs[i].Partition, evs[i].Seq = int(dup.pi), dup.first+uint64(i)
 				}
 				continue
 			}
@@ -117,12 +122,20 @@ func (b *Bus) commit(batch []*pubReq) {
 			if err := part.trim(b.opts.History, b.opts.MaxAge, now); err != nil {
 				return err
 			}
-			if err := rememberPush(tx, p.ID, pi, next); err != nil {
+			n, err := order.NextSequence()
+			if err != nil {
 				return err
 			}
+			if err := order.Put(u64(n), pushValue([]byte(p.ID), pi, next)); err != nil {
+				return err
+			}
+			added[p.ID] = pushPos{order: n, first: next, pi: uint32(pi)}
 			heads[pi] = part.head
+			appended[pi] = append(appended[pi], evs...)
 		}
-		return trimPushIDs(tx, b.opts.PushIDs)
+		var err error
+		forgotten, err = trimPushIDs(tx, b.opts.PushIDs, pushIDSlack(b.opts.PushIDs))
+		return err
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
@@ -140,6 +153,7 @@ func (b *Bus) commit(batch []*pubReq) {
 					b.reloadHead(r.pi)
 				}
 			}
+			b.reloadPushes()
 			err = fmt.Errorf("publish to %s: %w: %w", b.path, bus.ErrUnavailable, err)
 		}
 		for _, r := range batch {
@@ -147,9 +161,16 @@ func (b *Bus) commit(batch []*pubReq) {
 		}
 		return
 	}
+	for id, pos := range added {
+		b.pushes[id] = pos
+	}
+	for _, id := range forgotten {
+		delete(b.pushes, id)
+	}
 	b.mu.Lock()
 	for pi, h := range heads {
 		b.heads[pi] = h
+		b.recent[pi] = recentEvents{epoch: h.Epoch, last: h.Last, evs: appended[pi]}
 	}
 	close(b.notify)
 	b.notify = make(chan struct{})
@@ -217,21 +238,18 @@ func applyState(refs *bolt.Bucket, p *bus.Push) error {
 	return nil
 }
 
-// rememberPush records a push id's position at the end of the window.
-func rememberPush(tx *bolt.Tx, id string, pi int, first uint64) error {
-	order := tx.Bucket(bktPushOrder)
-	n, err := order.NextSequence()
-	if err != nil {
+// reloadPushes re-reads the push id window after a failed commit, which
+// may have reached the file anyway (see commit). If it cannot be read, the
+// window stays as of the last commit. Called with wmu held.
+func (b *Bus) reloadPushes() {
+	var pushes map[string]pushPos
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		pushes, err = loadPushes(tx)
 		return err
+	}); err == nil {
+		b.pushes = pushes
 	}
-	v := make([]byte, 0, 20)
-	v = binary.BigEndian.AppendUint32(v, uint32(pi))
-	v = binary.BigEndian.AppendUint64(v, first)
-	v = binary.BigEndian.AppendUint64(v, n)
-	if err := tx.Bucket(bktPushes).Put([]byte(id), v); err != nil {
-		return err
-	}
-	return order.Put(u64(n), []byte(id))
 }
 
 // newEpoch returns a random non-zero epoch of 63 bits (safe in JSON and in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -52,6 +53,12 @@ func (s *feedSource) Next(ctx context.Context, pi int, at *bus.PartitionHead) (b
 	if at.Last == h.Last {
 		return bus.Message{}, false, nil // caught up
 	}
+	if r := s.b.recentOf(pi); r.epoch == h.Epoch && r.last == h.Last && len(r.evs) > 0 &&
+		r.last-uint64(len(r.evs)) == at.Last && len(r.evs) <= DefaultFeedBatch {
+		// What the last commit appended, and nothing more: from memory.
+		at.Last = h.Last
+		return bus.Message{Partition: pi, Events: slices.Clone(r.evs)}, true, nil
+	}
 	var evs []bus.Event
 	err := b.view(ctx, "read feed", func(tx *bolt.Tx) error {
 		var err error
@@ -72,4 +79,11 @@ func (s *feedSource) Next(ctx context.Context, pi int, at *bus.PartitionHead) (b
 	}
 	at.Last = evs[len(evs)-1].Seq
 	return bus.Message{Partition: pi, Events: evs}, true, nil
+}
+
+// recentOf returns what the last commit appended to partition pi.
+func (b *Bus) recentOf(pi int) recentEvents {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.recent[pi]
 }
