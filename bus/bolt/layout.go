@@ -2,7 +2,7 @@ package bolt
 
 // The file's layout. Integers are big-endian so keys sort numerically.
 //
-//	meta/format             "refcast-bus/1"
+//	meta/format             "refcast-bus/2"
 //	meta/partitions         u32
 //	parts/<u32 partition>/  one bucket per partition:
 //	    head                u64 epoch, u64 first, u64 last, u64 chain at last
@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -260,10 +261,20 @@ func (p *partition) putHead() error {
 // it, then its JSON. Partition and Seq are not in the JSON; they come back
 // from the key, and Chain from Prev.
 func encodeEvent(e *bus.Event, published time.Time) ([]byte, error) {
-	j, err := json.Marshal(e)
-	if err != nil {
+	// Encoded into a pooled buffer and copied into v, which bbolt keeps
+	// until the commit: one allocation per event where json.Marshal made
+	// two (13 MB of the 179 MB BenchmarkStalledReaders allocated).
+	buf := encodeBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			encodeBufs.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(e); err != nil {
 		return nil, err
 	}
+	j := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	v := make([]byte, 21, 21+len(j))
 	binary.BigEndian.PutUint64(v, uint64(published.Unix()))
 	binary.BigEndian.PutUint32(v[8:], uint32(published.Nanosecond()))
@@ -271,6 +282,9 @@ func encodeEvent(e *bus.Event, published time.Time) ([]byte, error) {
 	binary.BigEndian.PutUint64(v[13:], e.Prev)
 	return append(v, j...), nil
 }
+
+// encodeBufs are encodeEvent's scratch buffers.
+var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func publishedAt(v []byte) (time.Time, error) {
 	if len(v) < 12 {
