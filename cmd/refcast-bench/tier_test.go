@@ -384,3 +384,20 @@ func TestNextPace(t *testing.T) {
 		}
 	}
 }
+
+// TestRateStartChecked: -rate-start is 0 (unpaced) or a pace; anything
+// else is refused with the flag's name.
+func TestRateStartChecked(t *testing.T) {
+	for _, v := range []float64{-1, math.NaN(), math.Inf(1)} {
+		c := config{url: "http://127.0.0.1:1", perWorker: 100, events: 1, spreadN: 1, repos: 1, rateRepos: 1, rateStart: v}
+		if err := c.check(); err == nil || !strings.Contains(err.Error(), "-rate-start") {
+			t.Errorf("-rate-start %v: err = %v, want one naming -rate-start", v, err)
+		}
+	}
+	for _, v := range []float64{0, 0.5, 200} {
+		c := config{url: "http://127.0.0.1:1", perWorker: 100, events: 1, spreadN: 1, repos: 1, rateRepos: 1, rateStart: v}
+		if err := c.check(); err != nil {
+			t.Errorf("-rate-start %v: %v", v, err)
+		}
+	}
+}

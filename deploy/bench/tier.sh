@@ -24,6 +24,9 @@
 #   SPREAD_EVENTS, SPREAD_RATE  spread events and their rate [1000, 200/s]
 #   RATE_REPOS     repo counts for the rate search ["1 $REPOS"]; "" skips it
 #   RATE_DURATION, RATE_TRIES  length and number of rate trials [5s, 3]
+#   RATE_START     events/s of the first rate trial [0: unpaced]; at 54,000
+#                  streams on one repo an unpaced trial leaves hours of backlog
+#   PARTS          what to run ["fanout spread rate"]
 #   ROUNDS         rounds [1]
 #   OUT            output directory [a new one under /tmp]
 #   NOBUILD        1: reuse $OUT/bin
@@ -55,6 +58,8 @@ SPREAD_RATE=${SPREAD_RATE:-200}
 RATE_REPOS=${RATE_REPOS-"1 $REPOS"}
 RATE_DURATION=${RATE_DURATION:-5s}
 RATE_TRIES=${RATE_TRIES:-3}
+RATE_START=${RATE_START:-0}
+PARTS=${PARTS:-fanout spread rate}
 ROUNDS=${ROUNDS:-1}
 SETTLE=${SETTLE:-3s}
 BENCH_FLAGS=${BENCH_FLAGS:-}
@@ -73,6 +78,15 @@ for b in $BUSES; do
 	redis | cluster) ;;
 	*)
 		echo "BUSES: unknown bus $b (redis or cluster)" >&2
+		exit 2
+		;;
+	esac
+done
+for p in $PARTS; do
+	case "$p" in
+	fanout | spread | rate) ;;
+	*)
+		echo "PARTS: unknown part $p (fanout, spread or rate)" >&2
 		exit 2
 		;;
 	esac
@@ -238,12 +252,19 @@ for round in $(seq 1 "$ROUNDS"); do
 		# fanout and spread on a tier each: at 18,000 streams a node is
 		# still closing fanout's when spread's connect, and refuses them
 		# past --max-connections (seen at 54,000: 11,962 503s).
-		on_fresh_tier "$bus" "r$round $bus" -scenarios fanout -conns "$CONNS" -events "$EVENTS" -interval "$INTERVAL"
-		on_fresh_tier "$bus" "r$round $bus" -scenarios spread -conns "$CONNS" -repos "$REPOS" \
-			-spread-events "$SPREAD_EVENTS" -spread-rate "$SPREAD_RATE"
-		for rr in $RATE_REPOS; do
-			on_fresh_tier "$bus" "r$round $bus" -scenarios rate -rate-conns "$CONNS" -rate-repos "$rr" -rate-duration "$RATE_DURATION" -rate-tries "$RATE_TRIES"
-		done
+		if [[ " $PARTS " == *" fanout "* ]]; then
+			on_fresh_tier "$bus" "r$round $bus" -scenarios fanout -conns "$CONNS" -events "$EVENTS" -interval "$INTERVAL"
+		fi
+		if [[ " $PARTS " == *" spread "* ]]; then
+			on_fresh_tier "$bus" "r$round $bus" -scenarios spread -conns "$CONNS" -repos "$REPOS" \
+				-spread-events "$SPREAD_EVENTS" -spread-rate "$SPREAD_RATE"
+		fi
+		if [[ " $PARTS " == *" rate "* ]]; then
+			for rr in $RATE_REPOS; do
+				on_fresh_tier "$bus" "r$round $bus" -scenarios rate -rate-conns "$CONNS" -rate-repos "$rr" \
+					-rate-duration "$RATE_DURATION" -rate-tries "$RATE_TRIES" -rate-start "$RATE_START"
+			done
+		fi
 	done
 done
 
