@@ -8,8 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,7 +40,7 @@ import (
 // start and exit alone (exec, Go runtime, every linked package's init),
 // the floor under hook-run-ms that no work in the hook can remove.
 //
-// The binary is built as it ships (buildShipped), not as testnode.Build
+// The binary is built as it ships (testnode.BuildShipped), not as testnode.Build
 // builds it for tests: the hook's cost is mostly the process start, which
 // depends on how the binary is linked.
 //
@@ -50,7 +48,7 @@ import (
 // suppressed; the figures are the p50/p90 metrics.
 func BenchmarkPushLatency(b *testing.B) {
 	testnode.Require(b, "git")
-	bin := buildShipped(b)
+	bin := testnode.BuildShipped(b)
 	b.Run("embedded", func(b *testing.B) {
 		const token = "bench-token"
 		node := testnode.Start(b, bin, "", "--data", b.TempDir(), "--publish-token", token, "--drain", "100ms")
@@ -63,46 +61,6 @@ func BenchmarkPushLatency(b *testing.B) {
 		benchPushLatency(b, bin, node, "", "--redis", rs.URL())
 	})
 }
-
-// buildShipped compiles ./cmd/refcast once per benchmark process as the
-// Makefile and deploy/Dockerfile ship it: CGO_ENABLED=0, -trimpath,
-// -ldflags "-s -w". A plain `go build` with a C compiler present links
-// libc dynamically and keeps the symbol tables, and that binary starts
-// ~1.5 ms later on a 2-core machine (`refcast version`, p50 of 100 runs).
-func buildShipped(b *testing.B) string {
-	b.Helper()
-	shippedOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			shippedErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		dir, err := os.MkdirTemp("", "refcast-shipped-")
-		if err != nil {
-			shippedErr = err
-			return
-		}
-		bin := filepath.Join(dir, "refcast")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/refcast")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			shippedErr = fmt.Errorf("go build ./cmd/refcast: %w\n%s", err, out)
-			return
-		}
-		shippedBin = bin
-	})
-	if shippedErr != nil {
-		b.Fatal(shippedErr)
-	}
-	return shippedBin
-}
-
-var (
-	shippedOnce sync.Once
-	shippedBin  string
-	shippedErr  error
-)
 
 // benchRepo is a bare repository and a clone pushing to it.
 type benchRepo struct {
