@@ -104,7 +104,7 @@ type Options struct {
 	Heartbeat      time.Duration // comment line on idle streams
 	Retry          time.Duration // base of the jittered retry: hint
 	WriteTimeout   time.Duration // a stream stuck this long is evicted
-	StallTimeout   time.Duration // how long a writer waits on one full socket
+	StallTimeout   time.Duration // how long a writer waits on one full socket of a client known to read
 	MaxQueue       int           // frames queued per subscriber before eviction
 	MaxConnections int           // streams and long-polls per node; 503 beyond
 	// MaxQueuedBytes bounds the bytes the node's streams hold in queued,

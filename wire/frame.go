@@ -2,10 +2,8 @@ package wire
 
 import (
 	"bytes"
-	"encoding/json"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/refcast/refcast/bus"
@@ -34,28 +32,16 @@ func EventName(ev *bus.Event) string {
 // append's steps were two allocations of the event's size per frame (50
 // MB of the 268 MB BenchmarkStalledReaders allocated).
 func AppendEventFrame(dst []byte, name string, c Cursor, ev *bus.Event) []byte {
-	buf := eventBufs.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= maxPooledEvent {
-			buf.Reset()
-			eventBufs.Put(buf)
-		}
-	}()
-	buf.Reset()
-	data := []byte(`{}`) // an Event always encodes; keep the stream well-formed anyway
-	if err := json.NewEncoder(buf).Encode(ev); err == nil {
-		data = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	jb := bus.GetJSONBuffer()
+	defer jb.Release()
+	data, err := jb.Encode(ev)
+	if err != nil { // an Event always encodes; keep the stream well-formed anyway
+		data = []byte(`{}`)
 	}
 	// The cursor takes at most 2 + 14 bytes a partition, base64 4/3 of it.
 	dst = slices.Grow(dst, len("id: \nevent: \ndata: \n\n")+len(name)+len(data)+len(CursorPrefix)+(2+14*len(c.Seqs))*4/3+4)
 	return AppendFrame(dst, name, c, data)
 }
-
-// eventBufs are AppendEventFrame's encoding buffers; one that grew past
-// maxPooledEvent (an event with a large enrichment) is not kept.
-var eventBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-const maxPooledEvent = 64 << 10
 
 // AppendFrame appends a frame of "id:" (the encoded cursor, which is
 // URL-safe), "event:" and "data:" lines. name must be one of the Event

@@ -29,7 +29,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -264,17 +263,12 @@ func encodeEvent(e *bus.Event, published time.Time) ([]byte, error) {
 	// Encoded into a pooled buffer and copied into v, which bbolt keeps
 	// until the commit: one allocation per event where json.Marshal made
 	// two (13 MB of the 179 MB BenchmarkStalledReaders allocated).
-	buf := encodeBufs.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 64<<10 {
-			encodeBufs.Put(buf)
-		}
-	}()
-	buf.Reset()
-	if err := json.NewEncoder(buf).Encode(e); err != nil {
+	jb := bus.GetJSONBuffer()
+	defer jb.Release()
+	j, err := jb.Encode(e)
+	if err != nil {
 		return nil, err
 	}
-	j := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	v := make([]byte, 21, 21+len(j))
 	binary.BigEndian.PutUint64(v, uint64(published.Unix()))
 	binary.BigEndian.PutUint32(v[8:], uint32(published.Nanosecond()))
@@ -282,9 +276,6 @@ func encodeEvent(e *bus.Event, published time.Time) ([]byte, error) {
 	binary.BigEndian.PutUint64(v[13:], e.Prev)
 	return append(v, j...), nil
 }
-
-// encodeBufs are encodeEvent's scratch buffers.
-var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func publishedAt(v []byte) (time.Time, error) {
 	if len(v) < 12 {

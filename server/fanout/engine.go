@@ -151,8 +151,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	for range e.opts.Writers {
 		wg.Go(func() { e.writer(ctx, e.ready) })
 	}
-	// Retries of stalled sockets each wait StallTimeout; they have their
-	// own writers so a crowd of stuck clients cannot delay the others.
+	// Retries of stalled sockets may each wait StallTimeout; they have
+	// their own writers so a crowd of stuck clients cannot delay the others.
 	for range max(1, e.opts.Writers/2) {
 		wg.Go(func() { e.writer(ctx, e.retry) })
 	}

@@ -71,9 +71,9 @@ const recentProgress = time.Second
 // every write; retried only every 50 ms tick it got 128 KiB per tick, 2.6
 // MB/s, and fell further behind (BenchmarkStalledReaders with no stalled
 // stream: p99 108-125 ms without the limit, 620 ms with it and tick
-// retries). A retry
-// costs one system call, and a fast one is earned only by 64 KiB written,
-// so a client trickling bytes cannot buy more than the tick's retries.
+// retries). A retry costs one system call, and a fast one is earned only
+// by 64 KiB written, so a client trickling bytes cannot buy more than the
+// tick's retries.
 const (
 	flowBytes = 64 << 10
 	flowRetry = 2 * time.Millisecond

@@ -16,9 +16,10 @@ const (
 	// DefaultWriteTimeout is how long a stream may stay stuck (its socket
 	// full) before it is evicted.
 	DefaultWriteTimeout = 10 * time.Second
-	// DefaultStallTimeout is how long a writer waits on one full socket
-	// before parking it: long enough for a busy but healthy reader to make
-	// room, short enough that a crowd of stuck ones costs little.
+	// DefaultStallTimeout is how long a writer waits on one full socket of
+	// a client known to read before parking it (others are parked at
+	// once): long enough for a busy but healthy reader to make room, short
+	// enough that a crowd of slow ones costs little.
 	DefaultStallTimeout = 200 * time.Microsecond
 	// DefaultMaxQueue is the frames queued per subscriber before it is
 	// evicted (or, in mode=latest, its queue folded by ref).
@@ -43,7 +44,7 @@ type Options struct {
 	Heartbeat    time.Duration // comment line on streams silent this long
 	Retry        time.Duration // base of the jittered retry: hint
 	WriteTimeout time.Duration // a stream stuck this long is evicted; the handler path's write deadline
-	StallTimeout time.Duration // how long a writer waits on one full socket
+	StallTimeout time.Duration // how long a writer waits on one full socket of a client known to read
 	MaxQueue     int           // frames queued per subscriber before eviction
 	// MaxQueuedBytes bounds the bytes all streams hold in queued and
 	// unwritten frames: past it the streams holding the most are evicted

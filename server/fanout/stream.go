@@ -78,7 +78,7 @@ func (st Stream) Attach(conn net.Conn) bool {
 	capped := raw != nil && limitUnsent(raw)
 	s := st.s
 	s.mu.Lock()
-	s.conn, s.raw, s.capped = conn, raw, capped
+	s.conn, s.raw, s.unsentCapped = conn, raw, capped
 	evicted := s.closed // removed while the handler was hijacking
 	s.mu.Unlock()
 	if evicted {

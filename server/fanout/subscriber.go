@@ -148,9 +148,10 @@ type subscriber struct {
 	queue     []*frame // guarded by mu
 	live      bool     // replay finished, writes may start; guarded by mu
 	scheduled bool     // owned by a writer or waiting in ready; guarded by mu
-	// capped: the socket's unsent bytes are limited (limitUnsent), until
-	// the client shows it reads; owned by the holder of scheduled.
-	capped bool
+	// unsentCapped: Attach limited the socket's unsent bytes
+	// (limitUnsent), which markReads lifts. Set by Attach before GoLive,
+	// read-only after.
+	unsentCapped bool
 	// reads: the client once emptied a full socket (took flowBytes after
 	// a stall), so it reads, if slower than events come; set by the
 	// holder of scheduled, guarded by mu. Memory shedding takes such
@@ -519,9 +520,8 @@ func (s *subscriber) markReads() {
 	s.mu.Lock()
 	s.reads = true
 	s.mu.Unlock()
-	if s.capped {
+	if s.unsentCapped {
 		liftUnsent(s.raw)
-		s.capped = false
 	}
 }
 
