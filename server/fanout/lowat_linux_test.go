@@ -30,8 +30,10 @@ func unsentLowat(fd int) (int, error) {
 	return unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
 }
 
-// outq is the bytes in the socket's send queue, sent or not.
-func outq(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCOUTQ) }
+// unsent is the bytes in the socket's send queue not yet sent: what
+// TCP_NOTSENT_LOWAT caps (what is in flight depends on the peer's window
+// and how soon the machine runs the loopback's acknowledgements).
+func unsent(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCOUTQNSD) }
 
 // TestStalledSocketPinsLittle: the kernel holds at most unsentLimit (and
 // one write's overshoot) for a stream whose client never reads; without
@@ -67,8 +69,8 @@ func TestStalledSocketPinsLittle(t *testing.T) {
 	})
 	eventually(t, patience, "the reader's socket to fill before it reads", stuck(reader))
 	// One write may take a whole segment (64 KiB on loopback) past the cap.
-	if q, limit := sockInt(t, stalled.s.conn, outq), unsentLimit+64<<10; q > limit {
-		t.Errorf("a stalled stream's socket holds %d bytes, want at most %d", q, limit)
+	if q, limit := sockInt(t, stalled.s.conn, unsent), unsentLimit+64<<10; q > limit {
+		t.Errorf("a stalled stream's socket holds %d bytes unsent, want at most %d", q, limit)
 	}
 	go func() { _, _ = io.Copy(io.Discard, cli) }()
 	eventually(t, patience, "the reader to be known to read", func() bool {
