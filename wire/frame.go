@@ -71,6 +71,24 @@ func AppendFrame(dst []byte, name string, c Cursor, data []byte) []byte {
 	return append(dst, "\n\n"...)
 }
 
+// AppendWithID appends frame (one AppendFrame wrote, starting with its
+// "id:" line) with its id replaced by c: a frame already encoded, given
+// another cursor without decoding or encoding its event again.
+// A frame without an "id:" line gets one in front.
+func AppendWithID(dst, frame []byte, c Cursor) []byte {
+	rest := frame
+	if bytes.HasPrefix(frame, []byte("id: ")) {
+		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+			rest = frame[i+1:]
+		}
+	}
+	dst = slices.Grow(dst, len(rest)+len("id: \n")+len(CursorPrefix)+(2+14*len(c.Seqs))*4/3+4)
+	dst = append(dst, "id: "...)
+	dst = c.AppendEncode(dst)
+	dst = append(dst, '\n')
+	return append(dst, rest...)
+}
+
 // AppendRetry appends a frame that only tells the client how long to wait
 // before reconnecting (SSE's "retry:", in milliseconds).
 func AppendRetry(dst []byte, d time.Duration) []byte {

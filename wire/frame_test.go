@@ -26,6 +26,8 @@ func TestFrameBytes(t *testing.T) {
 		{"retry", string(AppendRetry(nil, 2500*time.Millisecond)), "retry: 2500\n\n"},
 		{"heartbeat", Heartbeat, ": hb\n\n"},
 		{"append keeps dst", string(AppendFrame([]byte("x"), EventHello, c, nil)), "xid: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
+		{"another id", string(AppendWithID([]byte("x"), AppendFrame(nil, EventHello, Cursor{Seqs: []uint64{1}}, nil), c)), "xid: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
+		{"an id in front", string(AppendWithID(nil, []byte("event: hello\ndata: \n\n"), c)), "id: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
 	}
 	for _, tc := range cases {
 		if tc.got != tc.want {
@@ -139,6 +141,11 @@ func FuzzAppendEventFrame(f *testing.F) {
 		fields := parseFrame(t, AppendEventFrame(nil, EventName(ev), Cursor{Seqs: []uint64{1}}, ev))
 		if len(fields) != 3 || fields[0].name != "id" || fields[1] != (sseField{"event", EventRef}) || fields[2].name != "data" {
 			t.Fatalf("frame fields %q", fields)
+		}
+		// Another id, spliced in, gives the frame encoded with it.
+		other := Cursor{Epoch: 9, Seqs: []uint64{uint64(len(subject)), 7}, Checks: []uint32{3, 4}}
+		if got, want := AppendWithID(nil, AppendEventFrame(nil, EventName(ev), Cursor{Seqs: []uint64{1}}, ev), other), AppendEventFrame(nil, EventName(ev), other, ev); !bytes.Equal(got, want) {
+			t.Fatalf("AppendWithID:\n got %q\nwant %q", got, want)
 		}
 		var back bus.Event
 		if err := json.Unmarshal([]byte(fields[2].value), &back); err != nil {

@@ -162,8 +162,7 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 	e.pos.Set(ev.Partition, ev.Seq, ev.Chain)
 	pos := append([]uint64(nil), e.pos.Seqs...)
 	checks := append([]uint32(nil), e.pos.Checks...)
-	f := newFrame(wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos, Checks: checks}, ev), ev)
-	f.pos, f.checks, f.epoch = pos, checks, e.pos.Epoch
+	f := newEventFrame(wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos, Checks: checks}, ev), ev, pos, checks, e.pos.Epoch)
 	n := 0
 	// Subscribers with the same filter share one interned filter: its ref
 	// match is computed once per event and remembered in it (stamp).

@@ -427,8 +427,8 @@ func seqsOf(s *subscriber) []uint64 {
 	defer s.mu.Unlock()
 	var out []uint64
 	for _, f := range s.queue {
-		if f.ev != nil {
-			out = append(out, f.ev.Seq)
+		if _, seq, ok := f.seq(); ok {
+			out = append(out, seq)
 		}
 	}
 	return out

@@ -1,8 +1,18 @@
 package fanout
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/bus/memory"
+	"github.com/refcast/refcast/wire"
 )
 
 // TestLatestModeLargePush: a mode=latest client that is behind when one
@@ -35,5 +45,113 @@ func TestLatestModeLargePush(t *testing.T) {
 	}
 	if ev := n.evictions.value(); ev != 0 {
 		t.Fatalf("mode=latest client evicted (%v)", ev)
+	}
+}
+
+// TestFloorOnBareFrames: what a stream queues before it goes live are bare
+// frames (no decoded event, frame.bare), and GoLive's floor still applies
+// to them: events the client has are dropped, the others are written with
+// the floor merged into their id, their event unchanged, those after the
+// floor is passed as they are (a frame after that one dereferenced the
+// floor it had cleared: a writer's panic), and a mode=latest stream, which
+// queues frames with their event, gets the same bytes.
+func TestFloorOnBareFrames(t *testing.T) {
+	b, err := memory.New(memory.Options{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	n := runEngineOn(t, b, nil)
+	// Two repos on different partitions.
+	repoA, repoB := "acme/a", ""
+	for i := 0; repoB == ""; i++ {
+		if r := fmt.Sprintf("acme/b%d", i); bus.PartitionOf(r, 2) != bus.PartitionOf(repoA, 2) {
+			repoB = r
+		}
+	}
+	pa, pb := bus.PartitionOf(repoA, 2), bus.PartitionOf(repoB, 2)
+	f, err := bus.ParseFilter([]string{"acme/*"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams []Stream
+	for _, latest := range []bool{false, true} {
+		st, _, err := n.Register(Spec{Filter: f, Latest: latest, Handler: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	// Three updates in each repo, of distinct refs (nothing to fold),
+	// repo A's queued first.
+	for _, repo := range []string{repoA, repoB} {
+		for i := range 3 {
+			n.publish(t, newPush(repo, upd(fmt.Sprintf("refs/heads/%s%d", repo[len("acme/"):len("acme/")+1], i), z, oid(i+1))))
+		}
+		n.dispatched(t)
+	}
+	// And one more of repo A's, queued after the floor is passed.
+	n.publish(t, newPush(repoA, upd("refs/heads/a3", z, oid(4))))
+	n.dispatched(t)
+	// The client has the first two of repo B's partition only.
+	floor := &wire.Cursor{Seqs: make([]uint64, 2), Checks: make([]uint32, 2)}
+	floor.Seqs[pb], floor.Checks[pb] = 2, 77
+	var outs []string
+	for i, st := range streams {
+		if latest := i == 1; !latest {
+			st.s.mu.Lock()
+			for _, q := range st.s.queue {
+				if q.ev != nil {
+					t.Errorf("a frame queued to a stream not in mode=latest holds its event")
+				}
+			}
+			st.s.mu.Unlock()
+		}
+		st.GoLive(floor)
+		<-st.Wake()
+		rec := httptest.NewRecorder()
+		st.FlushHTTP(rec, http.NewResponseController(rec))
+		outs = append(outs, rec.Body.String())
+		st.Remove(ReasonClosed)
+	}
+	if outs[0] != outs[1] {
+		t.Errorf("bare frames wrote\n%s\nframes with their event wrote\n%s", outs[0], outs[1])
+	}
+	var refs []string
+	for frame := range strings.SplitSeq(strings.TrimSuffix(outs[0], "\n\n"), "\n\n") {
+		var id string
+		var ev bus.Event
+		for line := range strings.SplitSeq(frame, "\n") {
+			if v, ok := strings.CutPrefix(line, "id: "); ok {
+				id = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok {
+				if err := json.Unmarshal([]byte(v), &ev); err != nil {
+					t.Fatalf("data %q: %v", v, err)
+				}
+			}
+		}
+		c, err := wire.DecodeCursor(id)
+		if err != nil {
+			t.Fatalf("id %q: %v", id, err)
+		}
+		refs = append(refs, ev.Ref)
+		// Repo A's events came before the floor's position on B's
+		// partition: their ids carry the floor there (and its check);
+		// repo B's last is past it.
+		wantA, wantB, wantCheck := uint64(ev.Ref[len(ev.Ref)-1]-'0'+1), uint64(2), uint32(77)
+		switch ev.Ref {
+		case "refs/heads/b2":
+			wantA, wantB, wantCheck = 3, 3, c.Check(pb)
+		case "refs/heads/a3":
+			wantB, wantCheck = 3, c.Check(pb)
+		}
+		if c.Seqs[pa] != wantA || c.Seqs[pb] != wantB || c.Check(pb) != wantCheck {
+			t.Errorf("%s: id %v, want %d on partition %d, %d (check %d) on %d", ev.Ref, c, wantA, pa, wantB, wantCheck, pb)
+		}
+	}
+	slices.Sort(refs) // the engine follows the two partitions each in its order
+	if want := []string{"refs/heads/a0", "refs/heads/a1", "refs/heads/a2", "refs/heads/a3", "refs/heads/b2"}; !slices.Equal(refs, want) {
+		t.Errorf("wrote %q, want %q", refs, want)
 	}
 }

@@ -11,10 +11,13 @@ import (
 // by maxWriteFrames in what a write takes.
 //
 // How it counts. A frame's size is its encoded bytes plus the decoded event
-// it points to (newFrame). An event's frame is shared by every stream it is
+// it points to, if any (newFrame): most streams hold an event's bare frame,
+// without the event (frame.bare), and mode=latest ones the frame with it.
+// An event's frame is shared by every stream it is
 // queued to, so the node's total counts it once, while at least one stream
 // holds it: frame.refs counts the holders and the total moves when it goes
-// from 0 to 1 and back. A frame re-encoded for one stream (a fold in
+// from 0 to 1 and back (an event's two frames count their shared bytes
+// once each). A frame re-encoded for one stream (a fold in
 // mode=latest, a resumed stream's merged cursor) has one holder, so it is
 // counted whole for that stream. Each frame a stream holds also costs the
 // stream slotBytes. A stream's own figure (subscriber.held) counts every
