@@ -71,17 +71,18 @@ func AppendFrame(dst []byte, name string, c Cursor, data []byte) []byte {
 	return append(dst, "\n\n"...)
 }
 
-// AppendWithID appends frame (one AppendFrame wrote, starting with its
-// "id:" line) with its id replaced by c: a frame already encoded, given
-// another cursor without decoding or encoding its event again.
-// A frame without an "id:" line gets one in front.
+// AppendWithID appends frame, which AppendFrame or AppendEventFrame wrote
+// (it starts with its "id:" line), with its id replaced by c: a frame
+// already encoded, given another cursor without decoding or encoding its
+// event again. Anything else (no "id: " line first) is appended
+// unchanged: giving an id to a comment or a retry frame would move the
+// client's Last-Event-ID.
 func AppendWithID(dst, frame []byte, c Cursor) []byte {
-	rest := frame
-	if bytes.HasPrefix(frame, []byte("id: ")) {
-		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
-			rest = frame[i+1:]
-		}
+	i := bytes.IndexByte(frame, '\n')
+	if !bytes.HasPrefix(frame, []byte("id: ")) || i < 0 {
+		return append(dst, frame...)
 	}
+	rest := frame[i+1:]
 	dst = slices.Grow(dst, len(rest)+len("id: \n")+len(CursorPrefix)+(2+14*len(c.Seqs))*4/3+4)
 	dst = append(dst, "id: "...)
 	dst = c.AppendEncode(dst)

@@ -27,7 +27,8 @@ func TestFrameBytes(t *testing.T) {
 		{"heartbeat", Heartbeat, ": hb\n\n"},
 		{"append keeps dst", string(AppendFrame([]byte("x"), EventHello, c, nil)), "xid: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
 		{"another id", string(AppendWithID([]byte("x"), AppendFrame(nil, EventHello, Cursor{Seqs: []uint64{1}}, nil), c)), "xid: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
-		{"an id in front", string(AppendWithID(nil, []byte("event: hello\ndata: \n\n"), c)), "id: c2AgAAAAcqAAAAAAA\nevent: hello\ndata: \n\n"},
+		{"no id line: unchanged", string(AppendWithID([]byte("x"), []byte(Heartbeat), c)), "x" + Heartbeat},
+		{"no line end: unchanged", string(AppendWithID(nil, []byte("id: abc"), c)), "id: abc"},
 	}
 	for _, tc := range cases {
 		if tc.got != tc.want {
@@ -126,6 +127,11 @@ func FuzzAppendFrame(f *testing.F) {
 		want := strings.ReplaceAll(strings.ReplaceAll(string(data), "\r\n", "\n"), "\r", "\n")
 		if got := strings.Join(lines, "\n"); got != want {
 			t.Fatalf("data %q came back as %q", data, got)
+		}
+		// Another id, spliced in, gives the frame encoded with it.
+		other := Cursor{Epoch: epoch + 1, Seqs: []uint64{seq / 3, seq, 7}, Checks: []uint32{epoch, 1, 2}}
+		if got, want := AppendWithID(nil, AppendFrame(nil, EventRef, c, data), other), AppendFrame(nil, EventRef, other, data); !bytes.Equal(got, want) {
+			t.Fatalf("AppendWithID:\n got %q\nwant %q", got, want)
 		}
 	})
 }

@@ -93,6 +93,8 @@ func TestFloorOnBareFrames(t *testing.T) {
 	// And one more of repo A's, queued after the floor is passed.
 	n.publish(t, newPush(repoA, upd("refs/heads/a3", z, oid(4))))
 	n.dispatched(t)
+	pos, _ := n.Position()
+	nodeCheck := pos.Check(pb)
 	// The client has the first two of repo B's partition only.
 	floor := &wire.Cursor{Seqs: make([]uint64, 2), Checks: make([]uint32, 2)}
 	floor.Seqs[pb], floor.Checks[pb] = 2, 77
@@ -108,7 +110,11 @@ func TestFloorOnBareFrames(t *testing.T) {
 			st.s.mu.Unlock()
 		}
 		st.GoLive(floor)
-		<-st.Wake()
+		select {
+		case <-st.Wake():
+		case <-time.After(patience):
+			t.Fatal("the stream was not woken after GoLive")
+		}
 		rec := httptest.NewRecorder()
 		st.FlushHTTP(rec, http.NewResponseController(rec))
 		outs = append(outs, rec.Body.String())
@@ -141,10 +147,12 @@ func TestFloorOnBareFrames(t *testing.T) {
 		// repo B's last is past it.
 		wantA, wantB, wantCheck := uint64(ev.Ref[len(ev.Ref)-1]-'0'+1), uint64(2), uint32(77)
 		switch ev.Ref {
-		case "refs/heads/b2":
-			wantA, wantB, wantCheck = 3, 3, c.Check(pb)
-		case "refs/heads/a3":
-			wantB, wantCheck = 3, c.Check(pb)
+		case "refs/heads/b2", "refs/heads/a3":
+			// Past the floor: the node's own id, with its own check.
+			wantB, wantCheck = 3, nodeCheck
+			if ev.Ref == "refs/heads/b2" {
+				wantA = 3
+			}
 		}
 		if c.Seqs[pa] != wantA || c.Seqs[pb] != wantB || c.Check(pb) != wantCheck {
 			t.Errorf("%s: id %v, want %d on partition %d, %d (check %d) on %d", ev.Ref, c, wantA, pa, wantB, wantCheck, pb)
@@ -153,5 +161,47 @@ func TestFloorOnBareFrames(t *testing.T) {
 	slices.Sort(refs) // the engine follows the two partitions each in its order
 	if want := []string{"refs/heads/a0", "refs/heads/a1", "refs/heads/a2", "refs/heads/a3", "refs/heads/b2"}; !slices.Equal(refs, want) {
 		t.Errorf("wrote %q, want %q", refs, want)
+	}
+}
+
+// TestEventBytesCountedOnce: an event held by a stream in mode=latest
+// (its frame with the decoded event) and by one that is not (the bare
+// frame) counts its bytes once and its decoded event once, plus a slot
+// each; the node's count returns to 0 when both are gone.
+func TestEventBytesCountedOnce(t *testing.T) {
+	n := runEngine(t, nil)
+	f, err := bus.ParseFilter([]string{"acme/app"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subs []*subscriber
+	for _, latest := range []bool{false, true} {
+		st, _, err := n.Register(Spec{Filter: f, Latest: latest, Handler: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, st.s)
+		defer st.Remove(ReasonClosed)
+	}
+	n.publish(t, newPush("acme/app", upd("refs/heads/main", z, oid(1))))
+	n.dispatched(t)
+	var frames []*frame
+	for _, s := range subs {
+		s.mu.Lock()
+		frames = append(frames, s.queue...)
+		s.mu.Unlock()
+	}
+	if len(frames) != 2 || frames[0].ev != nil || frames[1].ev == nil || frames[1].bare != frames[0] {
+		t.Fatalf("queued %+v: want the bare frame, then its twin with the event", frames)
+	}
+	want := int64(cap(frames[0].data)) + eventBytes(frames[1].ev) + 2*slotBytes
+	if got := n.QueuedBytes(); got != want {
+		t.Errorf("counted %d, want %d (the bytes once, the event once, two slots)", got, want)
+	}
+	for _, s := range subs {
+		n.remove(s, ReasonClosed)
+	}
+	if got := n.QueuedBytes(); got != 0 {
+		t.Errorf("counted %d once both streams are gone, want 0", got)
 	}
 }

@@ -11,13 +11,13 @@ import (
 // by maxWriteFrames in what a write takes.
 //
 // How it counts. A frame's size is its encoded bytes plus the decoded event
-// it points to, if any (newFrame): most streams hold an event's bare frame,
-// without the event (frame.bare), and mode=latest ones the frame with it.
-// An event's frame is shared by every stream it is
+// it points to, if any (newFrame). An event has two frames (newEventFrame):
+// most streams hold the bare one, its bytes alone (frame.bare), and
+// mode=latest ones the other, which counts the decoded event and holds the
+// bare one with it. An event's frame is shared by every stream it is
 // queued to, so the node's total counts it once, while at least one stream
 // holds it: frame.refs counts the holders and the total moves when it goes
-// from 0 to 1 and back (an event's two frames count their shared bytes
-// once each). A frame re-encoded for one stream (a fold in
+// from 0 to 1 and back. A frame re-encoded for one stream (a fold in
 // mode=latest, a resumed stream's merged cursor) has one holder, so it is
 // counted whole for that stream. Each frame a stream holds also costs the
 // stream slotBytes. A stream's own figure (subscriber.held) counts every
@@ -46,23 +46,31 @@ const maxWriteFrames = 64
 // go first), or because a mode=latest stream would fold while it is.
 const ReasonMemory = "memory"
 
-// hold counts a frame s starts to hold.
+// hold counts a frame s starts to hold, and the bare twin of an event's
+// frame with it (frame.bare).
 func (e *Engine) hold(s *subscriber, f *frame) {
 	if f.size == 0 {
 		return
 	}
-	s.held.Add(f.size + slotBytes)
+	held, add := f.size+slotBytes, int64(slotBytes)
 	if f.own {
 		s.ownHeld.Add(f.size)
 	}
-	add := int64(slotBytes)
 	if f.refs.Add(1) == 1 {
 		add += f.size
 	}
+	if b := f.bare; b != nil {
+		held += b.size
+		if b.refs.Add(1) == 1 {
+			add += b.size
+		}
+	}
+	s.held.Add(held)
 	e.queued.Add(add)
 }
 
-// unhold counts frames s no longer holds; nil entries are skipped.
+// unhold counts frames s no longer holds, as hold counted them; nil
+// entries are skipped.
 func (e *Engine) unhold(s *subscriber, fs []*frame) {
 	var held, own, total int64
 	for _, f := range fs {
@@ -76,6 +84,12 @@ func (e *Engine) unhold(s *subscriber, fs []*frame) {
 		total += slotBytes
 		if f.refs.Add(-1) == 0 {
 			total += f.size
+		}
+		if b := f.bare; b != nil {
+			held += b.size
+			if b.refs.Add(-1) == 0 {
+				total += b.size
+			}
 		}
 	}
 	if held != 0 {

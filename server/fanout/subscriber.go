@@ -49,16 +49,19 @@ type frame struct {
 	old    string
 	// bare is the same frame without its decoded event (same data, pos,
 	// checks and epoch; ev nil, part set), which add queues to the streams
-	// that need only its bytes: all but mode=latest ones (which fold by
-	// the event) and resumed ones still below their floor. A frame holding
-	// the event kept it alive as long as any stream held the frame: in
-	// BenchmarkStalledReaders 2.4 KB of decoded event beside each 2.3 KB
-	// frame, half of what the node's streams held at the heap's peak. Set
-	// by the bus reader on event frames; nil elsewhere.
+	// that need only its bytes: all but mode=latest ones, which fold by
+	// the event. A frame holding the event kept it alive as long as any
+	// stream held the frame: in BenchmarkStalledReaders 2.4 KB of decoded
+	// event beside each 2.3 KB frame, half of what the node's streams held
+	// at the heap's peak. Set by the bus reader on event frames (whose size
+	// is then the event's alone: holding one holds its bare twin, which
+	// counts the bytes, see Engine.hold); nil elsewhere.
 	bare *frame
-	// part is a bare frame's event's partition: its sequence number is
-	// pos[part].
-	part int
+	// isEvent: the frame carries an event, decoded (ev) or not (a bare
+	// frame, or one re-encoded for a floor): its partition is part and its
+	// sequence number pos[part].
+	isEvent bool
+	part    int
 }
 
 // seq reports the partition and sequence number of the event f carries,
@@ -67,7 +70,7 @@ func (f *frame) seq() (part int, seq uint64, ok bool) {
 	switch {
 	case f.ev != nil:
 		return f.ev.Partition, f.ev.Seq, true
-	case f.pos != nil:
+	case f.isEvent:
 		return f.part, f.pos[f.part], true
 	}
 	return 0, 0, false
@@ -119,13 +122,13 @@ func newFrame(data []byte, ev *bus.Event) *frame {
 }
 
 // newEventFrame is the frame of an event at position pos (with its checks
-// and epoch), and its bare twin (frame.bare). Both count their data: a
-// stream of each kind holding them counts it twice, an over-estimate.
+// and epoch), and its bare twin (frame.bare). The bare frame counts the
+// data, the other the decoded event alone, and holding it holds the bare
+// one too: the data counts once however many streams of either kind hold
+// it.
 func newEventFrame(data []byte, ev *bus.Event, pos []uint64, checks []uint32, epoch uint32) *frame {
-	f := newFrame(data, ev)
-	f.pos, f.checks, f.epoch = pos, checks, epoch
-	f.bare = &frame{data: data, size: int64(cap(data)), pos: pos, checks: checks, epoch: epoch, part: ev.Partition}
-	return f
+	bare := &frame{data: data, size: int64(cap(data)), pos: pos, checks: checks, epoch: epoch, isEvent: true, part: ev.Partition}
+	return &frame{data: data, ev: ev, size: eventBytes(ev), pos: pos, checks: checks, epoch: epoch, isEvent: true, part: ev.Partition, bare: bare}
 }
 
 // eventBytes estimates the memory an event holds: the struct and the
@@ -243,7 +246,7 @@ func (s *subscriber) add(f *frame, maxQueue int) (evict string, schedule bool) {
 	if s.closed {
 		return "", false
 	}
-	if f.bare != nil && !s.latest && s.floor == nil {
+	if f.bare != nil && !s.latest {
 		f = f.bare
 	}
 	if len(s.queue) >= maxQueue {
@@ -385,7 +388,7 @@ func (s *subscriber) takeQueue() (closed bool) {
 				c := wire.Cursor{Epoch: f.epoch, Seqs: f.pos, Checks: f.checks}.Clone()
 				c.Merge(*s.floor)
 				nf := newFrame(wire.AppendWithID(nil, f.payload(), c), nil)
-				nf.pos, nf.checks, nf.epoch, nf.own, nf.part = c.Seqs, c.Checks, f.epoch, true, part
+				nf.pos, nf.checks, nf.epoch, nf.own, nf.isEvent, nf.part = c.Seqs, c.Checks, f.epoch, true, true, part
 				s.eng.hold(s, nf)
 				s.eng.unhold(s, []*frame{f})
 				kept = append(kept, nf)
