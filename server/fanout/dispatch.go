@@ -227,7 +227,7 @@ func (e *Engine) evict(evs []eviction) {
 	for _, v := range evs {
 		e.remove(v.s, v.reason)
 	}
-	if e.overMemory() {
+	if e.shedDue() {
 		e.shed()
 	}
 }

@@ -111,6 +111,9 @@ type Engine struct {
 	shedMu sync.Mutex
 	// shedCands is shed's array of candidates, reused; guarded by shedMu.
 	shedCands []holding
+	// shedIdleUntil: unix nanoseconds before which no shed runs, set by
+	// one that found no stream to evict (shedDue).
+	shedIdleUntil atomic.Int64
 }
 
 // New builds an engine that follows b; Run starts it. Zero fields of opts

@@ -13,7 +13,8 @@ import (
 // those with a full socket (not known to read before known readers), and
 // last those whose socket is not full, even when these hold the most and
 // went live longest ago (a reader the writers had not reached yet was
-// closed before streams that never read, in BenchmarkStalledReaders).
+// closed before streams that never read, in BenchmarkStalledReaders),
+// and of these only those holding frames of their own.
 func TestShedOrder(t *testing.T) {
 	const each = 1000 // bytes of frames of its own per stream
 	type state struct {
@@ -22,8 +23,10 @@ func TestShedOrder(t *testing.T) {
 		idleWrites int
 		reads      bool
 		progressAt time.Duration // before now
+		shared     bool          // its frame is not its own
 	}
 	states := []state{
+		{name: "waiting, shared", progressAt: 2 * time.Hour, shared: true},
 		{name: "waiting", progressAt: time.Hour},
 		{name: "full reader", stalled: true, reads: true, progressAt: time.Minute},
 		{name: "full", stalled: true, progressAt: time.Second},
@@ -33,13 +36,23 @@ func TestShedOrder(t *testing.T) {
 		keep int // streams left once shed is down to 3/4 of the bound
 		kept []string
 	}{
-		{3, []string{"waiting", "full reader", "full"}},
-		{2, []string{"waiting", "full reader"}},
-		{1, []string{"waiting"}},
+		{4, []string{"waiting, shared", "waiting", "full reader", "full"}},
+		{3, []string{"waiting, shared", "waiting", "full reader"}},
+		{2, []string{"waiting, shared", "waiting"}},
+		// A stream waiting for the node's writers with shared frames
+		// only is not shed: closing it frees nothing they share...
+		{1, []string{"waiting, shared"}},
+		// ...unless the node holds more than twice the bound.
+		{0, nil},
 	} {
-		// The smallest bound whose 3/4 holds keep streams' frames.
-		bound := int64(tc.keep) * (each + slotBytes)
-		for bound-bound/4 < int64(tc.keep)*(each+slotBytes) {
+		// The smallest bound whose 3/4 holds keep streams' frames, and
+		// (but for keep 0) at least half of what all of them hold.
+		per := int64(each + slotBytes)
+		bound := max(int64(tc.keep)*per, 1)
+		if tc.keep > 0 {
+			bound = max(bound, int64(len(states))*per/2+1)
+		}
+		for bound-bound/4 < int64(tc.keep)*per {
 			bound++
 		}
 		e := runEngine(t, func(o *Options) { o.MaxQueuedBytes = bound })
@@ -62,7 +75,7 @@ func TestShedOrder(t *testing.T) {
 			s.s.idleWrites, s.s.reads, s.s.progressAt = st.idleWrites, st.reads, now.Add(-st.progressAt)
 			s.s.mu.Unlock()
 			fr := newFrame(make([]byte, each), nil)
-			fr.own = true
+			fr.own = !st.shared
 			if reason, _ := s.s.add(fr, 8); reason != "" {
 				t.Fatalf("queueing to %s: evicted (%s)", st.name, reason)
 			}
@@ -118,5 +131,29 @@ func TestFlowingStreamRetriedSoon(t *testing.T) {
 	e.stallMu.Unlock()
 	if !parked {
 		t.Error("the other stream left the stalled set")
+	}
+}
+
+// TestReadsAfterTaking: a client whose socket took readsAfter counts as
+// reading, though its socket never filled; one that never reads does not
+// after the same push (its socket takes its receive buffer and the unsent
+// cap, far less).
+func TestReadsAfterTaking(t *testing.T) {
+	n := runEngine(t, func(o *Options) { o.WriteTimeout = time.Hour })
+	reader, cli := n.readerStream(t, Spec{}, "acme/app")
+	discardReader(cli)
+	stalled := n.stalledStream(t, Spec{}, "acme/app")
+	// 600 frames of 2.3 KB: 1.4 MB.
+	n.publish(t, bigPush("acme/app", 0, 600, func(int) string { return z }, func(i int) string { return oid(i + 1) }))
+	eventually(t, patience, "the reader to count as reading", func() bool {
+		reader.s.mu.Lock()
+		defer reader.s.mu.Unlock()
+		return reader.s.reads
+	})
+	stalled.s.mu.Lock()
+	reads := stalled.s.reads
+	stalled.s.mu.Unlock()
+	if reads {
+		t.Error("a client that never reads counts as reading")
 	}
 }

@@ -190,9 +190,10 @@ type subscriber struct {
 	// read-only after.
 	unsentCapped bool
 	// reads: the client once emptied a full socket (took flowBytes after
-	// a stall), so it reads, if slower than events come; set by the
-	// holder of scheduled, guarded by mu. Memory shedding takes such
-	// streams last.
+	// a stall) or took readsAfter in all, so it reads, if slower than
+	// events come; set by the holder of scheduled, guarded by mu. Memory
+	// shedding takes such streams last, and not at all while they hold
+	// shared frames alone (see shed).
 	reads     bool
 	closed    bool      // guarded by mu
 	closing   bool      // a last frame is queued; guarded by mu
@@ -209,8 +210,9 @@ type subscriber struct {
 	floor *wire.Cursor
 
 	// Owned by whoever holds scheduled (one writer at a time).
-	out  []*frame
-	bufs net.Buffers
+	taken int64 // bytes the socket took since Attach, up to readsAfter
+	out   []*frame
+	bufs  net.Buffers
 	// pending is the unwritten tail of a write that timed out: slices of
 	// the shared, immutable frames, never a copy. pendingFrames are the
 	// frames it was cut from, held (and counted) until it is written.
@@ -506,8 +508,11 @@ func (s *subscriber) flushConn() {
 			}
 		}
 		took += n
-		if refilling && !s.reads && took >= flowBytes {
-			s.markReads()
+		if !s.reads {
+			s.taken += n
+			if refilling && took >= flowBytes || s.taken >= readsAfter {
+				s.markReads()
+			}
 		}
 		clear(s.pending)
 		s.pending = s.pending[:0]
@@ -552,10 +557,21 @@ func (s *subscriber) flushConn() {
 	}
 }
 
+// readsAfter is what a socket must take in all for its client to count as
+// reading even if it never emptied a full socket: a client that never
+// reads takes its receive buffer (tcp_rmem's default 128 KiB, which the
+// kernel grows only for a client that reads; 4 KiB in
+// BenchmarkStalledReaders), what is in flight to it (no more than that
+// window) and the unsent cap (128 KiB), well under 1 MiB. The 20 readers
+// of BenchmarkStalledReaders, 4 MiB behind on a loaded machine before
+// their socket first filled, counted as clients not known to read and
+// were shed for memory.
+const readsAfter = 1 << 20
+
 // markReads records that the client emptied a full socket, so it reads
 // (a client that stopped never takes flowBytes once its socket is full),
-// and takes limitUnsent's cap off its socket. Called by the holder of
-// scheduled.
+// or took readsAfter, and takes limitUnsent's cap off its socket. Called
+// by the holder of scheduled.
 func (s *subscriber) markReads() {
 	s.mu.Lock()
 	s.reads = true
