@@ -8,10 +8,22 @@
 # CPU per published event, and the highest publish rate sustained with
 # nothing lost, with 1 repo and with REPOS repos.
 #
+# With NCHAN=1 each part also runs, in the same round and right after the
+# tier's, on nginx+nchan with NODES worker processes (one per refcast node,
+# each held to NOFILE files by worker_rlimit_nofile) sharing one port with
+# reuseport, so the kernel spreads the same streams over the workers by a
+# hash of their addresses; deploy/bench/nchan.conf is the configuration,
+# as in compare.sh. refcast-bench drives it with the same stream count,
+# events and rates (-target nchan) and prints the same figures, summed over
+# nginx's master and workers; tier.sh adds the most streams each worker
+# held at once. nchan shares messages between its workers in shared memory
+# and IPC, so it needs no Redis.
+#
 #   deploy/bench/tier.sh                          # 3 x 3,000 streams on one redis-server
 #   BUSES="redis cluster" deploy/bench/tier.sh    # and on a 3-master Redis Cluster
 #   CLUSTER=1 PER_NODE=6000 deploy/bench/tier.sh  # the cluster only, 18,000 streams
 #   SMALL=1 deploy/bench/tier.sh                  # a quick one (make bench): 300 streams, both buses
+#   NCHAN=1 PER_NODE=18000 deploy/bench/tier.sh   # 54,000 streams, and nchan with 3 workers beside
 #
 # Environment (defaults in brackets):
 #   BUSES          "redis" (one redis-server) and/or "cluster" (3 masters,
@@ -27,6 +39,11 @@
 #   RATE_START     events/s of the first rate trial [0: unpaced]; at 54,000
 #                  streams on one repo an unpaced trial leaves hours of backlog
 #   PARTS          what to run ["fanout spread rate"]
+#   NCHAN          1: also measure nginx+nchan with NODES workers on every
+#                  part of every round [0]; needs apt-get install -y
+#                  libnginx-mod-nchan, and without it tier.sh says so and
+#                  measures refcast only
+#   NCHAN_PORT     nchan's port [BASE_PORT+40]
 #   ROUNDS         rounds [1]
 #   OUT            output directory [a new one under /tmp]
 #   NOBUILD        1: reuse $OUT/bin
@@ -64,6 +81,9 @@ ROUNDS=${ROUNDS:-1}
 SETTLE=${SETTLE:-3s}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 BASE_PORT=${BASE_PORT:-28480}   # nodes: BASE_PORT+i, pprof: BASE_PORT+20+i
+NCHAN=${NCHAN:-0}
+NCHAN_PORT=${NCHAN_PORT:-$((BASE_PORT + 40))}
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 REDIS_PORT=${REDIS_PORT:-28470} # cluster: REDIS_PORT+0..2 and their bus ports +10000
 TOKEN=bench-token
 OUT=${OUT:-$(mktemp -d /tmp/refcast-tier.XXXXXX)}
@@ -91,6 +111,12 @@ for p in $PARTS; do
 		;;
 	esac
 done
+if [[ "$NCHAN" == 1 ]] && { ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]]; }; then
+	echo >&2
+	echo "*** NCHAN=1 but nchan is not installed (apt-get install -y libnginx-mod-nchan): measuring refcast only ***" >&2
+	echo >&2
+	NCHAN=0
+fi
 for bin in redis-server redis-cli; do
 	if ! command -v "$bin" >/dev/null; then
 		echo "$bin is not installed (apt-get install -y redis-server): no tier to measure" >&2
@@ -108,6 +134,7 @@ else
 fi
 
 PIDS=()       # everything started, stopped in reverse order
+NCHAN_PID=""  # nginx's master (it stops its workers)
 NODE_PIDS=()  # refcast nodes
 REDIS_PIDS=() # redis-server processes (cluster: the masters)
 # shellcheck source=deploy/bench/lib.sh
@@ -117,7 +144,7 @@ stop_tier() {
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS[i]}"
 	done
-	PIDS=() NODE_PIDS=() REDIS_PIDS=()
+	PIDS=() NODE_PIDS=() REDIS_PIDS=() NCHAN_PID=""
 }
 trap stop_tier EXIT
 
@@ -217,29 +244,110 @@ start_nodes() {
 	)
 }
 
-# measure LABEL FLAGS...: one refcast-bench run on the running tier.
+# start_nchan: nginx+nchan with NODES workers of NOFILE files each on
+# NCHAN_PORT; sets URLS and NCHAN_PID.
+start_nchan() {
+	local dir="$OUT/nchan" url="http://127.0.0.1:$NCHAN_PORT"
+	rm -rf "$dir" && mkdir -p "$dir"
+	sed -e "s#__PORT__#$NCHAN_PORT#g; s#__WORKERS__#$NODES#g; s#__NOFILE__#$NOFILE#g; s#__PREFIX__#$dir#g" \
+		deploy/bench/nchan.conf >"$dir/nchan.conf"
+	nginx -p "$dir" -c "$dir/nchan.conf" >>"$OUT/nginx.log" 2>&1 &
+	NCHAN_PID=$!
+	PIDS+=($!)
+	for _ in $(seq 100); do
+		if ! kill -0 "$NCHAN_PID" 2>/dev/null; then
+			break # exited (port taken?): do not measure whoever answers there
+		fi
+		if curl -s -o /dev/null "$url/" 2>/dev/null && (($(nchan_workers | wc -w) == NODES)); then
+			URLS=$url
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "nginx+nchan did not start; see $OUT/nginx.log and $dir/error.log" >&2
+	return 1
+}
+
+# nchan_workers: the pids of nginx's worker processes.
+nchan_workers() {
+	cat /proc/"$NCHAN_PID"/task/*/children 2>/dev/null || true
+}
+
+# count_files PID...: until killed, writes to $OUT/nchan-files the most
+# files each process has held open at once, sampled every 2 s (a directory
+# listing: cheap beside the load).
+count_files() {
+	local -A most=()
+	local p n
+	while :; do
+		for p in "$@"; do
+			n=$(ls -U /proc/"$p"/fd 2>/dev/null | wc -l)
+			if ((n > ${most[$p]:-0})); then most[$p]=$n; fi
+		done
+		for p in "$@"; do echo "${most[$p]:-0}"; done >"$OUT/nchan-files.tmp"
+		mv "$OUT/nchan-files.tmp" "$OUT/nchan-files"
+		sleep 2
+	done
+}
+
+# measure LABEL FLAGS...: one refcast-bench run on the running tier (or
+# nginx+nchan, when NCHAN_PID is set).
 measure() {
 	local label=$1
 	shift
-	local cmd=("$OUT/bin/refcast-bench" -target refcast -url "$URLS" -pid "$(
+	if [[ -n "$NCHAN_PID" ]]; then
+		local workers counter
+		workers=$(nchan_workers)
+		# shellcheck disable=SC2086
+		count_files $workers &
+		counter=$!
+		run_bench "$label" -target nchan -url "$URLS" -pid "$NCHAN_PID" "$@"
+		stop_pid "$counter"
+		if [[ -f "$OUT/nchan-files" ]]; then
+			echo "nchan: the most files each of its $NODES workers held open at once (its streams, plus ~20 for listeners, logs and IPC): $(
+				paste -sd / "$OUT/nchan-files"
+			) (ulimit -n $NOFILE)" | tee -a "$OUT/results.txt"
+			rm -f "$OUT/nchan-files"
+		fi
+		return
+	fi
+	run_bench "$label" -target refcast -url "$URLS" -pid "$(
 		IFS=,
 		echo "${NODE_PIDS[*]}"
 	)" -pprof "$PPROFS" -redis-pid "$(
 		IFS=,
 		echo "${REDIS_PIDS[*]}"
-	)" -label "$label" -settle "$SETTLE" "$@")
+	)" "$@"
+}
+
+# run_bench LABEL FLAGS...: refcast-bench, its command line and output
+# appended to results.txt.
+run_bench() {
+	local label=$1
+	shift
+	local cmd=("$OUT/bin/refcast-bench" -label "$label" -settle "$SETTLE" "$@")
 	# shellcheck disable=SC2086
 	cmd+=($BENCH_FLAGS)
 	{ printf '$ REFCAST_PUBLISH_TOKEN=%s' "$TOKEN"; printf ' %q' "${cmd[@]}"; echo; } | sed "s#$OUT/bin/##" | tee -a "$OUT/results.txt"
 	REFCAST_PUBLISH_TOKEN=$TOKEN "${cmd[@]}" 2>&1 | tee -a "$OUT/results.txt" || echo "(run failed)" | tee -a "$OUT/results.txt"
 }
 
-# on_fresh_tier BUS LABEL FLAGS...: a fresh bus and nodes for one
-# refcast-bench run (memory per stream is only meaningful for a node's
-# first streams, and each run is a new refcast-bench process).
+# on_fresh_tier BUS LABEL FLAGS...: a fresh bus and nodes (BUS nchan:
+# nginx+nchan) for one refcast-bench run (memory per stream is only
+# meaningful for a node's first streams, and each run is a new
+# refcast-bench process).
 on_fresh_tier() {
 	local bus=$1
 	shift
+	if [[ "$bus" == nchan ]]; then
+		start_nchan
+		echo "nchan: nginx+nchan with $NODES workers ($URLS, reuseport), $CONNS streams (ulimit -n $NOFILE per worker)" | tee -a "$OUT/results.txt"
+		local label=$1
+		shift
+		measure "$label ${NODES}w" "$@"
+		stop_tier
+		return
+	fi
 	start_bus "$bus"
 	start_nodes
 	echo "tier: $NODES nodes ($URLS) on $REDIS_URL, $CONNS streams ($PER_NODE per node, ulimit -n $NOFILE)" | tee -a "$OUT/results.txt"
@@ -247,8 +355,12 @@ on_fresh_tier() {
 	stop_tier
 }
 
+TIERS=$BUSES
+if [[ "$NCHAN" == 1 ]]; then
+	TIERS="$BUSES nchan"
+fi
 for round in $(seq 1 "$ROUNDS"); do
-	for bus in $BUSES; do
+	for bus in $TIERS; do
 		# fanout and spread on a tier each: at 18,000 streams a node is
 		# still closing fanout's when spread's connect, and refuses them
 		# past --max-connections (seen at 54,000: 11,962 503s).
