@@ -346,6 +346,13 @@ on_fresh_tier() {
 		shift
 		measure "$label ${NODES}w" "$@"
 		stop_tier
+		# A worker that died (seen once: an nchan assertion as nginx
+		# stopped after a 2/s rate run) would drop its streams: say so.
+		if grep -h 'exited on signal' "$OUT/nchan/error.log" >/dev/null 2>&1; then
+			echo "nchan: a worker died; see $OUT/nchan-error.log:" | tee -a "$OUT/results.txt"
+			grep -h -B2 'exited on signal' "$OUT/nchan/error.log" | tee -a "$OUT/results.txt"
+		fi
+		cat "$OUT/nchan/error.log" >>"$OUT/nchan-error.log" 2>/dev/null || true
 		return
 	fi
 	start_bus "$bus"
