@@ -31,14 +31,14 @@ const (
 	// DefaultMaxQueuedBytes bounds the bytes a node's streams hold in
 	// queued and unwritten frames (see memory.go for how they are
 	// counted). 16 MiB: 2,000 streams that never read and a burst of
-	// 6,000 events of 2.3 KB keep the heap 32-57 MiB above idle
+	// 6,000 events of 2.3 KB keep the heap 36-59 MiB above idle
 	// (BenchmarkStalledReaders, quiet and loaded 2-core machine; the
-	// target is 64), where 32 MiB gave 53-70: the collector lets the heap
+	// target is 64), where 32 MiB gave 58-69: the collector lets the heap
 	// grow to twice what is live, and what the bound counts is most of
-	// what is live. 20 MiB gave 48-61. The readers' own backlog still
-	// fits (none closed in 23 runs) because they hold bare frames
-	// (frame.bare); one push at the limits (4 MiB of updates, encoded and
-	// decoded, about 10 MiB) fits too.
+	// what is live. 20 MiB gave 48-61. The readers' own backlog is of
+	// bare frames (frame.bare), and shed spares it up to twice the bound;
+	// one push at the limits (4 MiB of updates, encoded and decoded,
+	// about 10 MiB) fits.
 	DefaultMaxQueuedBytes = 16 << 20
 	// DefaultBatchDelay spaces the writes to a busy connection.
 	DefaultBatchDelay = 10 * time.Millisecond
