@@ -154,7 +154,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.StringVar(&c.authAudience, "auth-audience", "", "refuse tokens whose aud claim does not include this (set it with a shared identity provider; refcast token --audience)")
 	fs.Var(&c.public, "public", "repo glob readable without a token (repeatable)")
 	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "streams and long-polls per node; beyond it 503 with Retry-After")
-	fs.Int64Var(&c.maxQueuedBytes, "max-queued-bytes", server.DefaultMaxQueuedBytes, "bytes all streams may hold in queued, unwritten events on this node; beyond it the streams holding the most are closed (they resume from their cursor)")
+	fs.Int64Var(&c.maxQueuedBytes, "max-queued-bytes", server.DefaultMaxQueuedBytes, "bytes all streams may hold in queued, unwritten events on this node; beyond it streams are closed, those not reading first (they resume from their cursor); readers whose backlog other streams share only beyond twice it")
 	fs.IntVar(&c.maxPerClient, "max-per-client", 0, fmt.Sprintf("streams and long-polls per client IP (IPv6: /64), for every client; when not set, %d for clients without a token and unlimited with one; 0: unlimited for everyone", server.DefaultMaxPerAnonymous))
 	fs.Float64Var(&c.publishRate, "publish-rate", server.DefaultPublishRate, "POST /v1/publish requests per second per client IP (IPv6: /64), beyond the burst 429; negative: unlimited (behind a load balancer, set --trusted-proxy)")
 	fs.IntVar(&c.publishBurst, "publish-burst", server.DefaultPublishBurst, "publish requests a client may make at once before --publish-rate applies")

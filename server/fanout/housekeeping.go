@@ -36,6 +36,7 @@ func (e *Engine) stall(s *subscriber, wrote int64) {
 	} else {
 		s.idleWrites++
 	}
+	forgetReads := s.reads && s.idleWrites >= stuckAfter
 	wait := min(max(now.Sub(s.stalledAt), HousekeeperTick), time.Second)
 	if now.Sub(s.progressAt) < recentProgress {
 		wait = HousekeeperTick
@@ -44,7 +45,20 @@ func (e *Engine) stall(s *subscriber, wrote int64) {
 	if fast {
 		wait = flowRetry
 	}
+	if forgetReads {
+		// It stopped: it must show it reads again, and meanwhile its
+		// socket is capped and it gets no StallTimeout wait, as one
+		// that never read (a client that read once would otherwise keep
+		// both for good).
+		s.reads = false
+	}
 	s.mu.Unlock()
+	if forgetReads {
+		s.taken = 0
+		if s.unsentCapped {
+			limitUnsent(s.raw)
+		}
+	}
 	e.stallMu.Lock()
 	e.stalled[s] = now.Add(wait)
 	if fast {

@@ -52,8 +52,9 @@ type Options struct {
 	StallTimeout time.Duration // how long a writer waits on one full socket of a client known to read
 	MaxQueue     int           // frames queued per subscriber before eviction
 	// MaxQueuedBytes bounds the bytes all streams hold in queued and
-	// unwritten frames: past it the streams holding the most are evicted
-	// (ReasonMemory).
+	// unwritten frames: past it streams are evicted (ReasonMemory), those
+	// whose client is the cause first; readers whose backlog other
+	// streams share only past twice it (see shed).
 	// DefaultMaxQueuedBytes when 0 or less.
 	MaxQueuedBytes int64
 	MaxConnections int // streams and long-polls; Register fails beyond
