@@ -146,7 +146,10 @@ type Bus interface {
 	// Subscribe returns a feed of every event published after from (one
 	// entry per partition, as returned by Heads). A partition whose epoch
 	// differs from from's, or whose history no longer reaches from, starts
-	// with a Reset message. from's Chains are ignored.
+	// with a Reset message. A Chain in from, when not 0, is the chain at
+	// its Last: a bus whose history can be rewound under the same epoch
+	// while it runs (Redis failing over to a lagging replica) also starts
+	// with a Reset a partition whose chain there differs; 0 is unknown.
 	Subscribe(ctx context.Context, from Heads) (Subscription, error)
 	// History returns up to limit events of a partition with Seq > after,
 	// in order, each with its Prev and Chain. It returns ErrTruncated if events after `after` were

@@ -710,7 +710,7 @@ func testSubscribeReplay(t *testing.T, f Factory) {
 		mustPublish(t, b, Push(fmt.Sprintf("p%d", i), repo, "refs/heads/main", ID(i)))
 	}
 	from := mustHeads(t, b)
-	from[0].Last = 2
+	from[0].Last, from[0].Chain = 2, 0 // the chain at 2 is not the head's
 	sub, err := b.Subscribe(ctx(t), from)
 	if err != nil {
 		t.Fatal(err)
@@ -793,7 +793,7 @@ func testSubscribeAhead(t *testing.T, f Factory) {
 	b := f(t, Options{Partitions: 1})
 	mustPublish(t, b, Push("p1", "acme/app", "refs/heads/main", ID(1)))
 	from := mustHeads(t, b)
-	from[0].Last = 10 // a position this history never reached
+	from[0].Last, from[0].Chain = 10, 0 // a position this history never reached
 	sub, err := b.Subscribe(ctx(t), from)
 	if err != nil {
 		t.Fatal(err)

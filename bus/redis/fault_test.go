@@ -367,6 +367,43 @@ func TestLostTailResets(t *testing.T) {
 	}
 }
 
+// TestSubscribeAtAnotherChainResets: a subscription from a position
+// whose chain is not the history's at its Seq (a subscriber that saw
+// pushes the store then lost, under the same epoch, with new pushes on
+// their Seqs: a failover to a lagging replica, then a resubscription)
+// gets a reset, whether or not more pushes follow. The tailer took the
+// entry at that Seq as its baseline before, and an engine resubscribing
+// after a failover delivered the new pushes past the lost ones
+// (server's TestRewindSentinelFailover, once in about 25 runs).
+func TestSubscribeAtAnotherChainResets(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	b := open(t, srv.URL(), redis.Options{Prefix: uniquePrefix(), Partitions: 1})
+	ctx := t.Context()
+	for i := range 3 {
+		publishRetrying(ctx, t, b, bustest.Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", bustest.ID(i+1)))
+	}
+	from, err := b.Heads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from[0].Chain == 0 {
+		t.Fatal("the head has no chain")
+	}
+	from[0].Chain ^= 1 // the pushes it saw at these Seqs were others
+	sub, err := b.Subscribe(ctx, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := receive(sub)
+	r.waitReset(t, "no reset for a position whose chain is not the history's")
+	sub.Close()
+	<-r.done
+	if len(r.events) != 0 {
+		t.Errorf("delivered %d events past a position the history does not continue", len(r.events))
+	}
+}
+
 // TestNoReplicasIsUnavailable: a primary configured with
 // min-replicas-to-write refuses writes with NOREPLICAS while too few
 // replicas are in sync: a passing state (a replica reconnecting), so a

@@ -45,8 +45,9 @@ func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, 
 	b.subs.Add(1)
 	var wg sync.WaitGroup
 	for pi := range b.parts {
+		// A Chain in from is the chain at Last (bus.Bus), checked by the
+		// first check; 0 is learnt there.
 		t := &tailer{b: b, s: s, pi: pi, at: from[pi]}
-		t.at.Chain = 0 // learnt from the first check: callers move Last without it
 		wg.Go(func() { t.run(ctx) })
 	}
 	go func() { // owned by the subscription: ends when every tailer has
@@ -197,6 +198,11 @@ func (t *tailer) check(ctx context.Context) error {
 		switch {
 		case probe.bad:
 			lost = true
+		case t.at.Chain != 0 && probe.ev.Chain != 0 && probe.ev.Chain != t.at.Chain:
+			// Another push at the Seq delivered last: a rewind under the
+			// same epoch, seen by a tailer that knows the chain there
+			// but not yet the push (a resubscription).
+			lost = true
 		case t.lastPush == "":
 			// the baseline the next entries must continue
 			t.lastPush = probe.ev.PushID
@@ -205,8 +211,6 @@ func (t *tailer) check(ctx context.Context) error {
 			}
 		case probe.ev.PushID != t.lastPush:
 			lost = true
-		case t.at.Chain != 0 && probe.ev.Chain != 0:
-			lost = probe.ev.Chain != t.at.Chain
 		}
 	}
 	if lost {
