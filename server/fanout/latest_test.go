@@ -205,3 +205,43 @@ func TestEventBytesCountedOnce(t *testing.T) {
 		t.Errorf("counted %d once both streams are gone, want 0", got)
 	}
 }
+
+// TestNothingQueuedAfterLastFrame: once a stream's last frame is queued
+// (a retry hint after a rewind or a drain, a token's expiry), events that
+// follow are not queued behind it: a writer wrote a batch holding the
+// last frame and what came after it whole, so a client closed for a
+// rewind got the new history's events without the reset its reconnect
+// brings. It resumes from its cursor instead.
+func TestNothingQueuedAfterLastFrame(t *testing.T) {
+	n := runEngine(t, nil)
+	f, err := bus.ParseFilter([]string{"acme/app"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := n.Register(Spec{Filter: f, Handler: true}) // not live: its frames stay queued
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Remove(ReasonClosed)
+	n.publish(t, newPush("acme/app", upd("refs/heads/a", z, oid(1))))
+	n.dispatched(t)
+	n.closeWithRetry(st.s)
+	n.publish(t, newPush("acme/app", upd("refs/heads/b", z, oid(2))))
+	n.dispatched(t)
+	st.s.mu.Lock()
+	defer st.s.mu.Unlock()
+	var kinds []string
+	for _, q := range st.s.queue {
+		switch _, _, isEvent := q.seq(); {
+		case q.last:
+			kinds = append(kinds, "last")
+		case isEvent:
+			kinds = append(kinds, "event")
+		default:
+			kinds = append(kinds, "other")
+		}
+	}
+	if want := []string{"event", "last"}; !slices.Equal(kinds, want) {
+		t.Errorf("queued %q, want %q", kinds, want)
+	}
+}
