@@ -47,38 +47,25 @@ func TestShedOrder(t *testing.T) {
 			bound++
 		}
 		e := runEngine(t, func(o *Options) { o.MaxQueuedBytes = bound })
-		f, err := bus.ParseFilter([]string{"acme/app"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		names := map[*subscriber]string{}
 		now := time.Now()
 		for _, st := range states {
-			s, _, err := e.Register(Spec{Filter: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			names[s.s] = st.name
-			s.s.mu.Lock()
+			s := registerApp(t, e)
+			names[s] = st.name
+			s.mu.Lock()
 			if st.stalled {
-				s.s.stalledAt = now
+				s.stalledAt = now
 			}
-			s.s.idleWrites, s.s.reads, s.s.progressAt = st.idleWrites, st.reads, now.Add(-st.progressAt)
-			s.s.mu.Unlock()
+			s.idleWrites, s.reads, s.progressAt = st.idleWrites, st.reads, now.Add(-st.progressAt)
+			s.mu.Unlock()
 			fr := newFrame(make([]byte, each), nil)
 			fr.own = true
-			if reason, _ := s.s.add(fr, 8); reason != "" {
+			if reason, _ := s.add(fr, 8); reason != "" {
 				t.Fatalf("queueing to %s: evicted (%s)", st.name, reason)
 			}
 		}
 		e.shed()
-		var kept []string
-		e.mu.RLock()
-		for _, s := range e.all {
-			kept = append(kept, names[s])
-		}
-		e.mu.RUnlock()
-		slices.Sort(kept)
+		kept := keptNames(e, names)
 		slices.Sort(tc.kept)
 		if !slices.Equal(kept, tc.kept) {
 			t.Errorf("bound %d: kept %q, want %q", bound, kept, tc.kept)
@@ -152,34 +139,27 @@ func TestShedSparesSharedBacklog(t *testing.T) {
 	}
 	setup := func(bound int64) (*testEngine, map[*subscriber]string) {
 		e := runEngine(t, func(o *Options) { o.MaxQueuedBytes = bound })
-		f, err := bus.ParseFilter([]string{"acme/app"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		shared := newFrame(make([]byte, each), nil)
 		names := map[*subscriber]string{}
 		for _, st := range states {
-			s, _, err := e.Register(Spec{Filter: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			names[s.s] = st.name
-			s.s.mu.Lock()
+			s := registerApp(t, e)
+			names[s] = st.name
+			s.mu.Lock()
 			if !st.handlerPath {
 				conn, peer := net.Pipe()
 				t.Cleanup(func() { _ = peer.Close() })
-				s.s.conn = conn
+				s.conn = conn
 			}
 			if st.stalled {
-				s.s.stalledAt = time.Now()
+				s.stalledAt = time.Now()
 			}
-			s.s.idleWrites, s.s.reads = st.idleWrites, st.reads
-			s.s.mu.Unlock()
+			s.idleWrites, s.reads = st.idleWrites, st.reads
+			s.mu.Unlock()
 			fr := shared
 			if st.sole {
 				fr = newFrame(make([]byte, each), nil)
 			}
-			if reason, _ := s.s.add(fr, 8); reason != "" {
+			if reason, _ := s.add(fr, 8); reason != "" {
 				t.Fatalf("queueing to %s: evicted (%s)", st.name, reason)
 			}
 		}
@@ -215,6 +195,20 @@ func TestShedSparesSharedBacklog(t *testing.T) {
 	if kept := keptNames(e, names); len(kept) != 0 {
 		t.Errorf("holding more than twice the bound: kept %q", kept)
 	}
+}
+
+// registerApp registers a stream of repo acme/app, not live.
+func registerApp(t *testing.T, e *testEngine) *subscriber {
+	t.Helper()
+	f, err := bus.ParseFilter([]string{"acme/app"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := e.Register(Spec{Filter: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.s
 }
 
 // keptNames is the sorted names of the streams still registered.
