@@ -38,10 +38,13 @@ func AppendEventFrame(dst []byte, name string, c Cursor, ev *bus.Event) []byte {
 	if err != nil { // an Event always encodes; keep the stream well-formed anyway
 		data = []byte(`{}`)
 	}
-	// The cursor takes at most 2 + 14 bytes a partition, base64 4/3 of it.
-	dst = slices.Grow(dst, len("id: \nevent: \ndata: \n\n")+len(name)+len(data)+len(CursorPrefix)+(2+14*len(c.Seqs))*4/3+4)
+	dst = slices.Grow(dst, len("id: \nevent: \ndata: \n\n")+len(name)+len(data)+maxEncodedLen(c))
 	return AppendFrame(dst, name, c, data)
 }
+
+// maxEncodedLen bounds the length of c's encoding (AppendEncode): at most
+// 2 + 14 bytes a partition, base64 4/3 of it, after the prefix.
+func maxEncodedLen(c Cursor) int { return len(CursorPrefix) + (2+14*len(c.Seqs))*4/3 + 4 }
 
 // AppendFrame appends a frame of "id:" (the encoded cursor, which is
 // URL-safe), "event:" and "data:" lines. name must be one of the Event
@@ -83,7 +86,7 @@ func AppendWithID(dst, frame []byte, c Cursor) []byte {
 		return append(dst, frame...)
 	}
 	rest := frame[i+1:]
-	dst = slices.Grow(dst, len(rest)+len("id: \n")+len(CursorPrefix)+(2+14*len(c.Seqs))*4/3+4)
+	dst = slices.Grow(dst, len(rest)+len("id: \n")+maxEncodedLen(c))
 	dst = append(dst, "id: "...)
 	dst = c.AppendEncode(dst)
 	dst = append(dst, '\n')
