@@ -159,8 +159,7 @@ func (e *Engine) queueEvent(ev *bus.Event, last bool, read time.Time) {
 		e.mu.Unlock() // already seen (a resubscription overlapping)
 		return
 	}
-	e.pos.Set(ev.Partition, ev.Seq, ev.Chain)
-	e.heads[ev.Partition].Last, e.heads[ev.Partition].Chain = ev.Seq, ev.Chain
+	e.moveTo(ev.Partition, ev.Seq, ev.Chain)
 	pos := append([]uint64(nil), e.pos.Seqs...)
 	checks := append([]uint32(nil), e.pos.Checks...)
 	f := newEventFrame(wire.AppendEventFrame(make([]byte, 0, 512), wire.EventName(ev), wire.Cursor{Epoch: e.pos.Epoch, Seqs: pos, Checks: checks}, ev), ev, pos, checks, e.pos.Epoch)

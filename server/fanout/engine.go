@@ -305,13 +305,21 @@ func (e *Engine) reset(msg bus.Message) {
 	e.metrics.Resets.Inc()
 	e.mu.Lock()
 	e.heads[msg.Partition] = msg.Head
-	e.pos.Set(msg.Partition, msg.Head.Last, msg.Head.Chain)
+	e.moveTo(msg.Partition, msg.Head.Last, msg.Head.Chain)
 	e.pos.Epoch = wire.EpochFingerprint(e.heads)
 	subs := append([]*subscriber(nil), e.all...)
 	e.mu.Unlock()
 	for _, s := range subs {
 		e.closeWithRetry(s)
 	}
+}
+
+// moveTo sets partition p's position to seq and chain, in pos (what
+// clients' cursors compare with) and in heads (where a resubscription
+// starts), which must not disagree. Called with e.mu held.
+func (e *Engine) moveTo(p int, seq, chain uint64) {
+	e.pos.Set(p, seq, chain)
+	e.heads[p].Last, e.heads[p].Chain = seq, chain
 }
 
 // Position returns a copy of the engine's position: after the last event
