@@ -170,18 +170,9 @@ func TestFloorOnBareFrames(t *testing.T) {
 // each; the node's count returns to 0 when both are gone.
 func TestEventBytesCountedOnce(t *testing.T) {
 	n := runEngine(t, nil)
-	f, err := bus.ParseFilter([]string{"acme/app"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var subs []*subscriber
 	for _, latest := range []bool{false, true} {
-		st, _, err := n.Register(Spec{Filter: f, Latest: latest, Handler: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		subs = append(subs, st.s)
-		defer st.Remove(ReasonClosed)
+		subs = append(subs, registerApp(t, n, Spec{Latest: latest, Handler: true}))
 	}
 	n.publish(t, newPush("acme/app", upd("refs/heads/main", z, oid(1))))
 	n.dispatched(t)
@@ -214,24 +205,16 @@ func TestEventBytesCountedOnce(t *testing.T) {
 // brings. It resumes from its cursor instead.
 func TestNothingQueuedAfterLastFrame(t *testing.T) {
 	n := runEngine(t, nil)
-	f, err := bus.ParseFilter([]string{"acme/app"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _, err := n.Register(Spec{Filter: f, Handler: true}) // not live: its frames stay queued
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Remove(ReasonClosed)
+	s := registerApp(t, n, Spec{Handler: true}) // not live: its frames stay queued
 	n.publish(t, newPush("acme/app", upd("refs/heads/a", z, oid(1))))
 	n.dispatched(t)
-	n.closeWithRetry(st.s)
+	n.closeWithRetry(s)
 	n.publish(t, newPush("acme/app", upd("refs/heads/b", z, oid(2))))
 	n.dispatched(t)
-	st.s.mu.Lock()
-	defer st.s.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var kinds []string
-	for _, q := range st.s.queue {
+	for _, q := range s.queue {
 		switch _, _, isEvent := q.seq(); {
 		case q.last:
 			kinds = append(kinds, "last")

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/refcast/refcast/bus"
 )
 
 // TestShedOrder: memory shedding evicts streams whose client is the cause
@@ -50,7 +48,7 @@ func TestShedOrder(t *testing.T) {
 		names := map[*subscriber]string{}
 		now := time.Now()
 		for _, st := range states {
-			s := registerApp(t, e)
+			s := registerApp(t, e, Spec{})
 			names[s] = st.name
 			s.mu.Lock()
 			if st.stalled {
@@ -142,7 +140,7 @@ func TestShedSparesSharedBacklog(t *testing.T) {
 		shared := newFrame(make([]byte, each), nil)
 		names := map[*subscriber]string{}
 		for _, st := range states {
-			s := registerApp(t, e)
+			s := registerApp(t, e, Spec{})
 			names[s] = st.name
 			s.mu.Lock()
 			if !st.handlerPath {
@@ -195,20 +193,6 @@ func TestShedSparesSharedBacklog(t *testing.T) {
 	if kept := keptNames(e, names); len(kept) != 0 {
 		t.Errorf("holding more than twice the bound: kept %q", kept)
 	}
-}
-
-// registerApp registers a stream of repo acme/app, not live.
-func registerApp(t *testing.T, e *testEngine) *subscriber {
-	t.Helper()
-	f, err := bus.ParseFilter([]string{"acme/app"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _, err := e.Register(Spec{Filter: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.s
 }
 
 // keptNames is the sorted names of the streams still registered.

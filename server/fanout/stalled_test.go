@@ -226,17 +226,10 @@ func (n *testEngine) readerStream(tb testing.TB, sp Spec, repo string) (Stream, 
 	return n.attach(tb, sp, srv, repo), cli
 }
 
+// attach registers a live hijacked stream on repo over srv.
 func (n *testEngine) attach(tb testing.TB, sp Spec, srv net.Conn, repo string) Stream {
 	tb.Helper()
-	f, err := bus.ParseFilter([]string{repo}, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sp.Filter = f
-	st, _, err := n.Register(sp)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	st := n.register(tb, sp, repo)
 	if !st.Attach(srv) {
 		tb.Fatal("stream removed before Attach")
 	}
@@ -357,15 +350,7 @@ func TestSlowReaderKeptPastMaxQueue(t *testing.T) {
 		{"reading slowly", 0, 0},
 		{"not scheduled for one retry", stuckAfter - 1, 0},
 	} {
-		f, err := bus.ParseFilter([]string{"acme/app"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, _, err := n.Register(Spec{Filter: f})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := st.s
+		s := registerApp(t, n, Spec{})
 		s.mu.Lock()
 		s.stalledAt, s.idleWrites = time.Now(), tc.idleWrites
 		s.mu.Unlock()
@@ -383,7 +368,7 @@ func TestSlowReaderKeptPastMaxQueue(t *testing.T) {
 		if evictedAt != tc.evictAt {
 			t.Errorf("%s: evicted at frame %d, want %d (0: never)", tc.name, evictedAt, tc.evictAt)
 		}
-		st.Remove(ReasonClosed)
+		n.remove(s, ReasonClosed)
 	}
 }
 

@@ -223,24 +223,36 @@ func (s *testStream) settled(t testing.TB) {
 	})
 }
 
-// stream registers a live hijacked stream on repo, as /v1/events does
-// after its opening, and returns the client's end.
-func (n *testEngine) stream(t testing.TB, sp Spec, repo string) *testStream {
-	t.Helper()
+// register registers a stream of sp on repo, not live.
+func (n *testEngine) register(tb testing.TB, sp Spec, repo string) Stream {
+	tb.Helper()
 	f, err := bus.ParseFilter([]string{repo}, nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	sp.Filter = f
 	st, _, err := n.Register(sp)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return st
+}
+
+// registerApp registers a stream of sp on repo acme/app, not live, and
+// removes it with the test.
+func registerApp(tb testing.TB, n *testEngine, sp Spec) *subscriber {
+	tb.Helper()
+	st := n.register(tb, sp, "acme/app")
+	tb.Cleanup(func() { st.Remove(ReasonClosed) })
+	return st.s
+}
+
+// stream registers a live hijacked stream on repo, as /v1/events does
+// after its opening, and returns the client's end.
+func (n *testEngine) stream(t testing.TB, sp Spec, repo string) *testStream {
+	t.Helper()
 	srv, cli := loopback(t)
-	if !st.Attach(srv) {
-		t.Fatal("stream removed before Attach")
-	}
-	st.GoLive(nil)
+	st := n.attach(t, sp, srv, repo)
 	return &testStream{conn: cli, r: bufio.NewReaderSize(cli, 64<<10), sub: st.s}
 }
 
