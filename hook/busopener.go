@@ -3,6 +3,7 @@ package hook
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/refcast/refcast/bus"
 )
@@ -23,18 +24,22 @@ type BusOpener func(ctx context.Context, url string, partitions int) (Bus, error
 // lazyBusPublisher opens its bus on first use, so a hook that only flushes
 // an empty spool never connects. Open failures are retryable (the push is
 // spooled), whatever their cause: a wrong URL is fixed by configuration,
-// not by changing the push. Not safe for concurrent use: one hook run
-// publishes in order.
+// not by changing the push. Safe for concurrent use (a drainer's workers
+// share one).
 type lazyBusPublisher struct {
 	open       BusOpener // set at construction
 	url        string    // set at construction
 	partitions int       // set at construction
-	b          Bus       // opened by the first Publish or ping
+
+	mu sync.Mutex
+	b  Bus // opened by the first Publish or ping
 }
 
 var _ Publisher = (*lazyBusPublisher)(nil)
 
 func (p *lazyBusPublisher) bus(ctx context.Context) (Bus, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.b == nil {
 		b, err := p.open(ctx, p.url, p.partitions)
 		if err != nil {
@@ -56,7 +61,10 @@ func (p *lazyBusPublisher) Publish(ctx context.Context, push *bus.Push) error {
 
 // GitIncomplete implements gitStateAsker through the opened bus.
 func (p *lazyBusPublisher) GitIncomplete(ctx context.Context, repo string) bool {
-	return p.b != nil && BusPublisher{Bus: p.b}.GitIncomplete(ctx, repo)
+	p.mu.Lock()
+	b := p.b
+	p.mu.Unlock()
+	return b != nil && BusPublisher{Bus: b}.GitIncomplete(ctx, repo)
 }
 
 func (p *lazyBusPublisher) ping(ctx context.Context) error {
@@ -68,8 +76,11 @@ func (p *lazyBusPublisher) ping(ctx context.Context) error {
 }
 
 func (p *lazyBusPublisher) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.b != nil {
 		_ = p.b.Close()
+		p.b = nil
 	}
 }
 
@@ -87,4 +98,67 @@ func (s *Settings) publisher(open BusOpener) (Publisher, func(), error) {
 		return p, p.close, nil
 	}
 	return nil, func() {}, nil
+}
+
+// publisher is Settings.publisher, or the drainer's open one for the same
+// destination: a drainer keeps each destination's connection across
+// pushes (a Redis dial, HELLO and script load cost a hook ~3 ms a push).
+func (r *Runner) publisher(s *Settings) (Publisher, func(), error) {
+	if r.Publisher != nil {
+		return r.Publisher, func() {}, nil
+	}
+	if r.pubs == nil {
+		return s.publisher(r.OpenBus)
+	}
+	return r.pubs.get(s, r.OpenBus)
+}
+
+// publisherCache holds a drainer's destinations, by everything that
+// tells one from another.
+type publisherCache struct {
+	mu     sync.Mutex
+	m      map[publisherKey]Publisher
+	closes []func()
+}
+
+// maxCachedPublishers bounds a drainer's open destinations; a host has a
+// handful (one node URL or Redis, a token or a few), and the rest are
+// opened per push.
+const maxCachedPublishers = 64
+
+type publisherKey struct {
+	url, token, redis string
+	partitions        int
+}
+
+func (c *publisherCache) get(s *Settings, open BusOpener) (Publisher, func(), error) {
+	k := publisherKey{s.URL, s.Token, s.Redis, s.Partitions}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.m[k]; ok {
+		return p, func() {}, nil
+	}
+	p, closeP, err := s.publisher(open)
+	if err != nil || p == nil {
+		return p, closeP, err
+	}
+	if len(c.m) >= maxCachedPublishers {
+		return p, closeP, nil // kept for this push only
+	}
+	if c.m == nil {
+		c.m = map[publisherKey]Publisher{}
+	}
+	c.m[k] = p
+	c.closes = append(c.closes, closeP)
+	return p, func() {}, nil
+}
+
+// close closes every destination; the cache is not used after.
+func (c *publisherCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.closes {
+		f()
+	}
+	c.m, c.closes = nil, nil
 }

@@ -168,8 +168,9 @@ func (s *Spool) FlusherRunning() bool {
 // not held, and a signal to the hook's group does not reach it), standard
 // input from the null device and output appended to FlushLogName in the
 // spool. It returns false, nil where the platform cannot detach (Windows:
-// the next push's hook flushes instead).
-func (s *Spool) StartFlusher(command []string) (bool, error) {
+// the next push's hook flushes instead). It runs in dir with env ("" and
+// nil: this process's).
+func (s *Spool) StartFlusher(command []string, dir string, env []string) (bool, error) {
 	if !canDetach || len(command) == 0 {
 		return false, nil
 	}
@@ -189,6 +190,7 @@ func (s *Spool) StartFlusher(command []string) (bool, error) {
 	}
 	defer logf.Close() // the child has its own descriptor
 	cmd := exec.Command(command[0], append(command[1:len(command):len(command)], "--spool", s.dir)...)
+	cmd.Dir, cmd.Env = dir, env
 	cmd.Stdout, cmd.Stderr = logf, logf // *os.File: passed as is, no copying goroutine
 	cmd.SysProcAttr = detachAttr()
 	if err := cmd.Start(); err != nil {

@@ -39,6 +39,10 @@ type InstallOptions struct {
 	Mode string
 	// Binary is the absolute path of the refcast binary the script runs.
 	Binary string
+	// Queue, when set, is the absolute path of a queue directory: the
+	// script (post-receive only) hands each push to `refcast hook drain
+	// --queue DIR` through it instead of running refcast (see DrainQueue).
+	Queue string
 	// Config is written into the repository's git config under "refcast."
 	// (e.g. "url", "redis", "repo"); empty values are skipped. "mode" is
 	// always written.
@@ -80,6 +84,12 @@ func Install(ctx context.Context, r *Repo, opts InstallOptions) (InstallResult, 
 	}
 	if !filepath.IsAbs(opts.Binary) {
 		return res, fmt.Errorf("binary path %q must be absolute", opts.Binary)
+	}
+	if opts.Queue != "" && mode != ModePostReceive {
+		return res, fmt.Errorf("a queue works with --mode post-receive only: reference-transaction must read the refs while git holds their locks")
+	}
+	if opts.Queue != "" && !filepath.IsAbs(opts.Queue) {
+		return res, fmt.Errorf("queue path %q must be absolute", opts.Queue)
 	}
 	hooks, err := r.hooksDir(ctx)
 	if err != nil {
@@ -148,7 +158,7 @@ func Install(ctx context.Context, r *Repo, opts InstallOptions) (InstallResult, 
 
 	// Then the script.
 	res.Hook = filepath.Join(hooks, mode)
-	script := hookScript(mode, opts.Binary)
+	script := hookScript(mode, opts.Binary, opts.Queue)
 	old, err := os.ReadFile(res.Hook)
 	switch {
 	case err == nil && string(old) == script:
@@ -270,17 +280,26 @@ func isOurs(script []byte) bool { return strings.Contains(string(script), "\n"+s
 // rewrites them, since they carry the marker). git runs a hook by a path
 // with a slash in it; $0 without one (sh post-receive, run by hand in the
 // hooks directory) means the working directory, as dirname says.
-func hookScript(mode, binary string) string {
+//
+// With a queue the script first tries to hand the push to the drainer
+// (queueScript); where it cannot, it goes on as without one.
+func hookScript(mode, binary, queue string) string {
 	q := shellQuote(binary)
+	head := `# Mode ` + mode + `. Undo with: refcast install-hook --uninstall <repository>
+`
+	if queue != "" {
+		head = `# Mode ` + mode + `, queued to ` + queue + ` for 'refcast hook drain --queue'.
+# Undo with: refcast install-hook --uninstall <repository>
+`
+	}
 	return `#!/bin/sh
 ` + scriptMarker + `
-# Mode ` + mode + `. Undo with: refcast install-hook --uninstall <repository>
-# A hook that was here before runs first, from ` + mode + previousSuffix + `.
+` + head + `# A hook that was here before runs first, from ` + mode + previousSuffix + `.
 case $0 in
 */*) prev="${0%/*}/` + mode + previousSuffix + `" ;;
 *) prev="./` + mode + previousSuffix + `" ;;
 esac
-if [ ! -x "$prev" ]; then
+` + queueScript(queue) + `if [ ! -x "$prev" ]; then
 	exec ` + q + ` hook ` + mode + ` "$@"
 fi
 in=$(mktemp "${TMPDIR:-/tmp}/refcast-hook.XXXXXX") || exit 1
@@ -291,6 +310,58 @@ status=$?
 ` + q + ` hook ` + mode + ` "$@" <"$in"
 exit $status
 `
+}
+
+// queueScript is the part of a queue-mode script that writes the push
+// into the queue (the format DrainQueue reads) with shell builtins only:
+// no process starts, so the push waits for one dash and a few writes.
+// It falls through to running refcast when a previous hook is chained
+// (its input must be kept for two readers, which takes processes anyway),
+// when the queue directory is missing (nothing is lost to a typo or an
+// unmounted disk), when GIT_DIR is unset, when a variable the file cannot
+// carry is set (queueBypassEnv), or when no file can be created.
+//
+// Each push gets a file of its own, created with noclobber (O_EXCL, so a
+// recycled PID picks the next number), mode 0600 (the token may be in the
+// environment). LC_ALL=C makes ${#v} count bytes, as the reader does.
+func queueScript(queue string) string {
+	if queue == "" {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(`q=` + shellQuote(queue) + `
+if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
+	for _, k := range queueBypassEnv {
+		b.WriteString("${" + k + "-}")
+	}
+	b.WriteString(`" ]; then
+	umask 077
+	n=0
+	set -C
+	until true 2>/dev/null >"$q/$$.$n"; do
+		n=$((n + 1))
+		[ "$n" -lt 64 ] || break
+	done
+	set +C
+	if [ "$n" -lt 64 ]; then
+		LC_ALL=C
+		{
+			printf '%s\ndir %s\n%s\n' '` + queueMagic + `' "${#PWD}" "$PWD"
+`)
+	for _, k := range QueueEnv {
+		fmt.Fprintf(&b, "\t\t\t[ -z \"${%[1]s+s}\" ] || printf 'env %[1]s %%s\\n%%s\\n' \"${#%[1]s}\" \"$%[1]s\"\n", k)
+	}
+	b.WriteString(`			printf 'updates\n'
+			while IFS= read -r l || [ -n "$l" ]; do
+				printf '%s\n' "$l"
+			done
+			printf 'end\n'
+		} >>"$q/$$.$n"
+		exit 0
+	fi
+fi
+`)
+	return b.String()
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -268,7 +268,7 @@ func TestInstallUpgradesEarlierScript(t *testing.T) {
 	if err != nil || !res.Changed || res.Previous != filepath.Join(hooks, "post-receive"+previousSuffix) {
 		t.Fatalf("install over the earlier script: %+v %v", res, err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(hooks, "post-receive")); string(got) != hookScript(ModePostReceive, bin) {
+	if got, _ := os.ReadFile(filepath.Join(hooks, "post-receive")); string(got) != hookScript(ModePostReceive, bin, "") {
 		t.Fatalf("script not upgraded:\n%s", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(hooks, "post-receive"+previousSuffix)); string(got) != prev {

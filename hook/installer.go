@@ -14,6 +14,9 @@ type InstallRequest struct {
 	Path   string // the repository
 	Mode   string // ModePostReceive (default) or ModeReferenceTransaction
 	Binary string // absolute path of the refcast binary the hook runs
+	// Queue is a queue directory (see DrainQueue): the script hands pushes
+	// to the drainer of it instead of running refcast. It must exist.
+	Queue string
 	// Check probes the destination before installing (see Runner.Check);
 	// nothing is installed when it fails.
 	Check bool
@@ -44,6 +47,11 @@ func (r *Runner) InstallHook(ctx context.Context, req InstallRequest) error {
 	if err := s.validateFor(cmd, cfg); err != nil {
 		return err
 	}
+	if req.Queue != "" {
+		if err := checkQueueDir(cmd, req.Queue, r.Stderr); err != nil {
+			return err
+		}
+	}
 	if ephemeral(req.Binary, req.GoTemp, req.GoCache) {
 		fmt.Fprintf(r.Stderr, "refcast install-hook: warning: %s is in a temporary Go build directory (go run or go test) and will vanish; build it with 'go build -o /usr/local/bin/refcast ./cmd/refcast' and install again from there (or give --binary)\n", req.Binary)
 	}
@@ -52,7 +60,7 @@ func (r *Runner) InstallHook(ctx context.Context, req InstallRequest) error {
 			return fmt.Errorf("%w; nothing installed", err)
 		}
 	}
-	res, err := Install(ctx, repo, InstallOptions{Mode: req.Mode, Binary: req.Binary, Config: r.installConfig()})
+	res, err := Install(ctx, repo, InstallOptions{Mode: req.Mode, Binary: req.Binary, Queue: req.Queue, Config: r.installConfig()})
 	if err != nil {
 		return usagef("%s: %v", cmd, err)
 	}
@@ -63,6 +71,10 @@ func (r *Runner) InstallHook(ctx context.Context, req InstallRequest) error {
 	switch {
 	case !res.Changed:
 		fmt.Fprintf(r.Stdout, "refcast %s hook already installed: %s\n", mode, res.Hook)
+	case req.Queue != "" && res.Previous != "":
+		fmt.Fprintf(r.Stdout, "refcast %s hook installed: %s (runs the previous hook %s first; with one chained, pushes are published by the hook process, not the queue)\n", mode, res.Hook, res.Previous)
+	case req.Queue != "":
+		fmt.Fprintf(r.Stdout, "refcast %s hook installed: %s (queued to %s)\n", mode, res.Hook, req.Queue)
 	case res.Previous != "":
 		fmt.Fprintf(r.Stdout, "refcast %s hook installed: %s (runs the previous hook %s first)\n", mode, res.Hook, res.Previous)
 	default:

@@ -47,6 +47,17 @@ type Runner struct {
 	// this run's destination flags; a hook that spools a push starts it
 	// in the background (see Spool.StartFlusher). Empty: none is started.
 	FlushCommand []string
+	// Publisher, when set, takes every push, whatever the repository's
+	// settings name (refcast serve --queue: the node's own bus).
+	Publisher Publisher
+
+	// What a drainer sets to run a queued push as its hook would have run
+	// (see DrainQueue); zero in a hook process.
+	dir      string          // the hook's working directory; "": this process's
+	pushID   string          // "": a new one (NewPushID)
+	now      time.Time       // when the hook ran; zero: now
+	flushEnv []string        // the background flush's environment; nil: this process's
+	pubs     *publisherCache // destinations kept open across pushes; nil: one per run
 }
 
 func (r *Runner) env(name string) string {
@@ -110,7 +121,7 @@ func (r *Runner) hookRepo(ctx context.Context) (*Repo, error) {
 			return repo, nil
 		}
 	}
-	return OpenRepo(ctx, "", r.Git)
+	return OpenRepo(ctx, r.dir, r.Git)
 }
 
 // direct reports whether the hook may read what git hands it without
@@ -245,11 +256,17 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 			return nil
 		}
 	}
-	now := time.Now()
+	now, id := r.now, r.pushID
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if id == "" {
+		id = NewPushID(now)
+	}
 	// REFCAST_HOOK_DIRECT=false: loose objects too are read through git.
 	repo.Enrich(ctx, ups, EnrichOptions{Budget: s.EnrichBudget, NoLoose: !r.direct()})
 	head := r.gitState(ctx, repo, ups)
-	pushes := BuildPushes(NewPushID(now), s.RepoName, sanitizePusher(s.Pusher), source, now, ups)
+	pushes := BuildPushes(id, s.RepoName, sanitizePusher(s.Pusher), source, now, ups)
 	// A new repository's first push lists every ref it has: marked whole,
 	// it completes the repo's state for git clients on its own.
 	whole := head != "" && len(pushes) == 1 && repo.HoldsOnly(ups)
@@ -268,7 +285,7 @@ func (r *Runner) deliver(ctx context.Context, s Settings, repo *Repo, pushes []*
 	if err != nil {
 		return fmt.Errorf("hook: %w: updates not delivered", err)
 	}
-	pub, closePub, err := s.publisher(r.OpenBus)
+	pub, closePub, err := r.publisher(&s)
 	if err != nil {
 		return err
 	}
@@ -304,7 +321,7 @@ func (r *Runner) startFlusher(s Settings, sp *Spool) bool {
 	if sp.FlusherRunning() {
 		return true
 	}
-	started, err := sp.StartFlusher(r.FlushCommand)
+	started, err := sp.StartFlusher(r.FlushCommand, r.dir, r.flushEnv)
 	if err != nil {
 		r.warnf("warning: %v", err)
 	}

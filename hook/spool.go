@@ -265,16 +265,23 @@ func readSpooled(path string) (*bus.Push, error) {
 // quarantine moves a spool file out of the way so it is not retried
 // forever, leaving the reason beside it.
 func (s *Spool) quarantine(name string, reason error) {
-	qdir := filepath.Join(s.dir, QuarantineDir)
-	err := os.MkdirAll(qdir, 0o700)
-	if err == nil {
-		_ = os.WriteFile(filepath.Join(qdir, name+".reason"), []byte(reason.Error()+"\n"), 0o600)
-		err = os.Rename(filepath.Join(s.dir, name), filepath.Join(qdir, name))
-	}
+	to, err := quarantineFile(s.dir, name, reason)
 	if err == nil {
 		err = syncDir(s.dir)
 	}
-	s.log.Warn("spool file quarantined", slog.String("file", filepath.Join(qdir, name)), slog.String("reason", reason.Error()), slog.Any("move_error", err))
+	s.log.Warn("spool file quarantined", slog.String("file", to), slog.String("reason", reason.Error()), slog.Any("move_error", err))
+}
+
+// quarantineFile moves dir/name into dir/QuarantineDir, with the reason in
+// a .reason file beside it, and returns where it went.
+func quarantineFile(dir, name string, reason error) (string, error) {
+	qdir := filepath.Join(dir, QuarantineDir)
+	to := filepath.Join(qdir, name)
+	if err := os.MkdirAll(qdir, 0o700); err != nil {
+		return to, err
+	}
+	_ = os.WriteFile(to+".reason", []byte(reason.Error()+"\n"), 0o600)
+	return to, os.Rename(filepath.Join(dir, name), to)
 }
 
 func (s *Spool) removeStaleTemps() {

@@ -22,6 +22,10 @@ const hookUsage = `Usage:
                                                most 24h); what a hook that spools starts, detached
   refcast hook check [flags]                   publish nothing; prove the destination answers
                                                and accepts the token (run in the repository)
+  refcast hook drain --queue DIR [flags]       long-running: publish what hooks installed with
+                                               'install-hook --queue DIR' leave in DIR, in order
+                                               per repository (flags override each repository's
+                                               settings; SIGINT/SIGTERM stop it)
 
 Destination (one of):
   --url URL         node base URL; POST URL/v1/publish         REFCAST_URL,   git config refcast.url
@@ -65,6 +69,7 @@ type hookFlags struct {
 	enrichBudget time.Duration
 	partitions   int
 	wait         bool
+	queue        string
 }
 
 type hookList []string
@@ -88,6 +93,7 @@ func newHookFlags(name string, env Env) *hookFlags {
 	fs.DurationVar(&f.enrichBudget, "enrich-budget", 0, "enrichment budget")
 	fs.IntVar(&f.partitions, "partitions", 0, "Redis bus partitions")
 	fs.BoolVar(&f.wait, "wait", false, "flush: retry until the spool is empty")
+	fs.StringVar(&f.queue, "queue", "", "drain: the queue directory")
 	explainFlagErrors(fs, env, hookUsage) // a bad flag: one line and a pointer to -h, not the whole help
 	return f
 }
@@ -205,17 +211,21 @@ func runHook(ctx context.Context, args []string, env Env) error {
 		}
 		return exitError{code: 2}
 	}
-	want := map[string]int{hook.ModePostReceive: 0, hook.ModeReferenceTransaction: 1, "flush": 0, "check": 0}
+	want := map[string]int{hook.ModePostReceive: 0, hook.ModeReferenceTransaction: 1, "flush": 0, "check": 0, "drain": 0}
 	n, known := want[sub]
 	switch {
 	case !known:
-		return usageError{msg: fmt.Sprintf("hook: unknown hook %q (want post-receive, reference-transaction, flush or check)", sub)}
+		return usageError{msg: fmt.Sprintf("hook: unknown hook %q (want post-receive, reference-transaction, flush, check or drain)", sub)}
 	case sub == hook.ModeReferenceTransaction && len(pos) != 1:
 		return usageError{msg: "hook reference-transaction: want exactly one argument, the state git passes (prepared, committed, aborted)"}
 	case len(pos) > n:
 		return usageError{msg: fmt.Sprintf("hook %s: unexpected argument %q", sub, pos[n])}
 	case f.wait && sub != "flush":
 		return usageError{msg: fmt.Sprintf("hook %s: --wait applies to hook flush only", sub)}
+	case f.queue != "" && sub != "drain":
+		return usageError{msg: fmt.Sprintf("hook %s: --queue applies to hook drain only (a queue-mode hook script writes the queue itself)", sub)}
+	case sub == "drain" && f.queue == "":
+		return usageError{msg: "hook drain: --queue DIR is required: the directory given to 'refcast install-hook --queue DIR'"}
 	}
 	r := newHookRunner(f.hookFlags(), env)
 	r.FlushCommand = f.flushCommand()
@@ -232,6 +242,25 @@ func runHook(ctx context.Context, args []string, env Env) error {
 		}
 	case "check":
 		err = r.Check(ctx)
+	case "drain":
+		err = drainQueue(ctx, r, f.queue, env)
 	}
 	return hookError(err)
+}
+
+// drainQueue runs `refcast hook drain`: its log (timestamps, level info)
+// goes to standard error.
+func drainQueue(ctx context.Context, r *hook.Runner, queue string, env Env) error {
+	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	routeRedisLog(log, slog.LevelWarn)
+	log.Info("draining the queue", slog.String("queue", queue))
+	err := r.Drain(ctx, queue, hook.DrainOptions{Log: log})
+	if errors.Is(err, hook.ErrDrainerRunning) {
+		return fmt.Errorf("hook drain: %w", err)
+	}
+	if err != nil {
+		return usageError{msg: "hook drain: " + err.Error()}
+	}
+	log.Info("drain stopped", slog.String("queue", queue))
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/refcast/refcast/hook"
 	"github.com/refcast/refcast/internal/redistest"
 	"github.com/refcast/refcast/internal/testnode"
 )
@@ -36,6 +37,12 @@ import (
 //     machine). Tracing perturbs that push a little, so it is not used for
 //     hook-added.
 //
+// The -queue variants install the hook with --queue (the script writes
+// the push to a queue directory with shell builtins and exits) and let a
+// long-running process publish it: the node itself on the embedded bus
+// (serve --queue), `refcast hook drain --queue` on Redis. The same
+// figures, so the two ways compare side by side in one run.
+//
 // Each iteration also times `refcast version` (start-ms): the process's
 // start and exit alone (exec, Go runtime, every linked package's init),
 // the floor under hook-run-ms that no work in the hook can remove.
@@ -60,6 +67,63 @@ func BenchmarkPushLatency(b *testing.B) {
 		node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
 		benchPushLatency(b, bin, node, "", "--redis", rs.URL())
 	})
+	// The queue on the embedded bus: the node drains it (serve --queue),
+	// publishing into its own bus.
+	b.Run("embedded-queue", func(b *testing.B) {
+		const token = "bench-token"
+		queue := newQueueDir(b)
+		node := testnode.Start(b, bin, "", "--data", b.TempDir(), "--publish-token", token, "--drain", "100ms", "--queue", queue)
+		benchPushLatency(b, bin, node, token, "--url", node.URL, "--queue", queue)
+	})
+	// The queue on Redis: `refcast hook drain` on the git host publishes
+	// into the bus, the nodes being elsewhere.
+	b.Run("redis-queue", func(b *testing.B) {
+		testnode.Require(b, "redis-server")
+		rs := redistest.Start(b, redistest.Options{})
+		node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
+		queue := newQueueDir(b)
+		startDrainer(b, bin, queue)
+		benchPushLatency(b, bin, node, "", "--redis", rs.URL(), "--queue", queue)
+	})
+}
+
+func newQueueDir(b *testing.B) string {
+	queue := filepath.Join(b.TempDir(), "queue")
+	if err := os.Mkdir(queue, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return queue
+}
+
+// startDrainer runs `refcast hook drain --queue` on queue until the
+// benchmark ends.
+func startDrainer(b *testing.B, bin, queue string) {
+	b.Helper()
+	dir := b.TempDir()
+	logf, err := os.Create(filepath.Join(dir, "drain.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "hook", "drain", "--queue", queue)
+	cmd.Env = gitEnvFor(dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+		if b.Failed() {
+			data, _ := os.ReadFile(logf.Name())
+			b.Logf("drain log:\n%s", data)
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); !hook.QueueDrained(queue); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("refcast hook drain did not take the queue within 10s")
+		}
+	}
 }
 
 // benchRepo is a bare repository and a clone pushing to it.

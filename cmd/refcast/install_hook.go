@@ -26,6 +26,10 @@ Flags (each also read from the environment variable shown):
   --redis URL     Redis bus URL -> git config refcast.redis        REFCAST_REDIS
   --repo NAME     repo name     -> git config refcast.repo         REFCAST_REPO
   --binary PATH   refcast binary the hook runs (default: this one) REFCAST_BINARY
+  --queue DIR     post-receive only: the hook script writes each push to DIR
+                  with shell builtins and exits; 'refcast hook drain --queue DIR'
+                  publishes it (a push no longer waits for a refcast process).
+                  DIR must exist                                    REFCAST_QUEUE
   --check         before installing, prove the destination answers and
                   accepts the token (publishes nothing)             REFCAST_CHECK
   --uninstall     remove refcast's hook and configuration           REFCAST_UNINSTALL
@@ -41,7 +45,7 @@ The publish token is never a flag: set it with
 
 // installHookFlags are install-hook's command line.
 type installHookFlags struct {
-	mode, url, redis, repo, binary string
+	mode, url, redis, repo, binary, queue string
 	check, uninstall               bool
 }
 
@@ -71,7 +75,7 @@ func runInstallHook(ctx context.Context, args []string, env Env) error {
 		return usageError{msg: "install-hook: --binary: " + err.Error()}
 	}
 	return hookError(r.InstallHook(ctx, hook.InstallRequest{
-		Path: path, Mode: f.mode, Binary: binary, Check: f.check,
+		Path: path, Mode: f.mode, Binary: binary, Queue: f.queue, Check: f.check,
 		GoTemp: []string{os.TempDir(), env.Getenv("GOTMPDIR")}, GoCache: goCaches(env),
 	}))
 }
@@ -87,6 +91,7 @@ func parseInstallHookFlags(f *installHookFlags, args []string, env Env) (string,
 	fs.StringVar(&f.redis, "redis", "", "Redis bus URL")
 	fs.StringVar(&f.repo, "repo", "", "repo name")
 	fs.StringVar(&f.binary, "binary", "", "refcast binary the hook runs")
+	fs.StringVar(&f.queue, "queue", "", "queue directory a 'refcast hook drain' publishes")
 	fs.BoolVar(&f.check, "check", false, "prove the destination answers and accepts the token first")
 	fs.BoolVar(&f.uninstall, "uninstall", false, "remove refcast's hook and configuration")
 	pos, err := parseInterspersed(fs, args, env)

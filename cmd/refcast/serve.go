@@ -34,6 +34,7 @@ type serveConfig struct {
 	history        int
 	historyAge     time.Duration
 	spool          string
+	queue          string
 	authSecretFile string
 	authJWKS       string
 	authIssuer     string
@@ -114,6 +115,12 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		drainers.Go(func() { hook.DrainLoop(drainCtx, c.spool, hook.BusPublisher{Bus: b}, hook.DefaultDrainEvery, log) })
 		opts.Registry.MustRegister(spoolDepth(c.spool))
 	}
+	if c.queue != "" {
+		if err := startQueueDrain(ctx, c.queue, b, env, &drainers, log); err != nil {
+			return err
+		}
+		opts.Registry.MustRegister(queueDepth(c.queue))
+	}
 	ln, err := listenServe(ctx, c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
@@ -148,6 +155,7 @@ func parseServeFlags(args []string, env Env) (*serveConfig, error) {
 	fs.IntVar(&c.history, "history", bus.DefaultHistory, "events kept per partition for resume")
 	fs.DurationVar(&c.historyAge, "history-age", 0, "also trim events older than this (0: by count only)")
 	fs.StringVar(&c.spool, "spool", "", "hook spool directory to drain (pushes a hook could not publish)")
+	fs.StringVar(&c.queue, "queue", "", "hook queue directory to publish from into this node's bus, as 'refcast hook drain --queue' does (install-hook --queue DIR)")
 	fs.StringVar(&c.authSecretFile, "auth-secret-file", "", "HS256 secret file: turns token authorization on")
 	fs.StringVar(&c.authJWKS, "auth-jwks", "", "JWKS file or URL with public keys (RS256/ES256/EdDSA): turns token authorization on")
 	fs.StringVar(&c.authIssuer, "auth-issuer", "", "refuse tokens whose iss claim is not this (with a shared identity provider; refcast token --issuer)")
@@ -336,6 +344,40 @@ func spoolDepth(dir string) prometheus.Collector {
 			return -1
 		}
 		return float64(len(files))
+	})
+}
+
+// startQueueDrain publishes the hook queue in dir into the node's own bus
+// (no HTTP round trip, no token) until ctx ends, on a goroutine drainers
+// waits for. A queue that is missing or already drained is refused here,
+// at start, rather than found out when pushes go missing.
+func startQueueDrain(ctx context.Context, dir string, b bus.Bus, env Env, drainers *sync.WaitGroup, log *slog.Logger) error {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usageError{msg: fmt.Sprintf("serve: --queue %s: not a directory; create it (writable by the user git runs hooks as) and give it to 'refcast install-hook --queue'", dir)}
+	}
+	if hook.QueueDrained(dir) {
+		return usageError{msg: fmt.Sprintf("serve: --queue %s: %v", dir, hook.ErrDrainerRunning)}
+	}
+	r := &hook.Runner{Getenv: env.Getenv, Publisher: hook.BusPublisher{Bus: b}}
+	drainers.Go(func() {
+		if err := r.Drain(ctx, dir, hook.DrainOptions{Log: log}); err != nil {
+			log.Error("hook queue not drained", slog.String("queue", dir), slog.Any("error", err))
+		}
+	})
+	return nil
+}
+
+// queueDepth reports how many pushes wait in the queue a node drains.
+func queueDepth(dir string) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "refcast_hook_queue_depth",
+		Help: "Pushes waiting in the drained hook queue (--queue), finished or still being written.",
+	}, func() float64 {
+		n, err := hook.QueueDepth(dir)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
 	})
 }
 
