@@ -46,7 +46,7 @@ The publish token is never a flag: set it with
 // installHookFlags are install-hook's command line.
 type installHookFlags struct {
 	mode, url, redis, repo, binary, queue string
-	check, uninstall               bool
+	check, uninstall                      bool
 }
 
 func runInstallHook(ctx context.Context, args []string, env Env) error {
