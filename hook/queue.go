@@ -301,7 +301,8 @@ func DrainQueue(ctx context.Context, dir string, handle func(context.Context, *Q
 	tick := time.NewTicker(o.Rescan)
 	defer tick.Stop()
 	for {
-		for _, q := range d.scan() {
+		ready, more := d.scan()
+		for _, q := range ready {
 			h := fnv.New32a()
 			h.Write([]byte(q.Dir))
 			select {
@@ -309,6 +310,9 @@ func DrainQueue(ctx context.Context, dir string, handle func(context.Context, *Q
 			case <-ctx.Done():
 				return nil
 			}
+		}
+		if more {
+			continue // a backlog: the next batch now, not at the next wake
 		}
 		select {
 		case <-ctx.Done():
@@ -318,6 +322,14 @@ func DrainQueue(ctx context.Context, dir string, handle func(context.Context, *Q
 		}
 	}
 }
+
+// A scan reads at most this much of a backlog into memory (64 MiB: one
+// maximal push, or many small ones) and at most this many files; the
+// rest waits on disk for the next scan, which follows at once.
+const (
+	maxScanBytes = 64 << 20
+	maxScanFiles = 1024
+)
 
 type drainer struct {
 	dir    string
@@ -329,12 +341,13 @@ type drainer struct {
 }
 
 // scan lists the queue and returns the files ready to publish that no
-// worker holds, oldest write first (name breaking ties).
-func (d *drainer) scan() []*QueuedPush {
+// worker holds, oldest write first (name breaking ties), up to
+// maxScanBytes and maxScanFiles; more says some were left for the next.
+func (d *drainer) scan() (out []*QueuedPush, more bool) {
 	ents, err := os.ReadDir(d.dir)
 	if err != nil {
 		d.o.Log.Error("queue: list", slog.String("queue", d.dir), slog.Any("error", err))
-		return nil
+		return nil, false
 	}
 	var ready []*QueuedPush
 	for _, e := range ents {
@@ -374,8 +387,11 @@ func (d *drainer) scan() []*QueuedPush {
 		return strings.Compare(a.Name, b.Name)
 	})
 	// Read each now, in order, so the worker is picked by repository.
-	out := ready[:0]
-	for _, q := range ready {
+	total := 0
+	for i, q := range ready {
+		if len(out) >= maxScanFiles || total >= maxScanBytes {
+			return out, i < len(ready)
+		}
 		data, err := os.ReadFile(filepath.Join(d.dir, q.Name))
 		if err != nil {
 			continue
@@ -395,12 +411,13 @@ func (d *drainer) scan() []*QueuedPush {
 		}
 		q.Dir, q.Env, q.Input, q.Complete = dir, env, input, complete
 		q.PushID = queuedPushID(q.Name, q.Time, data)
+		total += len(data)
 		d.mu.Lock()
 		d.inFlight[q.Name] = true
 		d.mu.Unlock()
 		out = append(out, q)
 	}
-	return out
+	return out, false
 }
 
 // QueueDepth counts the pushes in the queue in dir: finished files and

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -25,7 +26,8 @@ const hookUsage = `Usage:
   refcast hook drain --queue DIR [flags]       long-running: publish what hooks installed with
                                                'install-hook --queue DIR' leave in DIR, in order
                                                per repository (flags override each repository's
-                                               settings; SIGINT/SIGTERM stop it)
+                                               settings; SIGINT/SIGTERM stop it; log level and
+                                               format: REFCAST_LOG_LEVEL, REFCAST_LOG_FORMAT)
 
 Destination (one of):
   --url URL         node base URL; POST URL/v1/publish         REFCAST_URL,   git config refcast.url
@@ -248,13 +250,18 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	return hookError(err)
 }
 
-// drainQueue runs `refcast hook drain`: its log (timestamps, level info)
-// goes to standard error.
+// drainQueue runs `refcast hook drain`: its log goes to standard error,
+// at REFCAST_LOG_LEVEL (default info; debug adds a line per push with how
+// long it waited and took) in REFCAST_LOG_FORMAT (text or json), as serve's.
 func drainQueue(ctx context.Context, r *hook.Runner, queue string, env Env) error {
-	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level, format := cmp.Or(env.Getenv("REFCAST_LOG_LEVEL"), "info"), cmp.Or(env.Getenv("REFCAST_LOG_FORMAT"), "text")
+	log, err := newLogger(level, format, env)
+	if err != nil {
+		return err
+	}
 	routeRedisLog(log, slog.LevelWarn)
 	log.Info("draining the queue", slog.String("queue", queue))
-	err := r.Drain(ctx, queue, hook.DrainOptions{Log: log})
+	err = r.Drain(ctx, queue, hook.DrainOptions{Log: log})
 	if errors.Is(err, hook.ErrDrainerRunning) {
 		return fmt.Errorf("hook drain: %w", err)
 	}

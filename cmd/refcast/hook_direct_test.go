@@ -24,6 +24,9 @@ type directWorld struct {
 	*hookWorld
 	n     *testNode
 	trace string
+	// afterPush, when set, runs after every push: a queued hook's push is
+	// published by a drainer, after git push returns.
+	afterPush func()
 }
 
 func newDirectWorld(t *testing.T, direct bool, extraEnv ...string) *directWorld {
@@ -105,11 +108,20 @@ func (w *directWorld) published() string {
 func (w *directWorld) pushes() {
 	w.commit("second")
 	w.git(w.wc, "tag", "-a", "-m", "v1", "v1")
-	w.git(w.wc, "push", "-q", "origin", "main", "v1", "HEAD:refs/heads/feature")
+	w.push("main", "v1", "HEAD:refs/heads/feature")
 	w.git(w.wc, "reset", "-q", "--hard", "HEAD~1")
 	w.commit("rewritten")
-	w.git(w.wc, "push", "-q", "-f", "origin", "main")
-	w.git(w.wc, "push", "-q", "origin", ":feature")
+	w.push("-f", "main")
+	w.push(":feature")
+}
+
+// push runs git push -q origin ARGS in the clone, then afterPush.
+func (w *directWorld) push(args ...string) {
+	w.t.Helper()
+	w.git(w.wc, append([]string{"push", "-q", "origin"}, args...)...)
+	if w.afterPush != nil {
+		w.afterPush()
+	}
 }
 
 func TestHookDirectPublishesTheSame(t *testing.T) {
