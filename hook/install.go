@@ -319,7 +319,9 @@ exit $status
 // (its input must be kept for two readers, which takes processes anyway),
 // when the queue directory is missing (nothing is lost to a typo or an
 // unmounted disk), when GIT_DIR is unset, when a variable the file cannot
-// carry is set (queueBypassEnv), or when no file can be created.
+// carry is set (queueBypassEnv), or when no file can be created. It then
+// names the queue in REFCAST_QUEUE, so that push waits for the same
+// repository's older queued pushes rather than overtake them.
 //
 // Each push gets a file of its own, created with noclobber (O_EXCL, so a
 // recycled PID picks the next number), mode 0600 (the token may be in the
@@ -360,6 +362,7 @@ if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 		exit 0
 	fi
 fi
+export ` + queueEnvVar + `="$q"
 `)
 	return b.String()
 }

@@ -2,6 +2,7 @@ package hook
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -77,6 +78,11 @@ var QueueEnv = []string{
 	"GL_USERNAME", "GL_PROJECT_PATH", "GITEA_PUSHER_NAME", "REMOTE_USER",
 }
 
+// queueEnvVar names the queue to a hook the script runs as a process
+// when it cannot queue a push, so that push waits for the older ones
+// queued (Runner.waitQueued). Not carried in queue files.
+const queueEnvVar = "REFCAST_QUEUE"
+
 // queueBypassEnv are variables whose effect a queue file cannot carry
 // (git -c settings, a config file named for this command, objects outside
 // the repository): with any of them set the script runs the hook as a
@@ -96,6 +102,10 @@ type QueuedPush struct {
 	// removing the file publishes it again under the same id, which the
 	// bus deduplicates.
 	PushID string
+	// repo is the repository's common directory (a linked worktree's
+	// pushes share the main one's), the key that keeps a repository's
+	// pushes in order; Dir when it cannot be read.
+	repo string
 }
 
 // queuedPushID is a queue file's push id (see QueuedPush.PushID), in the
@@ -304,7 +314,7 @@ func DrainQueue(ctx context.Context, dir string, handle func(context.Context, *Q
 		ready, more := d.scan()
 		for _, q := range ready {
 			h := fnv.New32a()
-			h.Write([]byte(q.Dir))
+			h.Write([]byte(q.repo))
 			select {
 			case queues[h.Sum32()%uint32(len(queues))] <- q:
 			case <-ctx.Done():
@@ -410,6 +420,7 @@ func (d *drainer) scan() (out []*QueuedPush, more bool) {
 			d.o.Log.Warn("queue: publishing an unfinished file (its hook was killed?)", slog.String("file", filepath.Join(d.dir, q.Name)), slog.Duration("untouched", time.Since(q.Time)))
 		}
 		q.Dir, q.Env, q.Input, q.Complete = dir, env, input, complete
+		q.repo = queuedRepo(q)
 		q.PushID = queuedPushID(q.Name, q.Time, data)
 		total += len(data)
 		d.mu.Lock()
@@ -572,6 +583,78 @@ func queuedEnv(q *QueuedPush) map[string]string {
 		env[k] = v
 	}
 	return env
+}
+
+// queuedRepo is the common directory of the repository a queued push
+// is for, as the pipeline will find it (GIT_DIR, GIT_COMMON_DIR, the
+// commondir file); the hook's directory when that fails.
+func queuedRepo(q *QueuedPush) string {
+	env := queuedEnv(q)
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	gitDir, err := realDir(env["GIT_DIR"])
+	if err != nil {
+		return q.Dir
+	}
+	common, err := commonDirOf(lookup, gitDir)
+	if err != nil {
+		return q.Dir
+	}
+	return common
+}
+
+// queuedAhead counts the pushes of the repository whose common directory
+// is repo that wait in the queue dir, written before t.
+func queuedAhead(dir, repo string, t time.Time) int {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if !queueFileName(e) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || !fi.ModTime().Before(t) || fi.Size() > MaxQueueFile {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		d, env, _, _, err := ParseQueueFile(data)
+		if err != nil || d == "" {
+			continue
+		}
+		if queuedRepo(&QueuedPush{Dir: d, Env: env}) == repo {
+			n++
+		}
+	}
+	return n
+}
+
+// waitQueued holds a push the script could not queue (see queueScript)
+// until the queue has published the same repository's older pushes, so it
+// does not overtake them; at most timeout, then it goes ahead with a
+// warning (no drainer is running, or it is far behind).
+func (r *Runner) waitQueued(ctx context.Context, repo *Repo, timeout time.Duration) {
+	dir := r.env(queueEnvVar)
+	if dir == "" || r.pushID != "" {
+		return // no queue, or this is the drainer
+	}
+	start := time.Now()
+	deadline := start.Add(cmp.Or(timeout, DefaultTimeout))
+	for {
+		n := queuedAhead(dir, repo.CommonDir, start)
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.warnf("warning: published ahead of %d older push(es) of this repository still in the queue %s (is 'refcast hook drain --queue %s' running?)", n, dir, dir)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // queuedFlushEnv is the background flush's environment for a queued push:

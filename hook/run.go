@@ -276,6 +276,9 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 			return usagef("hook: %v", err)
 		}
 	}
+	if source == SourcePostReceive {
+		r.waitQueued(ctx, repo, s.Timeout)
+	}
 	return r.deliver(ctx, s, repo, pushes, len(ups))
 }
 

@@ -328,3 +328,54 @@ func TestServeQueue(t *testing.T) {
 		t.Fatalf("event %q, want the push of %s", f.Data, tip)
 	}
 }
+
+// TestHookQueueFallbackKeepsOrder: a push the script cannot queue waits
+// for the same repository's older queued pushes, so it is published
+// after them; with no drainer it goes ahead after the timeout, saying so.
+func TestHookQueueFallbackKeepsOrder(t *testing.T) {
+	t.Parallel()
+	w := newQueueWorld(t, "REFCAST_TIMEOUT=30s")
+	w.afterPush = nil
+	w.install("--url", w.n.URL, "--queue", w.queue)
+	first := w.commit("queued")
+	w.git(w.wc, "push", "-q", "origin", "main")
+	second := w.commit("not queued")
+	done := make(chan string, 1)
+	go func() {
+		// git -c in receive-pack: the script cannot carry it, so refcast
+		// runs as a process.
+		out, _ := w.run(w.wc, "", "/usr/bin/git", "push", "-q", "--receive-pack=git -c refcast.unused=1 receive-pack", "origin", "main")
+		done <- out
+	}()
+	// receive-pack moves the ref, then runs the hook, which waits.
+	waitFor(t, "receive-pack to update main", func() bool {
+		out, _ := w.run(w.bare, "", "/usr/bin/git", "rev-parse", "main")
+		return strings.TrimSpace(out) == second
+	})
+	w.startDrainer()
+	if out := <-done; strings.Contains(out, "published ahead") {
+		t.Fatalf("push output: %s", out)
+	}
+	var got []string
+	for _, p := range w.n.got() {
+		got = append(got, p.Updates[0].New)
+	}
+	if strings.Join(got, " ") != first+" "+second {
+		t.Fatalf("published %v, want %s then %s", got, first, second)
+	}
+
+	// No drainer: it goes ahead after --timeout, with a warning.
+	w.stopDrainer()
+	w.commit("queued, no drainer")
+	w.git(w.wc, "push", "-q", "origin", "main")
+	w.commit("not queued, no drainer")
+	for i, kv := range w.env {
+		if strings.HasPrefix(kv, "REFCAST_TIMEOUT=") {
+			w.env[i] = "REFCAST_TIMEOUT=200ms"
+		}
+	}
+	out, err := w.run(w.wc, "", "/usr/bin/git", "push", "-q", "--receive-pack=git -c refcast.unused=1 receive-pack", "origin", "main")
+	if err != nil || !strings.Contains(out, "published ahead of 1 older push") {
+		t.Fatalf("push with no drainer: %v\n%s\nwant a warning that it went ahead", err, out)
+	}
+}
