@@ -117,13 +117,12 @@ func queuedPushID(name string, at time.Time, data []byte) string {
 	return "p-" + strconv.FormatInt(at.UnixNano(), 10) + "-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// ParseQueueFile reads a queue file's content. complete says whether it
-// ends with the "end" line; an incomplete file's input holds its complete
-// update lines only. A header that is cut short is an error only for a
-// complete file; an incomplete one with a partial header has nothing to
-// publish (Dir is empty).
+// ParseQueueFile reads a queue file's content. complete says whether the
+// "end" line follows the "updates" line (a value may be "end" too, and the
+// script writes a line at a time); an incomplete file's input holds its
+// complete update lines only. No prefix of a well-formed file is an error:
+// one cut in the header is incomplete with nothing to publish (dir empty).
 func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byte, complete bool, err error) {
-	complete = bytes.HasSuffix(data, []byte("\n"+queueEnd))
 	rest := data
 	line := func() (string, bool) {
 		i := bytes.IndexByte(rest, '\n')
@@ -142,24 +141,18 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 		rest = rest[n+1:]
 		return v, true
 	}
-	short := func(what string) error {
-		if complete {
-			return fmt.Errorf("queue file: %s", what)
-		}
-		return nil // still being written, or cut by a killed hook
-	}
 	l, ok := line()
 	if !ok {
-		return "", nil, nil, complete, short("empty")
+		return "", nil, nil, false, nil // cut short: still being written, or its hook was killed
 	}
 	if l != queueMagic {
-		return "", nil, nil, complete, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
+		return "", nil, nil, false, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
 	}
 	env = map[string]string{}
 	for {
 		l, ok = line()
 		if !ok {
-			return "", nil, nil, complete, short("cut short in the header")
+			return "", nil, nil, false, nil // cut short: still being written, or its hook was killed
 		}
 		if l == "updates" {
 			break
@@ -172,18 +165,18 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 		case len(f) == 3 && f[0] == "env" && validEnvName(f[1]):
 			name, n = f[1], f[2]
 		default:
-			return "", nil, nil, complete, fmt.Errorf("queue file: header line %.60q is not dir N or env NAME N", l)
+			return "", nil, nil, false, fmt.Errorf("queue file: header line %.60q is not dir N or env NAME N", l)
 		}
 		size, err := strconv.Atoi(n)
 		if err != nil || size < 0 || size > MaxQueueFile {
-			return "", nil, nil, complete, fmt.Errorf("queue file: bad length in %.60q", l)
+			return "", nil, nil, false, fmt.Errorf("queue file: bad length in %.60q", l)
 		}
 		v, ok := value(size)
 		if !ok {
 			if len(rest) < size+1 {
-				return "", nil, nil, complete, short("cut short in a value")
+				return "", nil, nil, false, nil // cut short: still being written, or its hook was killed
 			}
-			return "", nil, nil, complete, fmt.Errorf("queue file: value of %.60q is not %d bytes and a newline", l, size)
+			return "", nil, nil, false, fmt.Errorf("queue file: value of %.60q is not %d bytes and a newline", l, size)
 		}
 		if name == "" {
 			dir = v
@@ -192,8 +185,9 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 		}
 	}
 	if dir == "" || !filepath.IsAbs(dir) {
-		return "", nil, nil, complete, fmt.Errorf("queue file: the hook's directory %q is not an absolute path", dir)
+		return "", nil, nil, false, fmt.Errorf("queue file: the hook's directory %q is not an absolute path", dir)
 	}
+	complete = string(rest) == queueEnd || bytes.HasSuffix(rest, []byte("\n"+queueEnd))
 	if complete {
 		input = rest[:len(rest)-len(queueEnd)]
 	} else if i := bytes.LastIndexByte(rest, '\n'); i >= 0 {
@@ -283,6 +277,10 @@ func DrainQueue(ctx context.Context, dir string, handle func(context.Context, *Q
 		}
 		return fmt.Errorf("queue: lock: %w", err)
 	}
+	// Unlocked before the close: a child forked meanwhile (by this
+	// process, for git) holds a copy of the descriptor until it execs,
+	// and with it the lock.
+	defer flock.Unlock(lockf)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -410,6 +408,9 @@ func (d *drainer) scan() (out []*QueuedPush, more bool) {
 		if err != nil {
 			d.quarantine(q.Name, fmt.Errorf("%w: %v", errQuarantine, err))
 			continue
+		}
+		if !complete && time.Since(q.Time) < d.o.AbandonAfter {
+			continue // still being written (it only looked finished)
 		}
 		if dir == "" { // a killed hook that wrote no whole header: nothing to publish
 			d.o.Log.Warn("queue: removing an unfinished file with nothing to publish", slog.String("file", filepath.Join(d.dir, q.Name)))
