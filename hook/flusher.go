@@ -169,8 +169,10 @@ func (s *Spool) FlusherRunning() bool {
 // input from the null device and output appended to FlushLogName in the
 // spool. It returns false, nil where the platform cannot detach (Windows:
 // the next push's hook flushes instead). It runs in dir with env ("" and
-// nil: this process's).
-func (s *Spool) StartFlusher(command []string, dir string, env []string) (bool, error) {
+// nil: this process's). reap waits for it in the background: a
+// long-running caller (a drainer) would otherwise keep a zombie per start;
+// a hook exits at once and leaves it to init.
+func (s *Spool) StartFlusher(command []string, dir string, env []string, reap bool) (bool, error) {
 	if !canDetach || len(command) == 0 {
 		return false, nil
 	}
@@ -195,6 +197,11 @@ func (s *Spool) StartFlusher(command []string, dir string, env []string) (bool, 
 	cmd.SysProcAttr = detachAttr()
 	if err := cmd.Start(); err != nil {
 		return false, fmt.Errorf("start background flush: %w", err)
+	}
+	if reap {
+		// Ends when the flusher does (it gives up after GiveUp, 24h).
+		go func() { _ = cmd.Wait() }()
+		return true, nil
 	}
 	// Not waited for: it outlives this process and init reaps it.
 	_ = cmd.Process.Release()

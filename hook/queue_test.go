@@ -186,7 +186,7 @@ func FuzzParseQueueFile(f *testing.F) {
 			t.Fatalf("complete file gave dir %q", dir)
 		}
 		for k := range env {
-			if !validEnvName(k) {
+			if !slices.Contains(QueueEnv, k) {
 				t.Fatalf("env name %q", k)
 			}
 		}
@@ -632,19 +632,28 @@ func TestDrainQueueQuarantine(t *testing.T) {
 	}}
 	startDrain(t, dir, rec.handle, DrainOptions{Rescan: 5 * time.Millisecond})
 	qdir := filepath.Join(dir, QuarantineDir)
-	exists := func(name string) bool { _, err := os.Stat(filepath.Join(qdir, name)); return err == nil }
+	// quarantined is where a file went: its name and a time (pids recur).
+	quarantined := func(name string) string {
+		m, _ := filepath.Glob(filepath.Join(qdir, name+".[0-9]*[0-9]"))
+		if len(m) != 1 {
+			return ""
+		}
+		return m[0]
+	}
+	exists := func(path string) bool { _, err := os.Stat(path); return path != ".reason" && err == nil }
 	waitFor(t, "both files quarantined", func() bool {
-		return exists("4000.0") && exists("4000.0.reason") && exists("4001.0") && exists("4001.0.reason") && queueDepthIs(t, dir, 0)()
+		return exists(quarantined("4000.0")) && exists(quarantined("4000.0")+".reason") &&
+			exists(quarantined("4001.0")) && exists(quarantined("4001.0")+".reason") && queueDepthIs(t, dir, 0)()
 	})
 	writeQueueFile(t, dir, "4002.0", encodeQueueFile("/r/a", nil, []byte(qUpd2), true), time.Time{})
 	waitFor(t, "the good file handled", func() bool { return rec.handled("4002.0") && queueDepthIs(t, dir, 0)() })
 	for name, want := range map[string]string{"4000.0": "refcast-queue 9", "4001.0": "x"} {
-		reason, _ := os.ReadFile(filepath.Join(qdir, name+".reason"))
+		reason, _ := os.ReadFile(quarantined(name) + ".reason")
 		if !strings.Contains(string(reason), errQuarantine.Error()) || !strings.Contains(string(reason), want) {
 			t.Errorf("%s: reason %q", name, reason)
 		}
 	}
-	if data, _ := os.ReadFile(filepath.Join(qdir, "4001.0")); !bytes.Equal(data, encodeQueueFile("/r/q", nil, []byte(qUpd1), true)) {
+	if data, _ := os.ReadFile(quarantined("4001.0")); !bytes.Equal(data, encodeQueueFile("/r/q", nil, []byte(qUpd1), true)) {
 		t.Errorf("quarantined file holds %q", data)
 	}
 	var names []string
@@ -746,5 +755,157 @@ func TestQueuedPushIDStable(t *testing.T) {
 		if other == id || !pushIDRE.MatchString(other) {
 			t.Errorf("%s changed: id %q, was %q", what, other, id)
 		}
+	}
+}
+
+// TestQueueScriptKeepsItsInput: where the script cannot queue a push after
+// reading git's lines (a write fails: here a file size limit of 0, as on
+// a full disk; more lines than it queues itself), refcast gets every line,
+// and a file it began is left empty for the drainer to drop.
+func TestQueueScriptKeepsItsInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "refcast")
+	// The fake refcast prints its arguments and its input: to a pipe, which
+	// the file size limit does not cover.
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"args: $*\"\nexec cat\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, ModePostReceive)
+	queue := filepath.Join(dir, "queue")
+	os.Mkdir(queue, 0o700)
+	if err := os.WriteFile(script, []byte(hookScript(ModePostReceive, fake, queue)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, prefix, stdin string) (string, string) {
+		t.Helper()
+		// A disposition of "ignore" survives exec: the write fails with
+		// EFBIG instead of the signal killing the shell.
+		cmd := exec.Command("/bin/sh", "-c", prefix+"exec /bin/sh "+script)
+		cmd.Dir, cmd.Env, cmd.Stdin = dir, []string{"GIT_DIR=.", "PATH=/usr/bin:/bin"}, strings.NewReader(stdin)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("script: %v\n%s%s", err, stdout.String(), stderr.String())
+		}
+		return stdout.String(), stderr.String()
+	}
+	t.Run("write fails", func(t *testing.T) {
+		out, errOut := run(t, `trap "" XFSZ; ulimit -f 0; `, qUpd1+qUpd2)
+		if want := "args: hook post-receive\n" + qUpd1 + qUpd2; out != want {
+			t.Errorf("refcast got\n%q\nwant\n%q", out, want)
+		}
+		if !strings.Contains(errOut, "could not write the push to the queue") {
+			t.Errorf("stderr %q: no word of the failed write", errOut)
+		}
+		for _, name := range queueFiles(t, queue) {
+			if fi, err := os.Stat(filepath.Join(queue, name)); err != nil || fi.Size() != 0 {
+				t.Errorf("queue file %s left with %d bytes, want empty", name, fi.Size())
+			}
+			os.Remove(filepath.Join(queue, name))
+		}
+	})
+	t.Run("more lines than it queues", func(t *testing.T) {
+		var in strings.Builder
+		for i := range queueScriptLines + 3 {
+			fmt.Fprintf(&in, "%040d %040d refs/heads/b%d\n", i, i+1, i)
+		}
+		out, _ := run(t, "", in.String())
+		if want := "args: hook post-receive\n" + in.String(); out != want {
+			t.Errorf("refcast got %d bytes, want all %d lines", len(out), queueScriptLines+3)
+		}
+		if names := queueFiles(t, queue); len(names) != 0 {
+			t.Errorf("queue files %v, want none", names)
+		}
+	})
+}
+
+// TestOpenQueueRefuses: a queue others may write is refused (a queue file
+// publishes with a repository's credentials); so is a second drainer.
+func TestOpenQueueRefuses(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenQueue(dir); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("OpenQueue of a 0777 directory: %v", err)
+	}
+	os.Chmod(dir, 0o700)
+	q, err := OpenQueue(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenQueue(dir); !errors.Is(err, ErrDrainerRunning) {
+		t.Fatalf("second OpenQueue: %v, want ErrDrainerRunning", err)
+	}
+	q.Close()
+	if QueueDrained(dir) {
+		t.Fatal("QueueDrained after Close")
+	}
+}
+
+// TestDrainQueueForeignFile: a file owned by a user who is neither the
+// queue's owner nor the drainer is quarantined, never handled.
+func TestDrainQueueForeignFile(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	dir := t.TempDir()
+	writeQueueFile(t, dir, "6000.0", encodeQueueFile("/r/a", nil, []byte(qUpd1), true), time.Time{})
+	if err := os.Chown(filepath.Join(dir, "6000.0"), 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	// The drainer (root) is not the queue's owner either.
+	if err := os.Chown(dir, 4343, 4343); err != nil {
+		t.Fatal(err)
+	}
+	writeQueueFile(t, dir, "6001.0", encodeQueueFile("/r/b", nil, []byte(qUpd1), true), time.Time{})
+	rec := &drainRec{}
+	startDrain(t, dir, rec.handle, DrainOptions{Rescan: 5 * time.Millisecond})
+	waitFor(t, "the drainer's own file handled", func() bool { return rec.handled("6001.0") && queueDepthIs(t, dir, 0)() })
+	if rec.handled("6000.0") {
+		t.Fatal("a file of uid 4242 was handled")
+	}
+	m, _ := filepath.Glob(filepath.Join(dir, QuarantineDir, "6000.0.*.reason"))
+	if len(m) != 1 {
+		t.Fatal("the foreign file is not in quarantine")
+	}
+	if reason, _ := os.ReadFile(m[0]); !strings.Contains(string(reason), "uid 4242") {
+		t.Errorf("reason %q", reason)
+	}
+}
+
+// TestDrainQueueStopLeavesTheRest: when the drainer stops, the push being
+// handled finishes (its context is not cancelled) and the others stay in
+// the queue, unhandled.
+func TestDrainQueueStopLeavesTheRest(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	base := time.Now().Add(-time.Minute)
+	for i := range 5 {
+		writeQueueFile(t, dir, fmt.Sprintf("700%d.0", i), encodeQueueFile("/r/a", nil, []byte(qUpd1), true), base.Add(time.Duration(i)*time.Second))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls, cancelled := 0, false
+	handle := func(hctx context.Context, q *QueuedPush) error {
+		calls++  // one worker: no other goroutine calls handle
+		cancel() // the drainer stops while this push is in hand
+		cancelled = cancelled || hctx.Err() != nil
+		return nil
+	}
+	if err := DrainQueue(ctx, dir, handle, DrainOptions{Workers: 1, Rescan: 5 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if cancelled {
+		t.Error("the push in hand saw a cancelled context")
+	}
+	if calls != 1 {
+		t.Errorf("%d pushes handled, want only the one in hand", calls)
+	}
+	if d, _ := QueueDepth(dir); d != 4 {
+		t.Errorf("%d files left in the queue, want 4", d)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -248,6 +249,11 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 	if err != nil {
 		return err
 	}
+	if r.dir != "" && s.Spool != "" && !filepath.IsAbs(s.Spool) {
+		// A relative spool is the hook's working directory's, as for a
+		// hook process; a drainer runs elsewhere.
+		s.Spool = filepath.Join(r.dir, s.Spool)
+	}
 	if txn != nil {
 		if ups, err = repo.CommitTransaction(ctx, txn); err != nil {
 			r.warnf("warning: reference-transaction: %v", err)
@@ -324,7 +330,7 @@ func (r *Runner) startFlusher(s Settings, sp *Spool) bool {
 	if sp.FlusherRunning() {
 		return true
 	}
-	started, err := sp.StartFlusher(r.FlushCommand, r.dir, r.flushEnv)
+	started, err := sp.StartFlusher(r.FlushCommand, r.dir, r.flushEnv, r.dir != "")
 	if err != nil {
 		r.warnf("warning: %v", err)
 	}

@@ -265,18 +265,18 @@ func readSpooled(path string) (*bus.Push, error) {
 // quarantine moves a spool file out of the way so it is not retried
 // forever, leaving the reason beside it.
 func (s *Spool) quarantine(name string, reason error) {
-	to, err := quarantineFile(s.dir, name, reason)
+	to, err := quarantineFile(s.dir, name, name, reason)
 	if err == nil {
 		err = syncDir(s.dir)
 	}
 	s.log.Warn("spool file quarantined", slog.String("file", to), slog.String("reason", reason.Error()), slog.Any("move_error", err))
 }
 
-// quarantineFile moves dir/name into dir/QuarantineDir, with the reason in
-// a .reason file beside it, and returns where it went.
-func quarantineFile(dir, name string, reason error) (string, error) {
+// quarantineFile moves dir/name into dir/QuarantineDir as as, with the
+// reason in a .reason file beside it, and returns where it went.
+func quarantineFile(dir, name, as string, reason error) (string, error) {
 	qdir := filepath.Join(dir, QuarantineDir)
-	to := filepath.Join(qdir, name)
+	to := filepath.Join(qdir, as)
 	if err := os.MkdirAll(qdir, 0o700); err != nil {
 		return to, err
 	}

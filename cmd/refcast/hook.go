@@ -26,8 +26,10 @@ const hookUsage = `Usage:
   refcast hook drain --queue DIR [flags]       long-running: publish what hooks installed with
                                                'install-hook --queue DIR' leave in DIR, in order
                                                per repository (flags override each repository's
-                                               settings; SIGINT/SIGTERM stop it; log level and
-                                               format: REFCAST_LOG_LEVEL, REFCAST_LOG_FORMAT)
+                                               settings; each push's own environment is the one
+                                               its hook carried, not the drainer's; --queue
+                                               default REFCAST_QUEUE; SIGINT/SIGTERM stop it; log
+                                               level and format: REFCAST_LOG_LEVEL, REFCAST_LOG_FORMAT)
 
 Destination (one of):
   --url URL         node base URL; POST URL/v1/publish         REFCAST_URL,   git config refcast.url
@@ -226,8 +228,13 @@ func runHook(ctx context.Context, args []string, env Env) error {
 		return usageError{msg: fmt.Sprintf("hook %s: --wait applies to hook flush only", sub)}
 	case f.queue != "" && sub != "drain":
 		return usageError{msg: fmt.Sprintf("hook %s: --queue applies to hook drain only (a queue-mode hook script writes the queue itself)", sub)}
-	case sub == "drain" && f.queue == "":
-		return usageError{msg: "hook drain: --queue DIR is required: the directory given to 'refcast install-hook --queue DIR'"}
+	case sub == "drain" && (f.repo != "" || f.pusher != ""):
+		return usageError{msg: "hook drain: --repo and --pusher would name every repository's pushes alike; set refcast.repo in each repository's git config (or give --repo-root / --repo-map)"}
+	}
+	if sub == "drain" && f.queue == "" {
+		if f.queue = env.Getenv("REFCAST_QUEUE"); f.queue == "" {
+			return usageError{msg: "hook drain: --queue DIR is required (or REFCAST_QUEUE): the directory given to 'refcast install-hook --queue DIR'"}
+		}
 	}
 	r := newHookRunner(f.hookFlags(), env)
 	r.FlushCommand = f.flushCommand()
@@ -253,21 +260,25 @@ func runHook(ctx context.Context, args []string, env Env) error {
 // drainQueue runs `refcast hook drain`: its log goes to standard error,
 // at REFCAST_LOG_LEVEL (default info; debug adds a line per push with how
 // long it waited and took) in REFCAST_LOG_FORMAT (text or json), as serve's.
-func drainQueue(ctx context.Context, r *hook.Runner, queue string, env Env) error {
+func drainQueue(ctx context.Context, r *hook.Runner, dir string, env Env) error {
 	level, format := cmp.Or(env.Getenv("REFCAST_LOG_LEVEL"), "info"), cmp.Or(env.Getenv("REFCAST_LOG_FORMAT"), "text")
 	log, err := newLogger(level, format, env)
 	if err != nil {
 		return err
 	}
-	routeRedisLog(log, slog.LevelWarn)
-	log.Info("draining the queue", slog.String("queue", queue))
-	err = r.Drain(ctx, queue, hook.DrainOptions{Log: log})
+	q, err := hook.OpenQueue(dir)
 	if errors.Is(err, hook.ErrDrainerRunning) {
 		return fmt.Errorf("hook drain: %w", err)
 	}
 	if err != nil {
 		return usageError{msg: "hook drain: " + err.Error()}
 	}
-	log.Info("drain stopped", slog.String("queue", queue))
+	defer q.Close()
+	routeRedisLog(log, slog.LevelWarn)
+	log.Info("draining the queue", slog.String("queue", dir))
+	if err := r.Drain(ctx, q, hook.DrainOptions{Log: log}); err != nil {
+		return fmt.Errorf("hook drain: %w", err)
+	}
+	log.Info("drain stopped", slog.String("queue", dir))
 	return nil
 }

@@ -237,17 +237,18 @@ func TestHookQueueFallsBack(t *testing.T) {
 }
 
 // TestHookQueueSpoolsWhenNodeDown: the drainer spools a push the node
-// refuses with 503, as the hook does, and `refcast hook flush` publishes
-// it once.
+// refuses with 503, as the hook does, to the same spool (a relative one
+// is the repository's, as for the hook process), and `refcast hook
+// flush` publishes it once.
 func TestHookQueueSpoolsWhenNodeDown(t *testing.T) {
 	t.Parallel()
-	w := newQueueWorld(t)
+	w := newQueueWorld(t, "REFCAST_SPOOL=relative-spool")
 	w.install("--url", w.n.URL, "--queue", w.queue)
 	w.startDrainer()
 	w.n.down.Store(true)
 	tip := w.commit("while down")
 	w.push("main") // returns once the drainer took it
-	spooled, _ := filepath.Glob(filepath.Join(w.bare, "refcast-spool", "*.push"))
+	spooled, _ := filepath.Glob(filepath.Join(w.bare, "relative-spool", "*.push"))
 	if len(spooled) != 1 || len(w.n.got()) != 0 {
 		t.Fatalf("node down: %d spooled, %d published; want 1 and 0", len(spooled), len(w.n.got()))
 	}
@@ -270,6 +271,8 @@ func TestInstallHookQueueMisuse(t *testing.T) {
 	w := newHookWorld(t)
 	n := newTestNode(t)
 	queue := t.TempDir()
+	open := t.TempDir()
+	os.Chmod(open, 0o777)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -277,6 +280,8 @@ func TestInstallHookQueueMisuse(t *testing.T) {
 		{[]string{"--queue", "relative/dir"}, "want an absolute path"},
 		{[]string{"--queue", filepath.Join(queue, "missing")}, "not a directory"},
 		{[]string{"--queue", queue, "--mode", "reference-transaction"}, "post-receive only"},
+		{[]string{"--queue", open}, "writable by group or others"},
+		{[]string{"--queue", queue + "\ntouch /tmp/x\n#"}, "control character"},
 	} {
 		out, err := w.refcast(w.bare, "", append([]string{"install-hook", w.bare, "--binary", w.exe, "--url", n.URL}, tc.args...)...)
 		if code := exitOf(err); code != 2 || !strings.Contains(out, tc.want) {
@@ -291,6 +296,14 @@ func TestInstallHookQueueMisuse(t *testing.T) {
 	if exitOf(err) != 2 || !strings.Contains(out, "--queue DIR is required") {
 		t.Fatalf("hook drain without --queue: %v\n%s", err, out)
 	}
+	out, err = w.refcast(w.bare, "", "hook", "drain", "--queue", queue, "--repo", "one/name")
+	if exitOf(err) != 2 || !strings.Contains(out, "--repo and --pusher") {
+		t.Fatalf("hook drain --repo: %v\n%s", err, out)
+	}
+	out, err = w.refcast(w.bare, "", "hook", "drain", "--queue", open)
+	if exitOf(err) != 2 || !strings.Contains(out, "writable by group or others") {
+		t.Fatalf("hook drain on a 0777 queue: %v\n%s", err, out)
+	}
 }
 
 // TestServeQueue: a node given --queue publishes the queue into its own
@@ -301,7 +314,7 @@ func TestServeQueue(t *testing.T) {
 	bin := testnode.Build(t)
 	queue := filepath.Join(t.TempDir(), "queue")
 	out, err := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--queue", queue).CombinedOutput()
-	if exitOf(err) != 2 || !strings.Contains(string(out), "not a directory") {
+	if exitOf(err) != 2 || !strings.Contains(string(out), "create it with mkdir") {
 		t.Fatalf("serve --queue MISSING: %v\n%s\nwant exit 2 at start", err, out)
 	}
 	os.Mkdir(queue, 0o755)

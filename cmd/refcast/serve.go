@@ -349,18 +349,18 @@ func spoolDepth(dir string) prometheus.Collector {
 
 // startQueueDrain publishes the hook queue in dir into the node's own bus
 // (no HTTP round trip, no token) until ctx ends, on a goroutine drainers
-// waits for. A queue that is missing or already drained is refused here,
-// at start, rather than found out when pushes go missing.
+// waits for. The queue is opened (checked and locked) here: one that is
+// missing, writable by others or drained by another process is refused at
+// start, not found out when pushes go missing.
 func startQueueDrain(ctx context.Context, dir string, b bus.Bus, env Env, drainers *sync.WaitGroup, log *slog.Logger) error {
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return usageError{msg: fmt.Sprintf("serve: --queue %s: not a directory; create it (writable by the user git runs hooks as) and give it to 'refcast install-hook --queue'", dir)}
-	}
-	if hook.QueueDrained(dir) {
-		return usageError{msg: fmt.Sprintf("serve: --queue %s: %v", dir, hook.ErrDrainerRunning)}
+	q, err := hook.OpenQueue(dir)
+	if err != nil {
+		return usageError{msg: fmt.Sprintf("serve: --queue %s: %v (create it with mkdir -m 0700, owned by the user git runs hooks as, and give it to 'refcast install-hook --queue')", dir, err)}
 	}
 	r := &hook.Runner{Getenv: env.Getenv, Publisher: hook.BusPublisher{Bus: b}}
 	drainers.Go(func() {
-		if err := r.Drain(ctx, dir, hook.DrainOptions{Log: log}); err != nil {
+		defer q.Close()
+		if err := r.Drain(ctx, q, hook.DrainOptions{Log: log}); err != nil {
 			log.Error("hook queue not drained", slog.String("queue", dir), slog.Any("error", err))
 		}
 	})
