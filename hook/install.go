@@ -324,8 +324,10 @@ exit $status
 // repository's older queued pushes rather than overtake them.
 //
 // Each push gets a file of its own, created with noclobber (O_EXCL, so a
-// recycled PID picks the next number), mode 0600 (the token may be in the
-// environment). LC_ALL=C makes ${#v} count bytes, as the reader does.
+// recycled PID picks the next number) by the one redirection that writes
+// it (one open and one close: the drainer wakes once, at the close), mode
+// 0600 (the token may be in the environment). LC_ALL=C makes ${#v} count
+// bytes, as the reader does.
 //
 // git's lines are read into a variable first and written with one printf,
 // so that a write that fails (a full disk) loses nothing: the file is
@@ -358,27 +360,25 @@ if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 		n=$((n + 1))
 	done
 	umask 077
-	n=0
+	LC_ALL=C
+	n=0 w=0
 	set -C
-	until true 2>/dev/null >"$q/$$.$n"; do
+	until {
+		printf '%%s\ndir %%s\n%%s\n' '%[4]s' "${#PWD}" "$PWD" || w=1
+`, queueScriptLines, q, mode, queueMagic)
+	for _, k := range QueueEnv {
+		fmt.Fprintf(&b, "\t\t[ -z \"${%[1]s+s}\" ] || printf 'env %[1]s %%s\\n%%s\\n' \"${#%[1]s}\" \"$%[1]s\" || w=1\n", k)
+	}
+	fmt.Fprintf(&b, `		printf 'updates\n%%s' "$in" || w=1
+		printf 'end\n' || w=1
+	} 2>/dev/null >"$q/$$.$n"; do
 		n=$((n + 1))
 		[ "$n" -lt 64 ] || break
 	done
 	set +C
 	if [ "$n" -lt 64 ]; then
-		f="$q/$$.$n" w=0
-		LC_ALL=C
-		{
-			printf '%%s\ndir %%s\n%%s\n' '%[4]s' "${#PWD}" "$PWD" || w=1
-`, queueScriptLines, q, mode, queueMagic)
-	for _, k := range QueueEnv {
-		fmt.Fprintf(&b, "\t\t\t[ -z \"${%[1]s+s}\" ] || printf 'env %[1]s %%s\\n%%s\\n' \"${#%[1]s}\" \"$%[1]s\" || w=1\n", k)
-	}
-	fmt.Fprintf(&b, `			printf 'updates\n%%s' "$in" || w=1
-			printf 'end\n' || w=1
-		} >>"$f" 2>/dev/null || w=1
 		[ "$w" = 1 ] || exit 0
-		true >"$f"
+		true >"$q/$$.$n"
 		echo "refcast hook: could not write the push to the queue $q (disk full?); publishing it from the hook" >&2
 	fi
 	exec %[1]s hook %[2]s "$@" <<REFCAST_EOF
