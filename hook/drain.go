@@ -47,7 +47,11 @@ type DrainOptions struct {
 	// retrying (the disk, git, the spool) is retried in place, its worker
 	// waiting, so the repository's order holds. Default 1s to 1m.
 	RetryFirst, RetryMax time.Duration
-	Log                  *slog.Logger
+	// RetryFor bounds the retries: a push still failing after this long
+	// is quarantined with the last error, so its worker's other
+	// repositories go on. Default 10m.
+	RetryFor time.Duration
+	Log      *slog.Logger
 }
 
 // abandonSurely: an unfinished file this old is abandoned whatever
@@ -140,6 +144,9 @@ func (q *Queue) Drain(ctx context.Context, handle func(context.Context, *QueuedP
 	if o.RetryMax < o.RetryFirst {
 		o.RetryMax = max(time.Minute, o.RetryFirst)
 	}
+	if o.RetryFor <= 0 {
+		o.RetryFor = 10 * time.Minute
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -160,7 +167,9 @@ func (q *Queue) Drain(ctx context.Context, handle func(context.Context, *QueuedP
 	var wg sync.WaitGroup
 	queues := make([]chan *QueuedPush, o.Workers)
 	for i := range queues {
-		queues[i] = make(chan *QueuedPush, 64)
+		// 16: enough to keep a worker busy between scans; small enough
+		// that a worker stuck retrying holds little of the budget.
+		queues[i] = make(chan *QueuedPush, 16)
 		wg.Go(func() { d.work(ctx, queues[i]) })
 	}
 	defer wg.Wait()
@@ -168,24 +177,7 @@ func (q *Queue) Drain(ctx context.Context, handle func(context.Context, *QueuedP
 	tick := time.NewTicker(o.Rescan)
 	defer tick.Stop()
 	for {
-		// A worker whose queue is full gets none of this scan's files
-		// (a repository's later file must not pass an earlier one left
-		// out); they are listed again once a worker finishes one.
-		full := make([]bool, len(queues))
-		for _, p := range d.scan() {
-			h := fnv.New32a()
-			h.Write([]byte(p.repo))
-			w := h.Sum32() % uint32(len(queues))
-			if !full[w] {
-				select {
-				case queues[w] <- p:
-					continue
-				default:
-					full[w] = true
-				}
-			}
-			d.leaveOut(p)
-		}
+		d.scan(queues)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -207,19 +199,25 @@ type drainer struct {
 	held     int             // bytes of inFlight files
 	starved  bool            // a scan left files out: signal freed when one is done
 	warned   map[string]bool // unreadable files already reported, by name
+
+	heads map[string]fileHead // the scanner's own: what the last scan learnt, by name
 }
 
 func (d *drainer) path(name string) string { return filepath.Join(d.q.dir, name) }
 
-// scan lists the queue and returns the files ready to publish that no
-// worker holds, oldest write first, up to maxHeldBytes and maxHeldFiles
-// held in all.
-func (d *drainer) scan() []*QueuedPush {
+// scan lists the queue and hands the files ready to publish that no worker
+// holds to their workers, oldest write first, up to maxHeldBytes and
+// maxHeldFiles held in all. A worker whose queue is full gets none of this
+// scan's files (a repository's later file must not pass an earlier one
+// left out), and its files are neither read nor counted, so a repository
+// that is retrying does not hold up the others.
+func (d *drainer) scan(queues []chan *QueuedPush) {
 	ents, err := os.ReadDir(d.q.dir)
 	if err != nil {
 		d.o.Log.Error("queue: list", slog.String("queue", d.q.dir), slog.Any("error", err))
-		return nil
+		return
 	}
+	seen := make(map[string]fileHead, len(d.heads))
 	var ready []*QueuedPush
 	for _, e := range ents {
 		name := e.Name()
@@ -244,18 +242,38 @@ func (d *drainer) scan() []*QueuedPush {
 			d.quarantine(name, fmt.Errorf("%w: queue file of %d bytes, over %d", errQuarantine, fi.Size(), MaxQueueFile))
 			continue
 		}
-		// Only the end is read to tell a finished file; a finished one is
-		// read whole below.
-		complete, err := endsWithEnd(d.path(name), fi.Size())
-		if err != nil {
-			d.unreadable(name, err)
-			continue
+		h, ok := d.heads[name]
+		if !ok || !h.mtime.Equal(fi.ModTime()) || h.size != fi.Size() {
+			h = fileHead{mtime: fi.ModTime(), size: fi.Size()}
+			// Only the end is read to tell a finished file.
+			if h.complete, err = endsWithEnd(d.path(name), fi.Size()); err != nil {
+				d.unreadable(name, err)
+				continue
+			}
 		}
-		if !complete && !d.abandoned(name, fi.ModTime()) {
+		if !h.complete && !d.abandoned(name, fi.ModTime()) {
 			continue // still being written
 		}
-		ready = append(ready, &QueuedPush{Name: name, Time: fi.ModTime(), Complete: complete, size: int(fi.Size())})
+		if h.repo == "" {
+			// The header names the repository, and so the worker.
+			head, err := readHead(d.path(name), queueHeadMax)
+			if err != nil {
+				d.unreadable(name, err)
+				continue
+			}
+			dir, env, _, _, err := ParseQueueFile(head)
+			if err != nil {
+				d.quarantine(name, fmt.Errorf("%w: %v", errQuarantine, err))
+				continue
+			}
+			if dir != "" {
+				h.repo = queuedRepo(&QueuedPush{Dir: dir, Env: env})
+			}
+		}
+		seen[name] = h
+		ready = append(ready, &QueuedPush{Name: name, Time: fi.ModTime(), Complete: h.complete, size: int(fi.Size()), repo: h.repo})
 	}
+	d.heads = seen
 	slices.SortFunc(ready, func(a, b *QueuedPush) int {
 		if c := a.Time.Compare(b.Time); c != 0 {
 			return c
@@ -266,8 +284,14 @@ func (d *drainer) scan() []*QueuedPush {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	var out []*QueuedPush
+	full := make([]bool, len(queues))
 	for _, p := range ready {
+		w := workerOf(p.repo, len(queues))
+		if full[w] || len(queues[w]) == cap(queues[w]) {
+			full[w] = true
+			d.setStarved()
+			continue
+		}
 		d.mu.Lock()
 		over := len(d.inFlight) > 0 && (d.held+p.size > maxHeldBytes || len(d.inFlight) >= maxHeldFiles)
 		if over {
@@ -275,40 +299,71 @@ func (d *drainer) scan() []*QueuedPush {
 		}
 		d.mu.Unlock()
 		if over {
-			break // the rest when a worker has finished one
+			return // the rest when a worker has finished some
 		}
-		data, err := os.ReadFile(d.path(p.Name))
-		if err != nil {
-			d.unreadable(p.Name, err)
+		if !d.load(p) {
 			continue
 		}
-		dir, env, input, complete, err := ParseQueueFile(data)
-		if err != nil {
-			d.quarantine(p.Name, fmt.Errorf("%w: %v", errQuarantine, err))
-			continue
-		}
-		if !complete && !d.abandoned(p.Name, p.Time) {
-			continue // still being written (it only looked finished)
-		}
-		if dir == "" { // a killed hook that wrote no whole header: nothing to publish
-			d.o.Log.Warn("queue: removing an unfinished file with nothing to publish", slog.String("file", d.path(p.Name)))
-			os.Remove(d.path(p.Name))
-			continue
-		}
-		if !complete {
-			d.o.Log.Warn("queue: publishing an unfinished file (its hook was killed?)", slog.String("file", d.path(p.Name)), slog.Duration("untouched", time.Since(p.Time)))
-		}
-		p.Dir, p.Env, p.Input, p.Complete = dir, env, input, complete
-		p.repo = queuedRepo(p)
-		p.PushID = queuedPushID(p.Name, p.Time, data)
-		p.size = len(data)
-		d.mu.Lock()
-		d.inFlight[p.Name] = true
-		d.held += p.size
-		d.mu.Unlock()
-		out = append(out, p)
+		// Only this goroutine sends, and the queue was not full.
+		queues[w] <- p
 	}
-	return out
+}
+
+// fileHead is what a scan learnt of a queue file, kept while its time
+// and size stay the same (a finished file does not change).
+type fileHead struct {
+	mtime    time.Time
+	size     int64
+	complete bool
+	repo     string // "" until the header was read whole
+}
+
+func workerOf(repo string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(repo))
+	return int(h.Sum32() % uint32(n))
+}
+
+func (d *drainer) setStarved() {
+	d.mu.Lock()
+	d.starved = true
+	d.mu.Unlock()
+}
+
+// load reads a file whole for its worker and counts it held; false when
+// there is nothing to hand out (gone, quarantined, still being written,
+// removed as empty).
+func (d *drainer) load(p *QueuedPush) bool {
+	data, err := os.ReadFile(d.path(p.Name))
+	if err != nil {
+		d.unreadable(p.Name, err)
+		return false
+	}
+	dir, env, input, complete, err := ParseQueueFile(data)
+	if err != nil {
+		d.quarantine(p.Name, fmt.Errorf("%w: %v", errQuarantine, err))
+		return false
+	}
+	if !complete && !d.abandoned(p.Name, p.Time) {
+		return false // still being written (it only looked finished)
+	}
+	if dir == "" { // a killed hook that wrote no whole header: nothing to publish
+		d.o.Log.Warn("queue: removing an unfinished file with nothing to publish", slog.String("file", d.path(p.Name)))
+		os.Remove(d.path(p.Name))
+		return false
+	}
+	if !complete {
+		d.o.Log.Warn("queue: publishing an unfinished file (its hook was killed?)", slog.String("file", d.path(p.Name)), slog.Duration("untouched", time.Since(p.Time)))
+	}
+	p.Dir, p.Env, p.Input, p.Complete = dir, env, input, complete
+	p.repo = queuedRepo(p)
+	p.PushID = queuedPushID(p.Name, p.Time, data)
+	p.size = len(data)
+	d.mu.Lock()
+	d.inFlight[p.Name] = true
+	d.held += p.size
+	d.mu.Unlock()
+	return true
 }
 
 // abandoned says whether an unfinished file is from a hook that will not
@@ -346,14 +401,17 @@ func (d *drainer) unreadable(name string, err error) {
 }
 
 // release forgets a file a worker is done with (published, quarantined,
-// or left on disk at shutdown) and, if a scan held files back, has the
-// drainer list the queue again.
-func (d *drainer) release(p *QueuedPush) {
+// or left on disk at shutdown) and, if a scan held files back and the
+// worker has nothing more queued, has the drainer list the queue again
+// (not after every file: a listing costs a stat per file of a backlog).
+func (d *drainer) release(p *QueuedPush, idle bool) {
 	d.mu.Lock()
 	delete(d.inFlight, p.Name)
 	d.held -= p.size
-	signal := d.starved
-	d.starved = false
+	signal := d.starved && idle
+	if signal {
+		d.starved = false
+	}
 	d.mu.Unlock()
 	if signal {
 		select {
@@ -361,16 +419,6 @@ func (d *drainer) release(p *QueuedPush) {
 		default:
 		}
 	}
-}
-
-// leaveOut forgets a file no worker could take this time: the next done
-// file has the queue listed again.
-func (d *drainer) leaveOut(p *QueuedPush) {
-	d.mu.Lock()
-	delete(d.inFlight, p.Name)
-	d.held -= p.size
-	d.starved = true
-	d.mu.Unlock()
 }
 
 // QueueDepth counts the pushes in the queue in dir: finished files and
@@ -424,7 +472,7 @@ func (d *drainer) work(ctx context.Context, in <-chan *QueuedPush) {
 				return // picked at random against Done: leave it on disk
 			}
 			d.one(ctx, p)
-			d.release(p)
+			d.release(p, len(in) == 0)
 		}
 	}
 }
@@ -436,6 +484,7 @@ func (d *drainer) work(ctx context.Context, in <-chan *QueuedPush) {
 func (d *drainer) one(ctx context.Context, p *QueuedPush) {
 	path := d.path(p.Name)
 	delay := d.o.RetryFirst
+	giveUp := time.Now().Add(d.o.RetryFor)
 	for {
 		start := time.Now()
 		err := d.handle(context.WithoutCancel(ctx), p)
@@ -449,6 +498,9 @@ func (d *drainer) one(ctx context.Context, p *QueuedPush) {
 			return
 		case errors.Is(err, errQuarantine):
 			d.quarantine(p.Name, err)
+			return
+		case time.Now().After(giveUp):
+			d.quarantine(p.Name, fmt.Errorf("%w: still failing after %v of retries: %v (fix the cause and move the file back to publish it)", errQuarantine, d.o.RetryFor, err))
 			return
 		}
 		d.o.Log.Error("queue: push not published, retrying", slog.String("file", path), slog.String("dir", p.Dir), slog.Duration("in", delay), slog.Any("error", err))

@@ -331,8 +331,8 @@ exit $status
 //
 // git's lines are read into a variable first and written with one printf,
 // so that a write that fails (a full disk) loses nothing: the file is
-// emptied (the drainer drops an empty file) and refcast runs on the lines
-// through a here-document. Appending to a shell variable copies it, so a
+// emptied (the drainer drops an empty file) and refcast gets the lines
+// through a pipe (a here-document may need a temporary file: bash's do). Appending to a shell variable copies it, so a
 // push of more than queueScriptLines updates (a mirror push: 10,000 lines
 // took 29 s in dash this way, against 2 s a line at a time) goes to
 // refcast instead, its input rebuilt with one cat.
@@ -380,10 +380,11 @@ if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 		[ "$w" = 1 ] || exit 0
 		true >"$q/$$.$n"
 		echo "refcast hook: could not write the push to the queue $q (disk full?); publishing it from the hook" >&2
+	else
+		echo "refcast hook: could not create a file in the queue $q (permissions?); publishing it from the hook" >&2
 	fi
-	exec %[1]s hook %[2]s "$@" <<REFCAST_EOF
-${in%%?}
-REFCAST_EOF
+	printf '%%s' "$in" | %[1]s hook %[2]s "$@"
+	exit $?
 fi
 `, q, mode)
 	return b.String()

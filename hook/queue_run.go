@@ -90,6 +90,9 @@ func queuedEnv(q *QueuedPush) map[string]string {
 func queuedRepo(q *QueuedPush) string {
 	env := queuedEnv(q)
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if env["GIT_DIR"] == "" {
+		return q.Dir
+	}
 	gitDir, err := realDir(env["GIT_DIR"])
 	if err != nil {
 		return q.Dir
@@ -133,18 +136,18 @@ func queuedAhead(dir, repo string, t time.Time) int {
 }
 
 // waitQueued holds a push the script could not queue (see queueScript)
-// until the queue has published the same repository's older pushes, so it
-// does not overtake them; at most timeout, then it goes ahead with a
-// warning (no drainer is running, or it is far behind).
-func (r *Runner) waitQueued(ctx context.Context, repo *Repo, timeout time.Duration) {
+// until the queue has published the same repository's pushes written
+// before this one begun, so it does not overtake them; at most timeout,
+// then it goes ahead with a warning (no drainer is running, or it is far
+// behind).
+func (r *Runner) waitQueued(ctx context.Context, repo *Repo, timeout time.Duration, begun time.Time) {
 	dir := r.env(queueEnvVar)
 	if dir == "" || r.pushID != "" {
 		return // no queue, or this is the drainer
 	}
-	start := time.Now()
-	deadline := start.Add(cmp.Or(timeout, DefaultTimeout))
+	deadline := time.Now().Add(cmp.Or(timeout, DefaultTimeout))
 	for {
-		n := queuedAhead(dir, repo.CommonDir, start)
+		n := queuedAhead(dir, repo.CommonDir, begun)
 		if n == 0 {
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -908,4 +909,38 @@ func TestDrainQueueStopLeavesTheRest(t *testing.T) {
 	if d, _ := QueueDepth(dir); d != 4 {
 		t.Errorf("%d files left in the queue, want 4", d)
 	}
+}
+
+// TestDrainQueueStuckRepoHoldsNoOther: a repository whose push cannot be
+// published (its handler does not return) and that has more files than
+// its worker takes does not keep another worker's repository waiting.
+func TestDrainQueueStuckRepoHoldsNoOther(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// Two repositories on different workers of two.
+	stuck, free := "/r/stuck", ""
+	for i := 0; free == ""; i++ {
+		if c := fmt.Sprintf("/r/free%d", i); workerOf(c, 2) != workerOf(stuck, 2) {
+			free = c
+		}
+	}
+	base := time.Now().Add(-time.Hour)
+	for i := range 40 {
+		writeQueueFile(t, dir, fmt.Sprintf("%d.0", 1000+i), encodeQueueFile(stuck, nil, []byte(qUpd1), true), base.Add(time.Duration(i)*time.Second))
+	}
+	writeQueueFile(t, dir, "9999.0", encodeQueueFile(free, nil, []byte(qUpd1), true), base.Add(time.Minute))
+	release := make(chan struct{})
+	defer close(release) // before startDrain's cleanup stops the drainer
+	var freeDone atomic.Bool
+	handle := func(_ context.Context, q *QueuedPush) error {
+		if q.Dir == stuck {
+			<-release
+		}
+		if q.Name == "9999.0" {
+			freeDone.Store(true)
+		}
+		return nil
+	}
+	startDrain(t, dir, handle, DrainOptions{Workers: 2, Rescan: 5 * time.Millisecond})
+	waitFor(t, "the other repository's push handled", freeDone.Load)
 }

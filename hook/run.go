@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -228,9 +229,10 @@ func (r *Runner) recordTransaction(ctx context.Context, state string, lines []bu
 // its settings, enrich, publish or spool. For reference-transaction, txn
 // holds the raw lines to reconcile with the prepared state first.
 func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []bus.RefUpdate) error {
+	begun := time.Now()
 	repo, err := r.openHookRepo(ctx, "hook")
 	if err != nil {
-		return err
+		return r.mayPass(err)
 	}
 	for _, lines := range [][]bus.RefUpdate{txn, ups} {
 		if err := CheckObjectFormat(lines, repo.ObjectFormat); err != nil {
@@ -240,7 +242,7 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 	}
 	cfg, err := r.hookConfig(ctx, repo)
 	if err != nil {
-		return usagef("hook: %v", err)
+		return r.mayPass(usagef("hook: %v", err))
 	}
 	if m := cfg.Get("mode"); m != "" && m != source {
 		return nil // the other mode is installed and publishes these updates
@@ -283,9 +285,23 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 		}
 	}
 	if source == SourcePostReceive {
-		r.waitQueued(ctx, repo, s.Timeout)
+		r.waitQueued(ctx, repo, s.Timeout, begun)
 	}
 	return r.deliver(ctx, s, repo, pushes, len(ups))
+}
+
+// mayPass is how a drainer takes a failure to read the repository or its
+// config (git could not start, say): worth retrying while the hook's
+// directory is there, for good (the usage error) once it is gone. A hook
+// process reports it as it always did.
+func (r *Runner) mayPass(err error) error {
+	if r.pushID == "" || r.dir == "" {
+		return err
+	}
+	if _, statErr := os.Stat(r.dir); statErr != nil {
+		return err
+	}
+	return fmt.Errorf("retryable: %s", err.Error())
 }
 
 func (r *Runner) deliver(ctx context.Context, s Settings, repo *Repo, pushes []*bus.Push, n int) error {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -318,6 +320,19 @@ func TestServeQueue(t *testing.T) {
 		t.Fatalf("serve --queue MISSING: %v\n%s\nwant exit 2 at start", err, out)
 	}
 	os.Mkdir(queue, 0o755)
+	// A serve that fails after opening the queue (its address is taken)
+	// exits, rather than wait for its queue drainer.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a guard against a hang, not a measure
+	defer cancel()
+	out, err = exec.CommandContext(ctx, bin, "serve", "--listen", taken.Addr().String(), "--data", t.TempDir(), "--queue", queue).CombinedOutput()
+	if ctx.Err() != nil || err == nil {
+		t.Fatalf("serve --queue on a taken address: %v (context: %v)\n%s\nwant it to exit with an error", err, ctx.Err(), out)
+	}
 	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--publish-token", "tok", "--queue", queue)
 	out, err = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--queue", queue).CombinedOutput()
 	if exitOf(err) != 2 || !strings.Contains(string(out), "already drains") {

@@ -116,7 +116,11 @@ func runServe(ctx context.Context, args []string, env Env) error {
 		opts.Registry.MustRegister(spoolDepth(c.spool))
 	}
 	if c.queue != "" {
-		if err := startQueueDrain(ctx, c.queue, b, env, &drainers, log); err != nil {
+		// Its own context: serve returning for any reason (a failed
+		// listen, say) stops it, or drainers.Wait would wait for a signal.
+		queueCtx, stopQueue := context.WithCancel(ctx)
+		defer stopQueue()
+		if err := startQueueDrain(queueCtx, c.queue, b, env, &drainers, log); err != nil {
 			return err
 		}
 		opts.Registry.MustRegister(queueDepth(c.queue))
