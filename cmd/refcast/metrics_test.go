@@ -78,14 +78,14 @@ func scrape(t *testing.T, url string) scraped {
 var docMetric = regexp.MustCompile("^\\| `(refcast_[a-z0-9_]+)(\\{([a-z_,]*)\\})?` \\| ([a-z]+) \\|")
 
 // TestMetricsDocumented: every refcast_* metric a node serves (with
-// --spool, so the spool gauge too) is in docs/operations.md's metrics table
-// with its type and labels, every row of the table is served, and every
+// --spool and --queue, so the spool and queue gauges too) is in
+// docs/operations.md's metrics table with its type and labels, every row of the table is served, and every
 // refcast_* name in the alert expressions (the docs' and deploy/'s) is one
 // the node serves.
 func TestMetricsDocumented(t *testing.T) {
 	t.Parallel()
 	bin := testnode.Build(t)
-	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--spool", t.TempDir(), "--drain", "100ms")
+	node := testnode.Start(t, bin, "", "--data", t.TempDir(), "--spool", t.TempDir(), "--queue", t.TempDir(), "--drain", "100ms")
 	got := scrape(t, node.URL)
 
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
