@@ -2,11 +2,14 @@ package hook
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // snapshot is every file of the hooks directory and the config file.
@@ -215,9 +218,18 @@ func TestHookScriptFindsPreviousHook(t *testing.T) {
 	} {
 		os.Remove(prevLog)
 		os.Remove(log)
-		cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
-		cmd.Dir, cmd.Stdin = tc.dir, strings.NewReader(in)
-		err := cmd.Run()
+		var err error
+		// The script was just written: a process another parallel test
+		// forked at that moment can hold the write descriptor until it
+		// execs, and exec then fails with ETXTBSY (golang/go#22315).
+		for range 50 {
+			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
+			cmd.Dir, cmd.Stdin = tc.dir, strings.NewReader(in)
+			if err = cmd.Run(); !errors.Is(err, syscall.ETXTBSY) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
 			t.Errorf("%s: exit status %v, want 3 from the previous hook", tc.name, err)
 		}

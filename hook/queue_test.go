@@ -782,12 +782,25 @@ func TestQueueScriptKeepsItsInput(t *testing.T) {
 		t.Helper()
 		// A disposition of "ignore" survives exec: the write fails with
 		// EFBIG instead of the signal killing the shell.
-		cmd := exec.Command("/bin/sh", "-c", prefix+"exec /bin/sh "+script)
-		cmd.Dir, cmd.Env, cmd.Stdin = dir, []string{"GIT_DIR=.", "PATH=/usr/bin:/bin"}, strings.NewReader(stdin)
 		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("script: %v\n%s%s", err, stdout.String(), stderr.String())
+		// The fake was just written: a process another parallel test
+		// forked meanwhile can hold its write descriptor until it execs,
+		// and exec then fails with ETXTBSY (golang/go#22315): try again.
+		for range 50 {
+			cmd := exec.Command("/bin/sh", "-c", prefix+"exec /bin/sh "+script)
+			cmd.Dir, cmd.Env, cmd.Stdin = dir, []string{"GIT_DIR=.", "PATH=/usr/bin:/bin"}, strings.NewReader(stdin)
+			stdout.Reset()
+			stderr.Reset()
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if strings.Contains(stderr.String(), "Text file busy") {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("script: %v\n%s%s", err, stdout.String(), stderr.String())
+			}
+			break
 		}
 		return stdout.String(), stderr.String()
 	}
