@@ -151,7 +151,6 @@ func (q *Queue) Drain(ctx context.Context, handle func(context.Context, *QueuedP
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	wake, stopWatch, err := watchQueue(q.dir)
 	if err != nil {
 		o.Log.Warn("queue: no change notification; listing the queue periodically", slog.String("queue", q.dir), slog.Any("error", err))
@@ -173,7 +172,7 @@ func (q *Queue) Drain(ctx context.Context, handle func(context.Context, *QueuedP
 		wg.Go(func() { d.work(ctx, queues[i]) })
 	}
 	defer wg.Wait()
-	defer cancel()
+	defer cancel() // runs first: the workers end, then wg.Wait returns
 	tick := time.NewTicker(o.Rescan)
 	defer tick.Stop()
 	for {
@@ -256,18 +255,12 @@ func (d *drainer) scan(queues []chan *QueuedPush) {
 		}
 		if h.repo == "" {
 			// The header names the repository, and so the worker.
-			head, err := readHead(d.path(name), queueHeadMax)
-			if err != nil {
+			if h.repo, err = queueFileRepo(d.path(name)); errors.Is(err, errQuarantine) {
+				d.quarantine(name, err)
+				continue
+			} else if err != nil {
 				d.unreadable(name, err)
 				continue
-			}
-			dir, env, _, _, err := ParseQueueFile(head)
-			if err != nil {
-				d.quarantine(name, fmt.Errorf("%w: %v", errQuarantine, err))
-				continue
-			}
-			if dir != "" {
-				h.repo = queuedRepo(&QueuedPush{Dir: dir, Env: env})
 			}
 		}
 		seen[name] = h
@@ -285,11 +278,17 @@ func (d *drainer) scan(queues []chan *QueuedPush) {
 		return strings.Compare(a.Name, b.Name)
 	})
 	full := make([]bool, len(queues))
-	for _, p := range ready {
-		w := workerOf(p.repo, len(queues))
-		if full[w] || len(queues[w]) == cap(queues[w]) {
-			full[w] = true
+	isFull := func(w int) bool {
+		full[w] = full[w] || len(queues[w]) == cap(queues[w])
+		if full[w] {
 			d.setStarved()
+		}
+		return full[w]
+	}
+	for _, p := range ready {
+		// A file whose header its head did not hold (repo "") is read
+		// whole before its worker is known.
+		if p.repo != "" && isFull(workerOf(p.repo, len(queues))) {
 			continue
 		}
 		d.mu.Lock()
@@ -302,6 +301,11 @@ func (d *drainer) scan(queues []chan *QueuedPush) {
 			return // the rest when a worker has finished some
 		}
 		if !d.load(p) {
+			continue
+		}
+		w := workerOf(p.repo, len(queues))
+		if isFull(w) {
+			d.release(p, false)
 			continue
 		}
 		// Only this goroutine sends, and the queue was not full.
@@ -356,7 +360,9 @@ func (d *drainer) load(p *QueuedPush) bool {
 		d.o.Log.Warn("queue: publishing an unfinished file (its hook was killed?)", slog.String("file", d.path(p.Name)), slog.Duration("untouched", time.Since(p.Time)))
 	}
 	p.Dir, p.Env, p.Input, p.Complete = dir, env, input, complete
-	p.repo = queuedRepo(p)
+	if p.repo == "" { // the scan's look at the head did not reach the end of the header
+		p.repo = queuedRepo(p)
+	}
 	p.PushID = queuedPushID(p.Name, p.Time, data)
 	p.size = len(data)
 	d.mu.Lock()

@@ -104,6 +104,26 @@ func queuedRepo(q *QueuedPush) string {
 	return common
 }
 
+// queueFileRepo reads the head of the queue file at path and returns the
+// repository it is for (queuedRepo): "" when the first queueHeadMax bytes
+// do not hold the whole header (still being written, or a header that
+// long). A header that is not a queue file's is an error wrapping
+// errQuarantine; one reading it, a plain error.
+func queueFileRepo(path string) (string, error) {
+	head, err := readHead(path, queueHeadMax)
+	if err != nil {
+		return "", err
+	}
+	dir, env, _, _, err := ParseQueueFile(head)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errQuarantine, err)
+	}
+	if dir == "" {
+		return "", nil
+	}
+	return queuedRepo(&QueuedPush{Dir: dir, Env: env}), nil
+}
+
 // queuedAhead counts the pushes of the repository whose common directory
 // is repo that wait in the queue dir, written before t.
 func queuedAhead(dir, repo string, t time.Time) int {
@@ -120,15 +140,7 @@ func queuedAhead(dir, repo string, t time.Time) int {
 		if err != nil || !fi.ModTime().Before(t) || fi.Size() > MaxQueueFile {
 			continue
 		}
-		data, err := readHead(filepath.Join(dir, e.Name()), queueHeadMax)
-		if err != nil {
-			continue
-		}
-		d, env, _, _, err := ParseQueueFile(data)
-		if err != nil || d == "" {
-			continue
-		}
-		if queuedRepo(&QueuedPush{Dir: d, Env: env}) == repo {
+		if r, err := queueFileRepo(filepath.Join(dir, e.Name())); err == nil && r == repo {
 			n++
 		}
 	}
@@ -175,8 +187,8 @@ func queuedFlushEnv(env map[string]string, path string) []string {
 
 // checkQueueDir refuses a queue install-hook cannot use: not absolute, a
 // control character in the path, not a directory, writable by others
-// (the drainer would refuse it). A queue no drainer holds is a warning: pushes wait there,
-// safe, until `refcast hook drain` starts.
+// (the drainer would refuse it). A queue no drainer holds is a warning:
+// pushes wait there, safe, until `refcast hook drain` starts.
 func checkQueueDir(cmd, dir string, stderr io.Writer) error {
 	if !filepath.IsAbs(dir) {
 		return usagef("%s: --queue %q: want an absolute path (the hook runs in the repository)", cmd, dir)
@@ -211,8 +223,8 @@ func QueueDrained(dir string) bool {
 	return false
 }
 
-// queueHeadMax bounds what waitQueued reads of a queue file: the header
-// (a directory and a few variables) and more.
+// queueHeadMax bounds what is read of a queue file to learn its
+// repository: the header (a directory and a few variables) and more.
 const queueHeadMax = 64 << 10
 
 // readHead reads at most n bytes from the start of a file.

@@ -957,3 +957,18 @@ func TestDrainQueueStuckRepoHoldsNoOther(t *testing.T) {
 	startDrain(t, dir, handle, DrainOptions{Workers: 2, Rescan: 5 * time.Millisecond})
 	waitFor(t, "the other repository's push handled", freeDone.Load)
 }
+
+// TestDrainQueueLongHeader: a file whose header is longer than the head
+// read to pick its worker is read whole first and handled like any other.
+func TestDrainQueueLongHeader(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	long := strings.Repeat("x", queueHeadMax+10)
+	writeQueueFile(t, dir, "8000.0", encodeQueueFile("/r/a", map[string]string{"REFCAST_REPO_MAP": long}, []byte(qUpd1), true), time.Time{})
+	rec := &drainRec{}
+	startDrain(t, dir, rec.handle, DrainOptions{Workers: 2, Rescan: 5 * time.Millisecond})
+	waitFor(t, "the file handled", func() bool { return rec.handled("8000.0") && queueDepthIs(t, dir, 0)() })
+	if c := rec.got()[0]; c.Dir != "/r/a" || c.Env["REFCAST_REPO_MAP"] != long || c.Input != qUpd1 {
+		t.Errorf("handled as dir %q, input %q, %d bytes of REFCAST_REPO_MAP", c.Dir, c.Input, len(c.Env["REFCAST_REPO_MAP"]))
+	}
+}
