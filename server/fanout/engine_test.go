@@ -303,6 +303,66 @@ func TestHeartbeatSpread(t *testing.T) {
 	}
 }
 
+// TestHeartbeatSkipsBusyStreams: a stream that carried something within
+// the last half Heartbeat is sent no heartbeat (it needs none to keep a
+// proxy's idle timer from firing), while an idle one beside it still gets
+// one about every Heartbeat. Synthetic clock, as TestHeartbeatSpread.
+func TestHeartbeatSkipsBusyStreams(t *testing.T) {
+	t.Parallel()
+	const n, hb = 1000, 15 * time.Second
+	const every = hb / 3 // a busy stream's traffic
+	h := testHub(t, 1, func(o *Options) { o.Heartbeat = hb })
+	t0 := time.Unix(1_000_000, 0)
+	subs := make([]*subscriber, n)
+	last := make([]time.Time, n)
+	for i := range subs {
+		subs[i] = handlerSub(t, h, false, []string{"acme/app"})
+		// Connected at different times within the last round, as
+		// streams the housekeeper has not visited yet.
+		last[i] = t0.Add(-time.Duration(i) * hb / 2 / n)
+		subs[i].lastWrite.Store(last[i].UnixNano())
+	}
+	busy := func(i int) bool { return i%2 == 0 }
+	var busyBeats, idleBeats int
+	var maxIdleGap time.Duration
+	end := t0.Add(6 * hb)
+	for now := t0.Add(HousekeeperTick); now.Before(end); now = now.Add(HousekeeperTick) {
+		h.visit(now)
+		for i, s := range subs {
+			s.mu.Lock()
+			got := len(s.queue) > 0
+			s.queue = s.queue[:0]
+			s.scheduled = false
+			s.mu.Unlock()
+			if got {
+				if busy(i) {
+					busyBeats++
+				} else {
+					idleBeats++
+					maxIdleGap = max(maxIdleGap, now.Sub(last[i]))
+				}
+				last[i] = now
+				s.lastWrite.Store(now.UnixNano())
+			}
+			if busy(i) && now.Sub(last[i]) >= every { // an event written
+				last[i] = now
+				s.lastWrite.Store(now.UnixNano())
+			}
+		}
+	}
+	t.Logf("%d busy streams (a write every %v): %d heartbeats; %d idle: %d heartbeats, longest silence %v", n/2, every, busyBeats, n/2, idleBeats, maxIdleGap)
+	if busyBeats != 0 {
+		t.Errorf("busy streams were sent %d heartbeats, want none", busyBeats)
+	}
+	// Over 6 Heartbeats every idle stream gets at least 5.
+	if idleBeats < n/2*5 {
+		t.Errorf("idle streams were sent %d heartbeats, want at least %d", idleBeats, n/2*5)
+	}
+	if maxIdleGap > hb+HousekeeperTick {
+		t.Errorf("an idle stream was silent for %v with Heartbeat %v", maxIdleGap, hb)
+	}
+}
+
 // TestDispatchAllocations: queueing an event costs the same allocations
 // whether 10 or 1,000 subscribers match it: nothing per subscriber.
 func TestDispatchAllocations(t *testing.T) {

@@ -205,9 +205,19 @@ func (e *Engine) visit(now time.Time) {
 		e.mu.RUnlock()
 		return
 	}
-	per := max(1, int(int64(n)*int64(HousekeeperTick)/int64(e.opts.Heartbeat))+1)
-	// A stream is visited once per round; send a heartbeat to one that
-	// would otherwise stay silent past Heartbeat before its next visit.
+	// A stream is visited once per round of about half a Heartbeat, and
+	// sent a heartbeat when it would otherwise stay silent past Heartbeat
+	// before its next visit: silent for more than Heartbeat minus a round.
+	// So an idle stream still gets one about every Heartbeat, and a stream
+	// that carried anything in the last half Heartbeat gets none. With a
+	// round of a whole Heartbeat (as before) the threshold was a tick, and
+	// every stream got a heartbeat every Heartbeat however busy it was:
+	// in the spread scenario (10,000 streams, each sent an event every 5
+	// s) that was 15-25 % of the embedded node's CPU per published event
+	// (1,285-1,415 µs against 1,100 µs with heartbeats off). Visiting
+	// twice as many streams per tick costs an atomic load each.
+	half := max(e.opts.Heartbeat/2, HousekeeperTick)
+	per := max(1, int(int64(n)*int64(HousekeeperTick)/int64(half))+1)
 	round := time.Duration((n+per-1)/per) * HousekeeperTick
 	idle := now.Add(-max(e.opts.Heartbeat-round, 0)).UnixNano()
 	for range min(per, n) {
