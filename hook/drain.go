@@ -343,7 +343,8 @@ func (d *drainer) load(p *QueuedPush) bool {
 		d.unreadable(p.Name, err)
 		return false
 	}
-	dir, env, input, complete, err := ParseQueueFile(data)
+	qf, err := ParseQueueFile(data)
+	dir, env, input, complete := qf.Dir, qf.Env, qf.Input, qf.Complete
 	if err != nil {
 		d.quarantine(p.Name, fmt.Errorf("%w: %v", errQuarantine, err))
 		return false
@@ -359,7 +360,7 @@ func (d *drainer) load(p *QueuedPush) bool {
 	if !complete {
 		d.o.Log.Warn("queue: publishing an unfinished file (its hook was killed?)", slog.String("file", d.path(p.Name)), slog.Duration("untouched", time.Since(p.Time)))
 	}
-	p.Dir, p.Env, p.Input, p.Complete = dir, env, input, complete
+	p.Hook, p.Dir, p.Env, p.Input, p.Complete = qf.Hook, dir, env, input, complete
 	if p.repo == "" { // the scan's look at the head did not reach the end of the header
 		p.repo = queuedRepo(p)
 	}

@@ -40,8 +40,9 @@ type InstallOptions struct {
 	// Binary is the absolute path of the refcast binary the script runs.
 	Binary string
 	// Queue, when set, is the absolute path of a queue directory: the
-	// script (post-receive only) hands each push to `refcast hook drain
-	// --queue DIR` through it instead of running refcast (see DrainQueue).
+	// script hands each push (reference-transaction: each committed
+	// transaction of verified updates) to `refcast hook drain --queue DIR`
+	// through it instead of running refcast (see DrainQueue).
 	Queue string
 	// Config is written into the repository's git config under "refcast."
 	// (e.g. "url", "redis", "repo"); empty values are skipped. "mode" is
@@ -84,9 +85,6 @@ func Install(ctx context.Context, r *Repo, opts InstallOptions) (InstallResult, 
 	}
 	if !filepath.IsAbs(opts.Binary) {
 		return res, fmt.Errorf("binary path %q must be absolute", opts.Binary)
-	}
-	if opts.Queue != "" && mode != ModePostReceive {
-		return res, fmt.Errorf("a queue works with --mode post-receive only: reference-transaction must read the refs while git holds their locks")
 	}
 	if opts.Queue != "" && !filepath.IsAbs(opts.Queue) {
 		return res, fmt.Errorf("queue path %q must be absolute", opts.Queue)
@@ -349,7 +347,7 @@ if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 		b.WriteString("${" + k + "-}")
 	}
 	fmt.Fprintf(&b, `" ]; then
-	in= n=0
+	in= n=0 z=
 	while IFS= read -r l || [ -n "$l" ]; do
 		if [ "$n" -ge %[1]d ]; then
 			{ printf '%%s%%s\n' "$in" "$l"; exec cat; } | %[2]s hook %[3]s "$@"
@@ -358,14 +356,14 @@ if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 		in="$in$l
 "
 		n=$((n + 1))
-	done
-	umask 077
+%[5]s	done
+%[6]s	umask 077
 	LC_ALL=C
 	n=0 w=0
 	set -C
 	until {
-		printf '%%s\ndir %%s\n%%s\n' '%[4]s' "${#PWD}" "$PWD" || w=1
-`, queueScriptLines, q, mode, queueMagic)
+		printf '%%s\n%[7]sdir %%s\n%%s\n' '%[4]s' "${#PWD}" "$PWD" || w=1
+`, queueScriptLines, q, mode, queueMagic, txnZeroCheck(mode), txnStates(mode, q), txnHookLine(mode))
 	for _, k := range QueueEnv {
 		fmt.Fprintf(&b, "\t\t[ -z \"${%[1]s+s}\" ] || printf 'env %[1]s %%s\\n%%s\\n' \"${#%[1]s}\" \"$%[1]s\" || w=1\n", k)
 	}
@@ -388,6 +386,62 @@ if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 fi
 `, q, mode)
 	return b.String()
+}
+
+// In reference-transaction mode the script queues only what needs no
+// reading of refs: a committed transaction whose every line has a
+// non-zero old and new id (a push's updates; receive-pack verifies every
+// old id). A line with a zero id (a creation, a delete, an update git did
+// not verify, pack-refs' bookkeeping) needs the prepared state's record of
+// the ref's value, read while git holds its lock, and the committed
+// state's look at what is left (see txn.go): such a transaction runs
+// refcast as a process in every state, as without a queue, and its
+// committed state waits for the repository's older queued pushes first.
+// The prepared and aborted states of a transaction without one do
+// nothing in refcast (no record to keep or drop), and no other state does
+// anything at all ("preparing" in newer git, states to come): the script
+// exits 0 in them.
+
+// txnZeroCheck is the loop body's part that sets z for a line with a zero
+// old or new id (all zeros, or empty: a malformed line goes to refcast,
+// which says what is wrong).
+func txnZeroCheck(mode string) string {
+	if mode != ModeReferenceTransaction {
+		return ""
+	}
+	return `		o=${l%% *}
+		x=${l#* }
+		x=${x%% *}
+		case $o in *[!0]*) ;; *) z=1 ;; esac
+		case $x in *[!0]*) ;; *) z=1 ;; esac
+`
+}
+
+// txnStates runs refcast for a transaction the queue cannot take, and
+// ends the prepared and aborted states of one it can.
+func txnStates(mode, binary string) string {
+	if mode != ModeReferenceTransaction {
+		return ""
+	}
+	return `	case ${1-} in
+	committed) ;;
+	prepared | aborted) [ -n "$z" ] || exit 0 ;;
+	*) exit 0 ;;
+	esac
+	if [ -n "$z" ]; then
+		printf '%s' "$in" | ` + binary + ` hook ` + mode + ` "$@"
+		exit $?
+	fi
+`
+}
+
+// txnHookLine is the queue file's hook line (see queue.go): none for
+// post-receive, so its files read as they always did.
+func txnHookLine(mode string) string {
+	if mode == ModePostReceive {
+		return ""
+	}
+	return `hook ` + mode + `\n`
 }
 
 // queueScriptLines is the most updates the script queues itself (see

@@ -29,6 +29,7 @@ import (
 // A queue file, version 1:
 //
 //	refcast-queue 1
+//	hook reference-transaction  (only from a reference-transaction script)
 //	dir <n>
 //	<n bytes: the absolute working directory of the hook>
 //	env <NAME> <n>            (zero or more, each variable the hook had set)
@@ -36,6 +37,10 @@ import (
 //	updates
 //	<git's "<old> <new> <ref>" lines, as git gave them>
 //	end
+//
+// A file without a hook line is a post-receive push, as every file was
+// before reference-transaction scripts could queue; the drainer runs a
+// reference-transaction file through that hook's "committed" state.
 //
 // Lengths are in bytes (the script sets LC_ALL=C before ${#v}), so values
 // may hold newlines. A file without the final "end" line is still being
@@ -81,6 +86,7 @@ var queueBypassEnv = []string{"GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_
 // QueuedPush is one queue file, read.
 type QueuedPush struct {
 	Name     string            // the file's name in the queue
+	Hook     string            // ModePostReceive or ModeReferenceTransaction: the pipeline it runs through
 	Dir      string            // where the hook ran (receive-pack: the repository)
 	Env      map[string]string // the variables of QueueEnv the hook had set
 	Input    []byte            // git's update lines
@@ -107,12 +113,31 @@ func queuedPushID(name string, at time.Time, data []byte) string {
 	return "p-" + strconv.FormatInt(at.UnixNano(), 10) + "-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// ParseQueueFile reads a queue file's content. complete says whether the
+// QueueFile is a queue file's content.
+type QueueFile struct {
+	Hook  string            // ModePostReceive (no hook line) or ModeReferenceTransaction
+	Dir   string            // where the hook ran; "" when the header is cut short
+	Env   map[string]string // the variables of QueueEnv the hook had set
+	Input []byte            // git's update lines: whole lines only
+	// Complete says whether the "end" line follows the "updates" line.
+	Complete bool
+}
+
+// ParseQueueFile reads a queue file's content. Complete says whether the
 // "end" line follows the "updates" line (a value may be "end" too, and the
 // script writes a line at a time); an incomplete file's input holds its
 // complete update lines only. No prefix of a well-formed file is an error:
-// one cut in the header is incomplete with nothing to publish (dir empty).
-func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byte, complete bool, err error) {
+// one cut in the header is incomplete with nothing to publish (Dir empty).
+func ParseQueueFile(data []byte) (QueueFile, error) {
+	dir, hook, env, input, complete, err := parseQueueFile(data)
+	if err != nil || dir == "" {
+		return QueueFile{}, err
+	}
+	return QueueFile{Hook: hook, Dir: dir, Env: env, Input: input, Complete: complete}, nil
+}
+
+func parseQueueFile(data []byte) (dir, hook string, env map[string]string, input []byte, complete bool, err error) {
+	hook = ModePostReceive
 	rest := data
 	line := func() (string, bool) {
 		i := bytes.IndexByte(rest, '\n')
@@ -133,16 +158,16 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 	}
 	l, ok := line()
 	if !ok {
-		return "", nil, nil, false, nil // cut short: still being written, or its hook was killed
+		return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
 	}
 	if l != queueMagic {
-		return "", nil, nil, false, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
+		return "", "", nil, nil, false, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
 	}
 	env = map[string]string{}
 	for {
 		l, ok = line()
 		if !ok {
-			return "", nil, nil, false, nil // cut short: still being written, or its hook was killed
+			return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
 		}
 		if l == "updates" {
 			break
@@ -150,23 +175,27 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 		f := strings.Split(l, " ")
 		var name, n string
 		switch {
+		case len(f) == 2 && f[0] == "hook" && dir == "" && len(env) == 0 && hook == ModePostReceive && f[1] == ModeReferenceTransaction:
+			// Right after the magic line, and only the hook that needs it.
+			hook = f[1]
+			continue
 		case len(f) == 2 && f[0] == "dir":
 			n = f[1]
 		case len(f) == 3 && f[0] == "env" && slices.Contains(QueueEnv, f[1]):
 			name, n = f[1], f[2]
 		default:
-			return "", nil, nil, false, fmt.Errorf("queue file: header line %.60q is not dir N or env NAME N with NAME one the hook carries", l)
+			return "", "", nil, nil, false, fmt.Errorf("queue file: header line %.60q is not dir N, env NAME N with NAME one the hook carries, or hook reference-transaction first", l)
 		}
 		size, err := strconv.Atoi(n)
 		if err != nil || size < 0 || size > MaxQueueFile {
-			return "", nil, nil, false, fmt.Errorf("queue file: bad length in %.60q", l)
+			return "", "", nil, nil, false, fmt.Errorf("queue file: bad length in %.60q", l)
 		}
 		v, ok := value(size)
 		if !ok {
 			if len(rest) < size+1 {
-				return "", nil, nil, false, nil // cut short: still being written, or its hook was killed
+				return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
 			}
-			return "", nil, nil, false, fmt.Errorf("queue file: value of %.60q is not %d bytes and a newline", l, size)
+			return "", "", nil, nil, false, fmt.Errorf("queue file: value of %.60q is not %d bytes and a newline", l, size)
 		}
 		if name == "" {
 			dir = v
@@ -175,7 +204,7 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 		}
 	}
 	if dir == "" || !filepath.IsAbs(dir) {
-		return "", nil, nil, false, fmt.Errorf("queue file: the hook's directory %q is not an absolute path", dir)
+		return "", "", nil, nil, false, fmt.Errorf("queue file: the hook's directory %q is not an absolute path", dir)
 	}
 	complete = string(rest) == queueEnd || bytes.HasSuffix(rest, []byte("\n"+queueEnd))
 	if complete {
@@ -183,5 +212,5 @@ func ParseQueueFile(data []byte) (dir string, env map[string]string, input []byt
 	} else if i := bytes.LastIndexByte(rest, '\n'); i >= 0 {
 		input = rest[:i+1]
 	}
-	return dir, env, input, complete, nil
+	return dir, hook, env, input, complete, nil
 }

@@ -18,7 +18,8 @@ import (
 )
 
 // Drain is `refcast hook drain --queue DIR`: Queue.Drain on q, each queued
-// push run through PostReceive as its hook would have run it: in the
+// push run through PostReceive (or, from a reference-transaction script,
+// ReferenceTransaction's committed state) as its hook would have run it: in the
 // hook's directory, with the environment it carried, r's flags and
 // destination on top, under the push id and time of its file. The
 // destinations stay open across pushes. What the hook would have told the
@@ -49,7 +50,15 @@ func (r *Runner) Drain(ctx context.Context, queue *Queue, o DrainOptions) error 
 			flushEnv:     queuedFlushEnv(env, r.env("PATH")),
 			pubs:         pubs,
 		}
-		err := rr.PostReceive(ctx)
+		var err error
+		if q.Hook == ModeReferenceTransaction {
+			// The script queues only a committed transaction whose
+			// lines are all verified updates (see queueScript): the
+			// prepared state had nothing to record.
+			err = rr.ReferenceTransaction(ctx, "committed")
+		} else {
+			err = rr.PostReceive(ctx)
+		}
 		for line := range strings.Lines(out.String()) {
 			o.Log.Warn(strings.TrimSpace(line), slog.String("file", filepath.Join(queue.Dir(), q.Name)), slog.String("dir", q.Dir))
 		}
@@ -114,14 +123,14 @@ func queueFileRepo(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir, env, _, _, err := ParseQueueFile(head)
+	qf, err := ParseQueueFile(head)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errQuarantine, err)
 	}
-	if dir == "" {
+	if qf.Dir == "" {
 		return "", nil
 	}
-	return queuedRepo(&QueuedPush{Dir: dir, Env: env}), nil
+	return queuedRepo(&QueuedPush{Dir: qf.Dir, Env: qf.Env}), nil
 }
 
 // queuedAhead counts the pushes of the repository whose common directory

@@ -2,6 +2,7 @@ package hook
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,8 +24,17 @@ import (
 // magic line, dir, env (names sorted), the update lines and, when complete,
 // the end line.
 func encodeQueueFile(dir string, env map[string]string, input []byte, complete bool) []byte {
+	return encodeQueueFileOf(ModePostReceive, dir, env, input, complete)
+}
+
+// encodeQueueFileOf is encodeQueueFile for a file of the given hook.
+func encodeQueueFileOf(hook, dir string, env map[string]string, input []byte, complete bool) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s\ndir %d\n%s\n", queueMagic, len(dir), dir)
+	b.WriteString(queueMagic + "\n")
+	if hook != ModePostReceive {
+		b.WriteString("hook " + hook + "\n")
+	}
+	fmt.Fprintf(&b, "dir %d\n%s\n", len(dir), dir)
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		fmt.Fprintf(&b, "env %s %d\n%s\n", k, len(env[k]), env[k])
 	}
@@ -58,7 +68,14 @@ func TestParseQueueFile(t *testing.T) {
 		input    string
 		complete bool
 		wantErr  bool
+		hook     string // "": post-receive
 	}{
+		{name: "reference-transaction", data: "refcast-queue 1\nhook reference-transaction\ndir 6\n/srv/a\nupdates\n" + qUpd1 + "end\n", dir: "/srv/a", input: qUpd1, complete: true, hook: ModeReferenceTransaction},
+		{name: "hook line after dir", data: head + "hook reference-transaction\nupdates\nend\n", complete: true, wantErr: true},
+		{name: "hook line twice", data: "refcast-queue 1\nhook reference-transaction\nhook reference-transaction\ndir 6\n/srv/a\nupdates\nend\n", complete: true, wantErr: true},
+		{name: "hook post-receive spelled out", data: "refcast-queue 1\nhook post-receive\ndir 6\n/srv/a\nupdates\nend\n", complete: true, wantErr: true},
+		{name: "hook unknown", data: "refcast-queue 1\nhook pre-receive\ndir 6\n/srv/a\nupdates\nend\n", complete: true, wantErr: true},
+		{name: "cut after the hook line", data: "refcast-queue 1\nhook reference-transaction\ndi"},
 		{
 			name:     "complete with tricky values",
 			data:     string(encodeQueueFile("/srv/a", tricky, []byte(qUpd1+qUpd2), true)),
@@ -124,7 +141,8 @@ func TestParseQueueFile(t *testing.T) {
 		{name: "env name empty", data: head + "env  1\nx\nupdates\nend\n", complete: true, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir, env, input, complete, err := ParseQueueFile([]byte(tc.data))
+			qf, err := ParseQueueFile([]byte(tc.data))
+			dir, env, input, complete := qf.Dir, qf.Env, qf.Input, qf.Complete
 			if tc.wantErr {
 				if err == nil {
 					t.Errorf("no error; got dir %q env %q input %q", dir, env, input)
@@ -139,6 +157,9 @@ func TestParseQueueFile(t *testing.T) {
 			}
 			if dir != tc.dir {
 				t.Errorf("dir = %q, want %q", dir, tc.dir)
+			}
+			if want := cmp.Or(tc.hook, ModePostReceive); dir != "" && qf.Hook != want {
+				t.Errorf("hook = %q, want %q", qf.Hook, want)
 			}
 			if string(input) != tc.input {
 				t.Errorf("input = %q, want %q", input, tc.input)
@@ -169,8 +190,12 @@ func FuzzParseQueueFile(f *testing.F) {
 	f.Add([]byte("refcast-queue 1\ndir 2\n/r\nenv 1X 1\nx\nupdates\nend\n"))
 	f.Add([]byte("refcast-queue 1\ndir +2\n/r\nenv A 3\nend\nupdates\nend\n"))
 	f.Add([]byte("\nend\n"))
+	f.Add(encodeQueueFileOf(ModeReferenceTransaction, "/srv/a", env, []byte(qUpd1), true))
+	f.Add([]byte("refcast-queue 1\nhook post-receive\ndir 2\n/r\nupdates\nend\n"))
+	f.Add([]byte("refcast-queue 1\ndir 2\n/r\nhook reference-transaction\nupdates\nend\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir, env, input, complete, err := ParseQueueFile(data)
+		qf, err := ParseQueueFile(data)
+		dir, env, input, complete := qf.Dir, qf.Env, qf.Input, qf.Complete
 		if err != nil {
 			return
 		}
@@ -191,12 +216,16 @@ func FuzzParseQueueFile(f *testing.F) {
 				t.Fatalf("env name %q", k)
 			}
 		}
-		again := encodeQueueFile(dir, env, input, true)
-		dir2, env2, input2, complete2, err := ParseQueueFile(again)
+		if qf.Hook != ModePostReceive && qf.Hook != ModeReferenceTransaction {
+			t.Fatalf("hook %q", qf.Hook)
+		}
+		again := encodeQueueFileOf(qf.Hook, dir, env, input, true)
+		qf2, err := ParseQueueFile(again)
+		dir2, env2, input2, complete2 := qf2.Dir, qf2.Env, qf2.Input, qf2.Complete
 		if err != nil || !complete2 {
 			t.Fatalf("re-encoded %q: complete %v, error %v", again, complete2, err)
 		}
-		if dir2 != dir || !maps.Equal(env2, env) || !bytes.Equal(input2, input) {
+		if qf2.Hook != qf.Hook || dir2 != dir || !maps.Equal(env2, env) || !bytes.Equal(input2, input) {
 			t.Fatalf("round trip of %q:\n got dir %q env %q input %q\nwant dir %q env %q input %q",
 				data, dir2, env2, input2, dir, env, input)
 		}
@@ -217,6 +246,85 @@ func queueFiles(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// TestQueueScriptReferenceTransaction runs the reference-transaction
+// queue script under sh and bash, refcast replaced by a script that
+// records how it was run: a committed transaction of verified updates is
+// queued with its hook line and runs nothing; one with a zero id on any
+// line (SHA-1 or SHA-256) runs refcast in every state, with git's lines;
+// the other states of a verified transaction run nothing.
+func TestQueueScriptReferenceTransaction(t *testing.T) {
+	t.Parallel()
+	shells := map[string]string{"sh": "/bin/sh"}
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	if bash, err := exec.LookPath("bash"); err == nil {
+		shells["bash"] = bash
+	}
+	const (
+		verified = qUpd1
+		symref   = "ref:refs/heads/a ref:refs/heads/b HEAD\n"
+		zero256  = "0000000000000000000000000000000000000000000000000000000000000000 3333333333333333333333333333333333333333333333333333333333333333 refs/heads/x\n"
+		deleted  = "1111111111111111111111111111111111111111 0000000000000000000000000000000000000000 refs/heads/gone"
+	)
+	for _, sh := range slices.Sorted(maps.Keys(shells)) {
+		t.Run(sh, func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range []struct {
+				name, state, stdin string
+				queued, ran        bool
+			}{
+				{"committed verified", "committed", verified + symref, true, false},
+				{"prepared verified", "prepared", verified, false, false},
+				{"aborted verified", "aborted", verified, false, false},
+				{"unknown state", "preparing", qUpd2, false, false},
+				{"committed creation", "committed", verified + qUpd2, false, true},
+				{"prepared creation", "prepared", qUpd2, false, true},
+				{"aborted creation", "aborted", qUpd2, false, true},
+				{"committed sha256 creation", "committed", zero256, false, true},
+				{"committed delete, no final newline", "committed", verified + deleted, false, true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					dir := t.TempDir()
+					queue, d, record := filepath.Join(dir, "q"), filepath.Join(dir, "repo"), filepath.Join(dir, "ran")
+					os.Mkdir(queue, 0o700)
+					os.Mkdir(d, 0o700)
+					fake := filepath.Join(dir, "refcast")
+					os.WriteFile(fake, []byte("#!/bin/sh\n{ echo \"$*\"; cat; } >"+shellQuote(record)+"\n"), 0o755)
+					script := filepath.Join(dir, ModeReferenceTransaction)
+					if err := os.WriteFile(script, []byte(hookScript(ModeReferenceTransaction, fake, queue)), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					cmd := exec.Command(shells[sh], script, tc.state)
+					cmd.Dir, cmd.Stdin = d, strings.NewReader(tc.stdin)
+					cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GIT_DIR=."}
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Fatalf("exit: %v\n%s", err, out)
+					}
+					files := queueFiles(t, queue)
+					if tc.queued != (len(files) == 1) || len(files) > 1 {
+						t.Fatalf("queue holds %q, want queued=%v", files, tc.queued)
+					}
+					if tc.queued {
+						data, _ := os.ReadFile(filepath.Join(queue, files[0]))
+						qf, err := ParseQueueFile(data)
+						if err != nil || !qf.Complete || qf.Hook != ModeReferenceTransaction || string(qf.Input) != tc.stdin {
+							t.Errorf("queued %q: %+v, %v; want a complete reference-transaction file with the lines", data, qf, err)
+						}
+					}
+					got, err := os.ReadFile(record)
+					if ran := err == nil; ran != tc.ran {
+						t.Fatalf("refcast ran = %v, want %v", ran, tc.ran)
+					}
+					if want := "hook reference-transaction " + tc.state + "\n" + strings.TrimSuffix(tc.stdin, "\n") + "\n"; tc.ran && string(got) != want {
+						t.Errorf("refcast got\n%q\nwant\n%q", got, want)
+					}
+				})
+			}
+		})
+	}
 }
 
 func TestQueueScriptRoundTrip(t *testing.T) {
@@ -288,7 +396,8 @@ func TestQueueScriptRoundTrip(t *testing.T) {
 					t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 				}
 				data, _ := os.ReadFile(path)
-				dir, env, input, complete, err := ParseQueueFile(data)
+				qf, err := ParseQueueFile(data)
+				dir, env, input, complete := qf.Dir, qf.Env, qf.Input, qf.Complete
 				if err != nil || !complete {
 					t.Fatalf("parse %q: complete %v, %v", data, complete, err)
 				}
@@ -320,8 +429,8 @@ func TestQueueScriptRoundTrip(t *testing.T) {
 						t.Errorf("file %q not named PID.N", name)
 					}
 					data, _ := os.ReadFile(filepath.Join(queue, name))
-					if _, _, input, complete, err := ParseQueueFile(data); err != nil || !complete || string(input) != qUpd1+qUpd2 {
-						t.Errorf("%s: complete %v, input %q, %v", name, complete, input, err)
+					if qf, err := ParseQueueFile(data); err != nil || !qf.Complete || string(qf.Input) != qUpd1+qUpd2 {
+						t.Errorf("%s: complete %v, input %q, %v", name, qf.Complete, qf.Input, err)
 					}
 				}
 			})

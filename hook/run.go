@@ -284,9 +284,7 @@ func (r *Runner) publishUpdates(ctx context.Context, source string, txn, ups []b
 			return usagef("hook: %v", err)
 		}
 	}
-	if source == SourcePostReceive {
-		r.waitQueued(ctx, repo, s.Timeout, begun)
-	}
+	r.waitQueued(ctx, repo, s.Timeout, begun)
 	return r.deliver(ctx, s, repo, pushes, len(ups))
 }
 

@@ -85,6 +85,24 @@ func BenchmarkPushLatency(b *testing.B) {
 		startDrainer(b, bin, queue)
 		benchPushLatency(b, bin, node, "", "--redis", rs.URL(), "--queue", queue)
 	})
+	// The same two with the reference-transaction hook: a push runs it
+	// twice (prepared, committed) and the script queues the committed
+	// state of these fast-forwards; hook-run and hook-to-sse are the
+	// committed state's.
+	b.Run("embedded-queue-reftxn", func(b *testing.B) {
+		const token = "bench-token"
+		queue := newQueueDir(b)
+		node := testnode.Start(b, bin, "", "--data", b.TempDir(), "--publish-token", token, "--drain", "100ms", "--queue", queue)
+		benchPushLatency(b, bin, node, token, "--url", node.URL, "--queue", queue, "--mode", hook.ModeReferenceTransaction)
+	})
+	b.Run("redis-queue-reftxn", func(b *testing.B) {
+		testnode.Require(b, "redis-server")
+		rs := redistest.Start(b, redistest.Options{})
+		node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
+		queue := newQueueDir(b)
+		startDrainer(b, bin, queue)
+		benchPushLatency(b, bin, node, "", "--redis", rs.URL(), "--queue", queue, "--mode", hook.ModeReferenceTransaction)
+	})
 }
 
 func newQueueDir(b *testing.B) string {
@@ -177,6 +195,10 @@ func benchPushLatency(b *testing.B, bin string, node *testnode.Node, token strin
 	plain := newBenchRepo(b, bin, dir, "plain", token, node)
 	hooked := newBenchRepo(b, bin, dir, "hooked", token, node, dest...)
 	traced := newBenchRepo(b, bin, dir, "traced", token, node, dest...)
+	hookName := hook.ModePostReceive
+	if slices.Contains(dest, hook.ModeReferenceTransaction) {
+		hookName = hook.ModeReferenceTransaction
+	}
 	trace := filepath.Join(dir, "trace2.json")
 	traceEnv := "GIT_TRACE2_EVENT=" + trace
 	// Warm up: the first push creates main; page cache, connection set-up.
@@ -199,7 +221,7 @@ func benchPushLatency(b *testing.B, bin string, node *testnode.Node, token strin
 			case 2:
 				_ = os.Remove(trace)
 				_, a := traced.push(b, fmt.Sprintf("change %d", i), traceEnv)
-				start, run := hookTrace(b, trace)
+				start, run := hookTrace(b, trace, hookName)
 				hookRunMs = append(hookRunMs, ms(run))
 				hookToSSEMs = append(hookToSSEMs, ms(a.at.Sub(start)))
 			}
@@ -234,8 +256,9 @@ func benchPushLatency(b *testing.B, bin string, node *testnode.Node, token strin
 }
 
 // hookTrace reads a GIT_TRACE2_EVENT file and returns when receive-pack
-// started the post-receive hook and how long the hook ran.
-func hookTrace(b *testing.B, path string) (time.Time, time.Duration) {
+// last started the named hook (reference-transaction runs more than once
+// a push; its committed state comes last) and how long that run took.
+func hookTrace(b *testing.B, path, name string) (time.Time, time.Duration) {
 	b.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -252,6 +275,8 @@ func hookTrace(b *testing.B, path string) (time.Time, time.Duration) {
 		TRel       float64 `json:"t_rel"`
 	}
 	var start *event
+	var at time.Time
+	var took time.Duration
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -260,18 +285,21 @@ func hookTrace(b *testing.B, path string) (time.Time, time.Duration) {
 			continue
 		}
 		switch {
-		case e.Event == "child_start" && e.ChildClass == "hook" && e.HookName == "post-receive":
+		case e.Event == "child_start" && e.ChildClass == "hook" && e.HookName == name:
 			start = &e
 		case e.Event == "child_exit" && start != nil && e.SID == start.SID && e.ChildID == start.ChildID:
-			at, err := time.Parse(time.RFC3339Nano, start.Time)
+			t, err := time.Parse(time.RFC3339Nano, start.Time)
 			if err != nil {
 				b.Fatalf("trace2 time %q: %v", start.Time, err)
 			}
-			return at, time.Duration(e.TRel * float64(time.Second))
+			at, took = t, time.Duration(e.TRel*float64(time.Second))
+			start = nil
 		}
 	}
-	b.Fatalf("no post-receive child_start/child_exit pair in %s", path)
-	return time.Time{}, 0
+	if at.IsZero() {
+		b.Fatalf("no %s child_start/child_exit pair in %s", name, path)
+	}
+	return at, took
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -109,13 +109,30 @@ func waitFor(t testing.TB, what string, ok func() bool) {
 // starts git rev-parse, git config or git cat-file for them.
 func TestHookQueuePublishesTheSame(t *testing.T) {
 	t.Parallel()
+	refTxn := []string{"--mode", "reference-transaction"}
+	// The reference-transaction pushes: the post-receive scenario, then
+	// changes made on the server (an update git does not verify, a
+	// creation, a delete), where the script runs refcast as a process.
+	refTxnRun := func(w *directWorld) {
+		w.pushes()
+		w.git(w.bare, "update-ref", "refs/heads/server-side", "main")
+		w.git(w.bare, "update-ref", "refs/heads/main", "main~1")
+		w.git(w.bare, "update-ref", "-d", "refs/heads/server-side")
+		w.commit("after the server's changes")
+		w.push("-f", "main")
+	}
 	cases := []struct {
 		name  string
 		setup func(w *directWorld)
+		mode  []string
+		run   func(w *directWorld)
 	}{
-		{"bare", func(*directWorld) {}},
-		{"sha256", (*directWorld).sha256},
-		{"non-bare", (*directWorld).nonBare},
+		{"bare", func(*directWorld) {}, nil, (*directWorld).pushes},
+		{"sha256", (*directWorld).sha256, nil, (*directWorld).pushes},
+		{"non-bare", (*directWorld).nonBare, nil, (*directWorld).pushes},
+		{"bare reference-transaction", func(*directWorld) {}, refTxn, refTxnRun},
+		{"sha256 reference-transaction", (*directWorld).sha256, refTxn, refTxnRun},
+		{"non-bare reference-transaction", (*directWorld).nonBare, refTxn, (*directWorld).pushes},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,15 +144,15 @@ func TestHookQueuePublishesTheSame(t *testing.T) {
 					q := newQueueWorld(t)
 					w = q.directWorld
 					tc.setup(w)
-					w.install("--url", w.n.URL, "--queue", q.queue)
+					w.install(append([]string{"--url", w.n.URL, "--queue", q.queue}, tc.mode...)...)
 					q.startDrainer()
 				} else {
 					w = newDirectWorld(t, true)
 					tc.setup(w)
-					w.install("--url", w.n.URL)
+					w.install(append([]string{"--url", w.n.URL}, tc.mode...)...)
 				}
 				w.hookGitCalls()
-				w.pushes()
+				tc.run(w)
 				revParse, config, catFile := w.hookGitCallsAll()
 				if revParse != 0 || config != 0 || catFile != 0 {
 					t.Errorf("queued=%v: git rev-parse %d, git config %d, git cat-file --batch %d times, want none", queued, revParse, config, catFile)
@@ -213,6 +230,71 @@ func TestHookQueueSurvivesTheDrainer(t *testing.T) {
 	}
 }
 
+// TestHookQueueReferenceTransaction: in reference-transaction mode the
+// script queues a transaction of verified updates (a push's fast-forward
+// and forced update) and starts no refcast for any of its states; one
+// with a zero id (a new branch, a delete) runs refcast as a process and is
+// published before git push returns, after the repository's pushes queued
+// before it.
+func TestHookQueueReferenceTransaction(t *testing.T) {
+	t.Parallel()
+	w := newQueueWorld(t)
+	w.afterPush = nil // nothing drains yet
+	w.install("--url", w.n.URL, "--queue", w.queue, "--mode", "reference-transaction")
+	txnState := filepath.Join(w.bare, "refcast-txn.json")
+
+	// A fast-forward: queued; its prepared state recorded nothing.
+	ff := w.commit("fast-forward")
+	w.git(w.wc, "push", "-q", "origin", "main")
+	if d, n := w.depth(), len(w.n.got()); d != 1 || n != 0 {
+		t.Fatalf("fast-forward: %d queued, %d published; want 1 and 0", d, n)
+	}
+	if _, err := os.Stat(txnState); err == nil {
+		t.Errorf("the prepared state of a verified update left %s", txnState)
+	}
+	// A new branch: a zero old id, so a process, which waits for the
+	// queued push ahead of it: at most --timeout (2 s) with no drainer,
+	// then it goes ahead and says so.
+	out := w.git(w.wc, "push", "origin", "HEAD:refs/heads/topic")
+	if !strings.Contains(out, "published ahead of 1 older push") {
+		t.Errorf("a new branch with a push queued ahead and no drainer: git push said\n%s\nwant a warning that it went ahead", out)
+	}
+	if d, n := w.depth(), len(w.n.got()); d != 1 || n != 1 {
+		t.Fatalf("new branch: %d queued, %d published; want 1 and 1", d, n)
+	}
+	w.startDrainer()
+	w.waitDrained()
+	got := w.n.updates()
+	want := []string{
+		"create refs/heads/topic 0000000 " + short(ff),
+		"update refs/heads/main " + short(w.git(w.wc, "rev-parse", "main~1")) + " " + short(ff),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("published\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, p := range w.n.got() {
+		if p.Source != hook.SourceReferenceTransaction {
+			t.Errorf("push %s has source %q, want %q", p.ID, p.Source, hook.SourceReferenceTransaction)
+		}
+	}
+
+	// With the drainer running, a forced update and a delete keep their
+	// order: the delete's process waits for the queued forced update.
+	w.git(w.wc, "reset", "-q", "--hard", "HEAD~1")
+	forced := w.commit("forced")
+	w.git(w.wc, "push", "-q", "-f", "origin", "main")
+	w.git(w.wc, "push", "-q", "origin", ":topic")
+	w.waitDrained()
+	got = w.n.updates()[2:]
+	want = []string{
+		"update refs/heads/main " + short(ff) + " " + short(forced),
+		"delete refs/heads/topic " + short(ff) + " 0000000",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("then published\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestHookQueueFallsBack: where the queue cannot carry a push, the script
 // runs refcast as without a queue, and the push is published before git
 // push returns, with no drainer running.
@@ -281,7 +363,6 @@ func TestInstallHookQueueMisuse(t *testing.T) {
 	}{
 		{[]string{"--queue", "relative/dir"}, "want an absolute path"},
 		{[]string{"--queue", filepath.Join(queue, "missing")}, "not a directory"},
-		{[]string{"--queue", queue, "--mode", "reference-transaction"}, "post-receive only"},
 		{[]string{"--queue", open}, "writable by group or others"},
 		{[]string{"--queue", queue + "\ntouch /tmp/x\n#"}, "control character"},
 	} {

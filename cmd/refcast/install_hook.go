@@ -26,10 +26,11 @@ Flags (each also read from the environment variable shown):
   --redis URL     Redis bus URL -> git config refcast.redis        REFCAST_REDIS
   --repo NAME     repo name     -> git config refcast.repo         REFCAST_REPO
   --binary PATH   refcast binary the hook runs (default: this one) REFCAST_BINARY
-  --queue DIR     post-receive only: the hook script writes each push to DIR
-                  with shell builtins and exits; 'refcast hook drain --queue DIR'
-                  publishes it (a push no longer waits for a refcast process).
-                  DIR must exist                                    REFCAST_QUEUE
+  --queue DIR     the hook script writes each push to DIR with shell
+                  builtins and exits; 'refcast hook drain --queue DIR'
+                  publishes it (a push no longer waits for a refcast process;
+                  reference-transaction: verified updates only, the rest as
+                  a process). DIR must exist                        REFCAST_QUEUE
   --check         before installing, prove the destination answers and
                   accepts the token (publishes nothing)             REFCAST_CHECK
   --uninstall     remove refcast's hook and configuration           REFCAST_UNINSTALL
