@@ -316,7 +316,10 @@ exit $status
 // It falls through to running refcast when a previous hook is chained
 // (its input must be kept for two readers, which takes processes anyway),
 // when the queue directory is missing (nothing is lost to a typo or an
-// unmounted disk), when GIT_DIR is unset, when a variable the file cannot
+// unmounted disk) or another user's (the drainer runs as the queue's
+// owner and quarantines a file of another user's: root running git
+// update-ref in the repository, say; a shell whose test has no -O goes
+// this way too), when GIT_DIR is unset, when a variable the file cannot
 // carry is set (queueBypassEnv), or when no file can be created. It then
 // names the queue in REFCAST_QUEUE, so that push waits for the same
 // repository's older queued pushes rather than overtake them.
@@ -342,7 +345,7 @@ func queueScript(binary, mode, queue string) string {
 	var b strings.Builder
 	b.WriteString(`q=` + shellQuote(queue) + `
 export ` + queueEnvVar + `="$q"
-if [ ! -x "$prev" ] && [ -d "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
+if [ ! -x "$prev" ] && [ -d "$q" ] && [ -O "$q" ] && [ -n "${GIT_DIR-}" ] && [ -z "`)
 	for _, k := range queueBypassEnv {
 		b.WriteString("${" + k + "-}")
 	}

@@ -17,9 +17,10 @@ import (
 // needs of it: it writes git's update lines, the directory the hook ran in
 // and the environment variables the hook reads into a file of its own in
 // DIR, and exits. A long-running `refcast hook drain --queue DIR` sees the
-// file close (inotify on Linux), runs the post-receive pipeline on it
-// exactly as the hook would have (Runner.PostReceive with that directory
-// and environment: enrichment, publish or spool) and removes the file.
+// file close (inotify on Linux), runs the hook's pipeline on it exactly as
+// the hook would have (Runner.PostReceive, or ReferenceTransaction's
+// committed state, with that directory and environment: enrichment,
+// publish or spool) and removes the file.
 //
 // Why: a push with the hook used to wait for a whole refcast process:
 // exec, the Go runtime and ~160 package inits, 20-30 ms on a 2-core
@@ -164,7 +165,7 @@ func parseQueueFile(data []byte) (dir, hook string, env map[string]string, input
 		return "", "", nil, nil, false, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
 	}
 	env = map[string]string{}
-	for {
+	for first := true; ; first = false {
 		l, ok = line()
 		if !ok {
 			return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
@@ -175,7 +176,7 @@ func parseQueueFile(data []byte) (dir, hook string, env map[string]string, input
 		f := strings.Split(l, " ")
 		var name, n string
 		switch {
-		case len(f) == 2 && f[0] == "hook" && dir == "" && len(env) == 0 && hook == ModePostReceive && f[1] == ModeReferenceTransaction:
+		case len(f) == 2 && f[0] == "hook" && first && f[1] == ModeReferenceTransaction:
 			// Right after the magic line, and only the hook that needs it.
 			hook = f[1]
 			continue

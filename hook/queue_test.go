@@ -275,22 +275,36 @@ func TestQueueScriptReferenceTransaction(t *testing.T) {
 			for _, tc := range []struct {
 				name, state, stdin string
 				queued, ran        bool
+				foreign            bool // the queue is another user's
 			}{
-				{"committed verified", "committed", verified + symref, true, false},
-				{"prepared verified", "prepared", verified, false, false},
-				{"aborted verified", "aborted", verified, false, false},
-				{"unknown state", "preparing", qUpd2, false, false},
-				{"committed creation", "committed", verified + qUpd2, false, true},
-				{"prepared creation", "prepared", qUpd2, false, true},
-				{"aborted creation", "aborted", qUpd2, false, true},
-				{"committed sha256 creation", "committed", zero256, false, true},
-				{"committed delete, no final newline", "committed", verified + deleted, false, true},
+				{name: "committed verified, another user's queue", state: "committed", stdin: verified, ran: true, foreign: true},
+				{"committed verified", "committed", verified + symref, true, false, false},
+				{"prepared verified", "prepared", verified, false, false, false},
+				{"aborted verified", "aborted", verified, false, false, false},
+				{"unknown state", "preparing", qUpd2, false, false, false},
+				{"committed creation", "committed", verified + qUpd2, false, true, false},
+				{"prepared creation", "prepared", qUpd2, false, true, false},
+				{"aborted creation", "aborted", qUpd2, false, true, false},
+				{"committed sha256 creation", "committed", zero256, false, true, false},
+				{"committed delete, no final newline", "committed", verified + deleted, false, true, false},
+				{"committed symbolic-ref creation", "committed", verified + "0000000000000000000000000000000000000000 ref:refs/heads/main HEAD\n", false, true, false},
+				{"committed zero id outside refs/", "committed", verified + "0000000000000000000000000000000000000000 2222222222222222222222222222222222222222 ORIG_HEAD\n", false, true, false},
+				{"committed, more than 64 lines", "committed", strings.Repeat(verified, 65), false, true, false},
+				{"prepared, more than 64 lines", "prepared", strings.Repeat(verified, 65), false, true, false},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					dir := t.TempDir()
 					queue, d, record := filepath.Join(dir, "q"), filepath.Join(dir, "repo"), filepath.Join(dir, "ran")
 					os.Mkdir(queue, 0o700)
 					os.Mkdir(d, 0o700)
+					if tc.foreign {
+						if os.Geteuid() != 0 {
+							t.Skip("needs root to give the queue to another user")
+						}
+						if err := os.Chown(queue, 65534, 65534); err != nil {
+							t.Fatal(err)
+						}
+					}
 					fake := filepath.Join(dir, "refcast")
 					os.WriteFile(fake, []byte("#!/bin/sh\n{ echo \"$*\"; cat; } >"+shellQuote(record)+"\n"), 0o755)
 					script := filepath.Join(dir, ModeReferenceTransaction)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,6 +93,11 @@ func (r *Repo) AbortTransaction(ctx context.Context, lines []bus.RefUpdate) erro
 // creation (its kind cannot be known); a delete without a record was
 // published by its sibling transaction and is dropped.
 func (r *Repo) CommitTransaction(ctx context.Context, lines []bus.RefUpdate) ([]bus.RefUpdate, error) {
+	if !slices.ContainsFunc(lines, needsRecord) {
+		// Plain verified updates (all a queued transaction holds): no
+		// record to read, so no lock and no state file to touch.
+		return lines, nil
+	}
 	var (
 		out  []bus.RefUpdate
 		dels []bus.RefUpdate

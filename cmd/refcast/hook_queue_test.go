@@ -117,9 +117,27 @@ func TestHookQueuePublishesTheSame(t *testing.T) {
 		w.pushes()
 		w.git(w.bare, "update-ref", "refs/heads/server-side", "main")
 		w.git(w.bare, "update-ref", "refs/heads/main", "main~1")
+		// Verified, so queued: a server-side change the drainer publishes.
+		w.git(w.bare, "update-ref", "refs/heads/server-side", "main", w.git(w.bare, "rev-parse", "server-side"))
 		w.git(w.bare, "update-ref", "-d", "refs/heads/server-side")
 		w.commit("after the server's changes")
 		w.push("-f", "main")
+		if w.afterPush != nil {
+			w.afterPush() // the server-side changes were not pushes
+		}
+	}
+	// A commit in the non-bare repository's worktree (on a branch of its
+	// own, so the pushes to main still fast-forward); git runs its hook
+	// without GIT_DIR, so the hook asks git for the repository, with the
+	// queue or without: not counted with the pushes' git calls.
+	nonBareRun := func(w *directWorld) {
+		w.git(w.bare, "checkout", "-q", "-b", "on-server")
+		w.git(w.bare, "commit", "-q", "--allow-empty", "-m", "on the server")
+		if w.afterPush != nil {
+			w.afterPush()
+		}
+		w.hookGitCalls()
+		w.pushes()
 	}
 	cases := []struct {
 		name  string
@@ -132,7 +150,7 @@ func TestHookQueuePublishesTheSame(t *testing.T) {
 		{"non-bare", (*directWorld).nonBare, nil, (*directWorld).pushes},
 		{"bare reference-transaction", func(*directWorld) {}, refTxn, refTxnRun},
 		{"sha256 reference-transaction", (*directWorld).sha256, refTxn, refTxnRun},
-		{"non-bare reference-transaction", (*directWorld).nonBare, refTxn, (*directWorld).pushes},
+		{"non-bare reference-transaction", (*directWorld).nonBare, refTxn, nonBareRun},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
