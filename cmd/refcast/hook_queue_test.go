@@ -341,28 +341,35 @@ func TestHookQueueFallsBack(t *testing.T) {
 // TestHookQueueSpoolsWhenNodeDown: the drainer spools a push the node
 // refuses with 503, as the hook does, to the same spool (a relative one
 // is the repository's, as for the hook process), and `refcast hook
-// flush` publishes it once.
+// flush` publishes it once; for a queued reference-transaction push too.
 func TestHookQueueSpoolsWhenNodeDown(t *testing.T) {
 	t.Parallel()
-	w := newQueueWorld(t, "REFCAST_SPOOL=relative-spool")
-	w.install("--url", w.n.URL, "--queue", w.queue)
-	w.startDrainer()
-	w.n.down.Store(true)
-	tip := w.commit("while down")
-	w.push("main") // returns once the drainer took it
-	spooled, _ := filepath.Glob(filepath.Join(w.bare, "relative-spool", "*.push"))
-	if len(spooled) != 1 || len(w.n.got()) != 0 {
-		t.Fatalf("node down: %d spooled, %d published; want 1 and 0", len(spooled), len(w.n.got()))
-	}
-	w.n.down.Store(false)
-	if out, err := w.refcast(w.bare, "", "hook", "flush"); err != nil {
-		t.Fatalf("hook flush: %v\n%s", err, out)
-	}
-	if out, err := w.refcast(w.bare, "", "hook", "flush"); err != nil {
-		t.Fatalf("hook flush: %v\n%s", err, out)
-	}
-	if got := w.n.got(); len(got) != 1 || got[0].Updates[0].New != tip {
-		t.Fatalf("after flush: %+v, want one push of %s", got, tip)
+	for _, mode := range []string{hook.ModePostReceive, hook.ModeReferenceTransaction} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			w := newQueueWorld(t, "REFCAST_SPOOL=relative-spool")
+			w.install("--url", w.n.URL, "--queue", w.queue, "--mode", mode)
+			w.startDrainer()
+			w.commit("first")
+			w.push("main") // reference-transaction: a creation, published by a process
+			first := len(w.n.got())
+			w.n.down.Store(true)
+			tip := w.commit("while down")
+			w.push("main") // a fast-forward: queued; returns once the drainer took it
+			spooled, _ := filepath.Glob(filepath.Join(w.bare, "relative-spool", "*.push"))
+			if len(spooled) != 1 || len(w.n.got()) != first {
+				t.Fatalf("node down: %d spooled, %d published; want 1 and %d", len(spooled), len(w.n.got()), first)
+			}
+			w.n.down.Store(false)
+			for range 2 {
+				if out, err := w.refcast(w.bare, "", "hook", "flush"); err != nil {
+					t.Fatalf("hook flush: %v\n%s", err, out)
+				}
+			}
+			if got := w.n.got()[first:]; len(got) != 1 || got[0].Updates[0].New != tip || got[0].Source != mode {
+				t.Fatalf("after flush: %+v, want one %s push of %s", got, mode, tip)
+			}
+		})
 	}
 }
 
