@@ -344,23 +344,22 @@ func (d *drainer) load(p *QueuedPush) bool {
 		return false
 	}
 	qf, err := ParseQueueFile(data)
-	dir, env, input, complete := qf.Dir, qf.Env, qf.Input, qf.Complete
 	if err != nil {
 		d.quarantine(p.Name, fmt.Errorf("%w: %v", errQuarantine, err))
 		return false
 	}
-	if !complete && !d.abandoned(p.Name, p.Time) {
+	if !qf.Complete && !d.abandoned(p.Name, p.Time) {
 		return false // still being written (it only looked finished)
 	}
-	if dir == "" { // a killed hook that wrote no whole header: nothing to publish
+	if qf.Dir == "" { // a killed hook that wrote no whole header: nothing to publish
 		d.o.Log.Warn("queue: removing an unfinished file with nothing to publish", slog.String("file", d.path(p.Name)))
 		os.Remove(d.path(p.Name))
 		return false
 	}
-	if !complete {
+	if !qf.Complete {
 		d.o.Log.Warn("queue: publishing an unfinished file (its hook was killed?)", slog.String("file", d.path(p.Name)), slog.Duration("untouched", time.Since(p.Time)))
 	}
-	p.Hook, p.Dir, p.Env, p.Input, p.Complete = qf.Hook, dir, env, input, complete
+	p.Hook, p.Dir, p.Env, p.Input, p.Complete = qf.Hook, qf.Dir, qf.Env, qf.Input, qf.Complete
 	if p.repo == "" { // the scan's look at the head did not reach the end of the header
 		p.repo = queuedRepo(p)
 	}

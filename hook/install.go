@@ -441,7 +441,7 @@ func txnStates(mode, binary string) string {
 // txnHookLine is the queue file's hook line (see queue.go): none for
 // post-receive, so its files read as they always did.
 func txnHookLine(mode string) string {
-	if mode == ModePostReceive {
+	if mode != ModeReferenceTransaction {
 		return ""
 	}
 	return `hook ` + mode + `\n`

@@ -130,15 +130,7 @@ type QueueFile struct {
 // complete update lines only. No prefix of a well-formed file is an error:
 // one cut in the header is incomplete with nothing to publish (Dir empty).
 func ParseQueueFile(data []byte) (QueueFile, error) {
-	dir, hook, env, input, complete, err := parseQueueFile(data)
-	if err != nil || dir == "" {
-		return QueueFile{}, err
-	}
-	return QueueFile{Hook: hook, Dir: dir, Env: env, Input: input, Complete: complete}, nil
-}
-
-func parseQueueFile(data []byte) (dir, hook string, env map[string]string, input []byte, complete bool, err error) {
-	hook = ModePostReceive
+	qf := QueueFile{Hook: ModePostReceive}
 	rest := data
 	line := func() (string, bool) {
 		i := bytes.IndexByte(rest, '\n')
@@ -159,16 +151,16 @@ func parseQueueFile(data []byte) (dir, hook string, env map[string]string, input
 	}
 	l, ok := line()
 	if !ok {
-		return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
+		return QueueFile{}, nil // cut short: still being written, or its hook was killed
 	}
 	if l != queueMagic {
-		return "", "", nil, nil, false, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
+		return QueueFile{}, fmt.Errorf("queue file: first line %.40q, want %q", l, queueMagic)
 	}
-	env = map[string]string{}
+	qf.Env = map[string]string{}
 	for first := true; ; first = false {
 		l, ok = line()
 		if !ok {
-			return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
+			return QueueFile{}, nil // cut short: still being written, or its hook was killed
 		}
 		if l == "updates" {
 			break
@@ -178,40 +170,40 @@ func parseQueueFile(data []byte) (dir, hook string, env map[string]string, input
 		switch {
 		case len(f) == 2 && f[0] == "hook" && first && f[1] == ModeReferenceTransaction:
 			// Right after the magic line, and only the hook that needs it.
-			hook = f[1]
+			qf.Hook = f[1]
 			continue
 		case len(f) == 2 && f[0] == "dir":
 			n = f[1]
 		case len(f) == 3 && f[0] == "env" && slices.Contains(QueueEnv, f[1]):
 			name, n = f[1], f[2]
 		default:
-			return "", "", nil, nil, false, fmt.Errorf("queue file: header line %.60q is not dir N, env NAME N with NAME one the hook carries, or hook reference-transaction first", l)
+			return QueueFile{}, fmt.Errorf("queue file: header line %.60q is not dir N, env NAME N with NAME one the hook carries, or hook reference-transaction first", l)
 		}
 		size, err := strconv.Atoi(n)
 		if err != nil || size < 0 || size > MaxQueueFile {
-			return "", "", nil, nil, false, fmt.Errorf("queue file: bad length in %.60q", l)
+			return QueueFile{}, fmt.Errorf("queue file: bad length in %.60q", l)
 		}
 		v, ok := value(size)
 		if !ok {
 			if len(rest) < size+1 {
-				return "", "", nil, nil, false, nil // cut short: still being written, or its hook was killed
+				return QueueFile{}, nil // cut short: still being written, or its hook was killed
 			}
-			return "", "", nil, nil, false, fmt.Errorf("queue file: value of %.60q is not %d bytes and a newline", l, size)
+			return QueueFile{}, fmt.Errorf("queue file: value of %.60q is not %d bytes and a newline", l, size)
 		}
 		if name == "" {
-			dir = v
+			qf.Dir = v
 		} else {
-			env[name] = v
+			qf.Env[name] = v
 		}
 	}
-	if dir == "" || !filepath.IsAbs(dir) {
-		return "", "", nil, nil, false, fmt.Errorf("queue file: the hook's directory %q is not an absolute path", dir)
+	if qf.Dir == "" || !filepath.IsAbs(qf.Dir) {
+		return QueueFile{}, fmt.Errorf("queue file: the hook's directory %q is not an absolute path", qf.Dir)
 	}
-	complete = string(rest) == queueEnd || bytes.HasSuffix(rest, []byte("\n"+queueEnd))
-	if complete {
-		input = rest[:len(rest)-len(queueEnd)]
+	qf.Complete = string(rest) == queueEnd || bytes.HasSuffix(rest, []byte("\n"+queueEnd))
+	if qf.Complete {
+		qf.Input = rest[:len(rest)-len(queueEnd)]
 	} else if i := bytes.LastIndexByte(rest, '\n'); i >= 0 {
-		input = rest[:i+1]
+		qf.Input = rest[:i+1]
 	}
-	return dir, hook, env, input, complete, nil
+	return qf, nil
 }

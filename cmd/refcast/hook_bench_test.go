@@ -67,42 +67,33 @@ func BenchmarkPushLatency(b *testing.B) {
 		node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
 		benchPushLatency(b, bin, node, "", "--redis", rs.URL())
 	})
-	// The queue on the embedded bus: the node drains it (serve --queue),
-	// publishing into its own bus.
-	b.Run("embedded-queue", func(b *testing.B) {
-		const token = "bench-token"
-		queue := newQueueDir(b)
-		node := testnode.Start(b, bin, "", "--data", b.TempDir(), "--publish-token", token, "--drain", "100ms", "--queue", queue)
-		benchPushLatency(b, bin, node, token, "--url", node.URL, "--queue", queue)
-	})
-	// The queue on Redis: `refcast hook drain` on the git host publishes
-	// into the bus, the nodes being elsewhere.
-	b.Run("redis-queue", func(b *testing.B) {
-		testnode.Require(b, "redis-server")
-		rs := redistest.Start(b, redistest.Options{})
-		node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
-		queue := newQueueDir(b)
-		startDrainer(b, bin, queue)
-		benchPushLatency(b, bin, node, "", "--redis", rs.URL(), "--queue", queue)
-	})
-	// The same two with the reference-transaction hook: a push runs it
-	// twice (prepared, committed) and the script queues the committed
+	// The queue, with each hook. The reference-transaction hook runs twice
+	// a push (prepared, committed) and the script queues the committed
 	// state of these fast-forwards; hook-run and hook-to-sse are the
 	// committed state's.
-	b.Run("embedded-queue-reftxn", func(b *testing.B) {
-		const token = "bench-token"
-		queue := newQueueDir(b)
-		node := testnode.Start(b, bin, "", "--data", b.TempDir(), "--publish-token", token, "--drain", "100ms", "--queue", queue)
-		benchPushLatency(b, bin, node, token, "--url", node.URL, "--queue", queue, "--mode", hook.ModeReferenceTransaction)
-	})
-	b.Run("redis-queue-reftxn", func(b *testing.B) {
-		testnode.Require(b, "redis-server")
-		rs := redistest.Start(b, redistest.Options{})
-		node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
-		queue := newQueueDir(b)
-		startDrainer(b, bin, queue)
-		benchPushLatency(b, bin, node, "", "--redis", rs.URL(), "--queue", queue, "--mode", hook.ModeReferenceTransaction)
-	})
+	for _, v := range []struct{ suffix, mode string }{
+		{"", hook.ModePostReceive},
+		{"-reftxn", hook.ModeReferenceTransaction},
+	} {
+		// On the embedded bus the node drains it (serve --queue),
+		// publishing into its own bus.
+		b.Run("embedded-queue"+v.suffix, func(b *testing.B) {
+			const token = "bench-token"
+			queue := newQueueDir(b)
+			node := testnode.Start(b, bin, "", "--data", b.TempDir(), "--publish-token", token, "--drain", "100ms", "--queue", queue)
+			benchPushLatency(b, bin, node, token, "--url", node.URL, "--queue", queue, "--mode", v.mode)
+		})
+		// On Redis `refcast hook drain` on the git host publishes into
+		// the bus, the nodes being elsewhere.
+		b.Run("redis-queue"+v.suffix, func(b *testing.B) {
+			testnode.Require(b, "redis-server")
+			rs := redistest.Start(b, redistest.Options{})
+			node := testnode.Start(b, bin, "", "--redis", rs.URL(), "--drain", "100ms")
+			queue := newQueueDir(b)
+			startDrainer(b, bin, queue)
+			benchPushLatency(b, bin, node, "", "--redis", rs.URL(), "--queue", queue, "--mode", v.mode)
+		})
+	}
 }
 
 func newQueueDir(b *testing.B) string {

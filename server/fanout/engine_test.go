@@ -275,12 +275,7 @@ func TestHeartbeatSpread(t *testing.T) {
 		h.visit(now)
 		sent := 0
 		for i, s := range subs {
-			s.mu.Lock()
-			got := len(s.queue) > 0
-			s.queue = s.queue[:0]
-			s.scheduled = false
-			s.mu.Unlock()
-			if got { // as if written now
+			if takeQueued(s) { // as if written now
 				sent++
 				maxGap = max(maxGap, now.Sub(last[i]))
 				last[i] = now
@@ -301,6 +296,18 @@ func TestHeartbeatSpread(t *testing.T) {
 	if maxGap > hb+HousekeeperTick {
 		t.Errorf("a stream was silent for %v with Heartbeat %v", maxGap, hb)
 	}
+}
+
+// takeQueued empties a subscriber's queue as a writer that wrote it would
+// (the heartbeat tests drive visit by hand, with no writers), and reports
+// whether it held anything.
+func takeQueued(s *subscriber) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	got := len(s.queue) > 0
+	s.queue = s.queue[:0]
+	s.scheduled = false
+	return got
 }
 
 // TestHeartbeatSkipsBusyStreams: a stream that carried something within
@@ -329,12 +336,7 @@ func TestHeartbeatSkipsBusyStreams(t *testing.T) {
 	for now := t0.Add(HousekeeperTick); now.Before(end); now = now.Add(HousekeeperTick) {
 		h.visit(now)
 		for i, s := range subs {
-			s.mu.Lock()
-			got := len(s.queue) > 0
-			s.queue = s.queue[:0]
-			s.scheduled = false
-			s.mu.Unlock()
-			if got {
+			if takeQueued(s) {
 				if busy(i) {
 					busyBeats++
 				} else {

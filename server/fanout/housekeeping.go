@@ -212,9 +212,10 @@ func (e *Engine) visit(now time.Time) {
 	// that carried anything in the last half Heartbeat gets none. With a
 	// round of a whole Heartbeat (as before) the threshold was a tick, and
 	// every stream got a heartbeat every Heartbeat however busy it was:
-	// in the spread scenario (10,000 streams, each sent an event every 5
-	// s) that was 15-25 % of the embedded node's CPU per published event
-	// (1,285-1,415 µs against 1,100 µs with heartbeats off). Visiting
+	// 667 writes/s at 10,000 streams. In the spread scenario (10,000
+	// streams, each sent an event every 5 s) that was 3-5 % of the node's
+	// CPU per published event side by side on a quiet machine, 15-25 %
+	// in single runs on a loaded one (docs/performance.md). Visiting
 	// twice as many streams per tick costs an atomic load each.
 	half := max(e.opts.Heartbeat/2, HousekeeperTick)
 	per := max(1, int(int64(n)*int64(HousekeeperTick)/int64(half))+1)
