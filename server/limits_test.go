@@ -610,7 +610,13 @@ func TestPublishSeedBody(t *testing.T) {
 			if len(tc.body) <= 16<<10 {
 				t.Fatalf("test body of %d bytes is not over MaxBody", len(tc.body))
 			}
-			st, _, body := n.publishRaw(t, tc.token, "", tc.body)
+			var st int
+			var body []byte
+			if tc.status == 200 {
+				st, _, body = n.publishRaw(t, tc.token, "", tc.body)
+			} else {
+				st, body = n.publishRefused(t, tc.token, tc.body)
+			}
 			if st != tc.status {
 				t.Fatalf("%d %s, want %d", st, body, tc.status)
 			}

@@ -152,6 +152,49 @@ func (n *testNode) publishRaw(t testing.TB, token, contentType string, body []by
 	return do(t, req)
 }
 
+// publishRefused sends a publish the node refuses before reading all of
+// its body (a 401 before any of it, a 413 past the limit), on a
+// connection of its own, and returns the answer's status and body.
+// net/http's client returns the error of its body write instead of the
+// answer when the node has answered and closed the connection while the
+// body was still going out (1 run in ~300 of TestPublishSeedBody under
+// load: "write: connection reset by peer", "broken pipe"): a client sees
+// the answer all the same. Here the body is written beside the read and
+// its write error ignored.
+func (n *testNode) publishRefused(t testing.TB, token string, body []byte) (int, []byte) {
+	t.Helper()
+	u, err := url.Parse(n.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "POST /v1/publish HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n", u.Host, len(body))
+	if token != "" {
+		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", token)
+	}
+	req.WriteString("\r\n")
+	req.Write(body)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer conn.Close() // ends the write if the node stopped reading
+	wg.Go(func() { _, _ = conn.Write(req.Bytes()) })
+	_ = conn.SetReadDeadline(time.Now().Add(patience))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read the answer's body: %v", err)
+	}
+	return resp.StatusCode, b
+}
+
 // publish sends a push through the real endpoint and fails the test
 // unless it is accepted.
 func (n *testNode) publish(t testing.TB, p *bus.Push) {
