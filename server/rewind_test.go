@@ -192,8 +192,8 @@ func TestRewindRedisRestore(t *testing.T) {
 	checkRewound(t, n, b, old)
 }
 
-// TestRewindBoltRestore: the embedded bus's file is replaced by an older
-// copy between two runs of the node.
+// TestRewindBoltRestore: the embedded bus's data directory (its file and
+// its log) is replaced by an older copy between two runs of the node.
 func TestRewindBoltRestore(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -211,14 +211,18 @@ func TestRewindBoltRestore(t *testing.T) {
 	}
 	n.stop()
 	_ = b.Close()
-	backup := filepath.Join(t.TempDir(), "backup")
-	copyFile(t, b.Path(), backup)
+	backup := t.TempDir()
+	for _, name := range []string{bolt.FileName, bolt.WALFileName} {
+		copyFile(t, filepath.Join(dir, name), filepath.Join(backup, name))
+	}
 
 	b, n = run()
 	old := followAndSnapshot(t, n, b, "lost", 3)
 	n.stop()
 	_ = b.Close()
-	copyFile(t, backup, b.Path())
+	for _, name := range []string{bolt.FileName, bolt.WALFileName} {
+		copyFile(t, filepath.Join(backup, name), filepath.Join(dir, name))
+	}
 
 	b, n = run()
 	t.Cleanup(func() { _ = b.Close() })

@@ -4,11 +4,13 @@
 // and the recent push ids, so a restarted node keeps its positions: clients
 // resume with Last-Event-ID and snapshots answer as before.
 //
-// Every Publish is one bbolt transaction, committed and fsynced before it
-// returns and before any reader or subscriber can see it. Reads go to the
-// file (bbolt's memory map); in memory live the partitions' heads, a wake-up
-// channel, the push id window (looked up by every publish) and the events
-// of the last commit (for caught-up feeds).
+// Every Publish is appended to a write-ahead log (wal.go, bus.wal beside
+// the bbolt file) and fsynced before it returns and before any reader or
+// subscriber can see it; the logged pushes are written to bbolt in batches
+// (flushes). Reads go to the file (bbolt's memory map) and to the tail of
+// logged pushes not yet flushed, kept in memory; there too live the
+// partitions' heads, a wake-up channel, the push id window (looked up by
+// every publish) and the events of the last commit (for caught-up feeds).
 //
 // It is not shared between processes: bbolt's file lock admits one node per
 // data directory (hooks reach the node over HTTP), and a tier of several
@@ -22,6 +24,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,6 +69,10 @@ type Options struct {
 
 	// noSync skips fsync, for the benchmark comparing the cost of it only.
 	noSync bool
+	// flushPushes and logSize replace flushPushes and walSize, for tests
+	// that make flushes happen often.
+	flushPushes int
+	logSize     int64
 }
 
 // ErrLocked is returned by Open when another process holds the data
@@ -86,9 +93,16 @@ type Bus struct {
 	// commit order.
 	wmu sync.Mutex
 	// pushes is the push id window as of the last commit (the file's
-	// pushorder bucket, read at Open), guarded by wmu: ~100 B per id,
-	// ~10 MB at the default 100,000.
+	// pushorder bucket, read at Open, and the tail's), guarded by wmu:
+	// ~100 B per id, ~10 MB at the default 100,000.
 	pushes map[string]pushPos
+	// lastOrder is the window's newest place (the last assigned) and
+	// firstOrder its oldest, guarded by wmu.
+	lastOrder, firstOrder uint64
+	w                     *wal // guarded by wmu
+	// unsure is set by a flush whose commit failed in a way that may have
+	// reached the file anyway; resync settles it. Guarded by wmu.
+	unsure bool
 
 	pmu     sync.Mutex // guards pending
 	pending []*pubReq  // publishes waiting for the next commit
@@ -104,10 +118,16 @@ type Bus struct {
 	// each (~3 % of a node's CPU per event in the spread scenario).
 	// Replaced, never modified.
 	recent []recentEvents
-	notify chan struct{} // closed and replaced after every publish
-	closed bool
-	done   chan struct{}  // closed by Close
-	subs   sync.WaitGroup // subscription goroutines; waited for by Close
+	// tail are the logged pushes not yet flushed to bbolt, in commit
+	// order: per partition, the events after applied[pi] up to the head.
+	// Appended to in place (a reader's copy is a prefix); replaced by a
+	// flush.
+	tail    []*entry
+	applied []uint64      // per partition, the last Seq in the bbolt file
+	notify  chan struct{} // closed and replaced after every publish
+	closed  bool
+	done    chan struct{}  // closed by Close
+	subs    sync.WaitGroup // subscription goroutines; waited for by Close
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -139,6 +159,12 @@ func Open(dir string, opts Options) (*Bus, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.flushPushes <= 0 {
+		opts.flushPushes = flushPushes
+	}
+	if opts.logSize <= 0 {
+		opts.logSize = walSize
 	}
 	if dir == "" {
 		return nil, errors.New("bolt bus: no data directory")
@@ -172,8 +198,14 @@ func Open(dir string, opts Options) (*Bus, error) {
 		}
 		return nil, openError(path, err, opts.LockTimeout)
 	}
-	b := &Bus{opts: opts, db: db, path: path, notify: make(chan struct{}), done: make(chan struct{})}
+	w, err := openWAL(dir, opts.logSize, opts.noSync)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	b := &Bus{opts: opts, db: db, path: path, w: w, notify: make(chan struct{}), done: make(chan struct{})}
 	if err := guard(path, b.load); err != nil {
+		_ = w.f.Close()
 		_ = db.Close()
 		return nil, err
 	}
@@ -194,15 +226,36 @@ func openError(path string, err error, timeout time.Duration) error {
 	return fmt.Errorf("open bus %s: %w", path, err)
 }
 
-// load checks the file's format, creates what a fresh file lacks, trims to
-// the current bounds and reads the heads. Run under guard: bbolt panics on
-// some damaged pages.
+// load checks the file's format, creates what a fresh file lacks, writes
+// the pushes the log holds beyond it, trims to the current bounds and
+// reads the heads. Run under guard: bbolt panics on some damaged pages.
 func (b *Bus) load() error {
 	heads := make(bus.Heads, b.opts.Partitions)
 	var pushes map[string]pushPos
+	var gen uint64
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		if err := initLayout(tx, b.opts.Partitions); err != nil {
 			return err
+		}
+		var err error
+		if gen, err = walGen(tx); err != nil {
+			return err
+		}
+		entries, err := readRecords(b.w.f, b.w.size, gen+1)
+		if err != nil {
+			return err
+		}
+		if len(entries) > 0 {
+			gen++
+			for _, e := range entries {
+				if e.pi < 0 || e.pi >= b.opts.Partitions {
+					return fmt.Errorf("logged push %s is in partition %d of %d", e.p.ID, e.pi, b.opts.Partitions)
+				}
+			}
+			// Trimmed to the bounds below, with the rest.
+			if _, err := applyEntries(tx, entries, gen, b.opts.PushIDs, func(*partition) error { return nil }); err != nil {
+				return err
+			}
 		}
 		now := b.opts.Now()
 		for pi := range heads {
@@ -218,10 +271,10 @@ func (b *Bus) load() error {
 		if _, err := trimPushIDs(tx, b.opts.PushIDs, 0); err != nil {
 			return err
 		}
-		var err error
 		if pushes, err = loadPushes(tx); err != nil {
 			return err
 		}
+		b.firstOrder, b.lastOrder = windowBounds(tx)
 		// Walk what readers will walk, so damage shows now and not in a
 		// request.
 		return checkReadable(tx)
@@ -231,9 +284,19 @@ func (b *Bus) load() error {
 		if errors.As(err, &fe) {
 			return fmt.Errorf("open bus %s: %w", b.path, err)
 		}
+		var le logError
+		if errors.As(err, &le) {
+			return fmt.Errorf("open bus %s: %w: its log %s cannot be replayed: %v (move the log aside to open the file without the pushes it holds)",
+				b.path, ErrCorrupt, b.w.f.Name(), le.err)
+		}
 		return fmt.Errorf("open bus %s: %w: %v (move it aside to start with an empty history)", b.path, ErrCorrupt, err)
 	}
 	b.heads, b.pushes, b.recent = heads, pushes, make([]recentEvents, len(heads))
+	b.applied = make([]uint64, len(heads))
+	for pi, h := range heads {
+		b.applied[pi] = h.Last
+	}
+	b.w.gen = gen + 1
 	return nil
 }
 
@@ -264,20 +327,44 @@ func (b *Bus) Close() error {
 	b.subs.Wait()
 	b.wmu.Lock() // let an in-flight publish finish its commit
 	defer b.wmu.Unlock()
+	var ferr error
+	if len(b.tail) > 0 {
+		// So the next Open has nothing to replay; if this fails, it will.
+		ferr = b.flush(nil, nil)
+	}
+	werr := b.w.f.Close()
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("close bus %s: %w", b.path, err)
+	}
+	if ferr != nil {
+		return fmt.Errorf("close bus %s: the log keeps what was not flushed: %w", b.path, ferr)
+	}
+	if werr != nil {
+		return fmt.Errorf("close bus log: %w", werr)
 	}
 	return nil
 }
 
-// snapshot returns the watermark heads and the current wake-up channel.
-func (b *Bus) snapshot() (bus.Heads, <-chan struct{}, error) {
+// state is what a read is made against: the watermark heads, where the
+// file ends per partition, the tail, and the current wake-up channel.
+type state struct {
+	heads   bus.Heads
+	applied []uint64
+	tail    []*entry
+	wake    <-chan struct{}
+}
+
+// state returns the current state. A read takes it before it opens a
+// transaction: a flush writes the file before it empties the tail, so
+// whatever the transaction sees, the file holds every event up to
+// applied and the tail every event after it.
+func (b *Bus) state() (state, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return nil, nil, bus.ErrClosed
+		return state{}, bus.ErrClosed
 	}
-	return append(bus.Heads(nil), b.heads...), b.notify, nil
+	return state{heads: slices.Clone(b.heads), applied: slices.Clone(b.applied), tail: b.tail, wake: b.notify}, nil
 }
 
 // view runs a read transaction, mapping bbolt's errors to the bus's.

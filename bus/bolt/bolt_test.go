@@ -34,10 +34,17 @@ func open(t testing.TB, dir string, opts Options) *Bus {
 	return b
 }
 
+// TestConformance runs the bus conformance suite with the log flushed to
+// bbolt as shipped (reads merge the file and the tail), after every
+// publish (reads go to the file), and every third one.
 func TestConformance(t *testing.T) {
-	bustest.Run(t, func(t *testing.T, o bustest.Options) bus.Bus {
-		return open(t, t.TempDir(), Options{Partitions: o.Partitions, History: o.History, MaxAge: o.MaxAge})
-	})
+	for _, every := range []int{0, 1, 3} {
+		t.Run(fmt.Sprintf("flush%d", every), func(t *testing.T) {
+			bustest.Run(t, func(t *testing.T, o bustest.Options) bus.Bus {
+				return open(t, t.TempDir(), Options{Partitions: o.Partitions, History: o.History, MaxAge: o.MaxAge, flushPushes: every})
+			})
+		})
+	}
 }
 
 func publish(t *testing.T, b bus.Bus, p *bus.Push) []bus.Event {
@@ -433,13 +440,13 @@ func BenchmarkPublish(b *testing.B) {
 				return bustest.Push(fmt.Sprintf("b%d", i), fmt.Sprintf("acme/repo%d", i%64),
 					"refs/heads/main", bustest.ID(i+1), "refs/heads/dev", bustest.ID(i+2), "refs/tags/v1", bustest.ID(i+3))
 			}
-			bb.db.NoSync = true // fill every partition's history, quickly
+			bb.db.NoSync, bb.w.noSync = true, true // fill every partition's history, quickly
 			for i := range 20000 {
 				if _, err := bb.Publish(ctx, mk(1_000_000+i)); err != nil {
 					b.Fatal(err)
 				}
 			}
-			bb.db.NoSync = !sync
+			bb.db.NoSync, bb.w.noSync = !sync, !sync
 			lat := make([]time.Duration, 0, b.N)
 			writes0, cpu0 := txWrites(bb), cpuTime(b)
 			b.ReportAllocs()

@@ -14,12 +14,17 @@ func (b *Bus) GitComplete(ctx context.Context, repo string) (bool, error) {
 	if err := bus.ValidateRepo(repo); err != nil {
 		return false, err
 	}
-	if _, _, err := b.snapshot(); err != nil {
+	s, err := b.state()
+	if err != nil {
 		return false, err
+	}
+	if inTail(s.tail, repo) {
+		st, err := b.Refs(ctx, repo)
+		return st.Complete, err
 	}
 	pi := bus.PartitionOf(repo, b.opts.Partitions)
 	var complete bool
-	err := b.view(ctx, "read git state", func(tx *bolt.Tx) error {
+	err = b.view(ctx, "read git state", func(tx *bolt.Tx) error {
 		part, err := openPartition(tx, pi)
 		if err != nil {
 			return err

@@ -4,6 +4,8 @@ package bolt
 //
 //	meta/format             "refcast-bus/2"
 //	meta/partitions         u32
+//	meta/walgen             u64: the last generation of the log (wal.go)
+//	                        this file holds; absent until the first flush
 //	parts/<u32 partition>/  one bucket per partition:
 //	    head                u64 epoch, u64 first, u64 last, u64 chain at last
 //	                        (files written before chains: 24 bytes, chain unknown)
@@ -51,6 +53,7 @@ var (
 	keyFormat    = []byte("format")
 	keyParts     = []byte("partitions")
 	keyHead      = []byte("head")
+	keyWALGen    = []byte("walgen")
 )
 
 // formatError is a file that is readable but not usable as configured: not
@@ -153,6 +156,16 @@ func decodePush(k, v []byte) (string, pushPos, error) {
 	return string(v[12:]), pushPos{order: binary.BigEndian.Uint64(k), pi: binary.BigEndian.Uint32(v), first: binary.BigEndian.Uint64(v[4:])}, nil
 }
 
+// windowBounds are the places of the oldest push id in the window and of
+// the last one assigned.
+func windowBounds(tx *bolt.Tx) (first, last uint64) {
+	order := tx.Bucket(bktPushOrder)
+	if k, _ := order.Cursor().First(); k != nil {
+		first = binary.BigEndian.Uint64(k)
+	}
+	return first, order.Sequence()
+}
+
 // loadPushes reads the window into memory.
 func loadPushes(tx *bolt.Tx) (map[string]pushPos, error) {
 	order := tx.Bucket(bktPushOrder)
@@ -187,6 +200,11 @@ func createLayout(tx *bolt.Tx, partitions int) error {
 	if err := meta.Put(keyParts, u32(uint32(partitions))); err != nil {
 		return err
 	}
+	// A random first log generation: a log left beside a file that was
+	// moved aside is never taken for this file's.
+	if err := meta.Put(keyWALGen, u64(newEpoch())); err != nil {
+		return err
+	}
 	if _, err := tx.CreateBucket(bktPushOrder); err != nil {
 		return err
 	}
@@ -214,6 +232,7 @@ func createLayout(tx *bolt.Tx, partitions int) error {
 
 // partition is one partition's buckets within a transaction.
 type partition struct {
+	pi     int
 	b      *bolt.Bucket
 	events *bolt.Bucket
 	refs   *bolt.Bucket
@@ -225,7 +244,7 @@ func openPartition(tx *bolt.Tx, pi int) (*partition, error) {
 	if pb == nil {
 		return nil, fmt.Errorf("partition %d is missing", pi)
 	}
-	p := &partition{b: pb, events: pb.Bucket(bktEvents), refs: pb.Bucket(bktRefs)}
+	p := &partition{pi: pi, b: pb, events: pb.Bucket(bktEvents), refs: pb.Bucket(bktRefs)}
 	if p.events == nil || p.refs == nil {
 		return nil, fmt.Errorf("partition %d is missing a bucket", pi)
 	}
@@ -343,6 +362,37 @@ func (p *partition) trim(maxLen int, maxAge time.Duration, now time.Time) error 
 		return p.putHead()
 	}
 	return nil
+}
+
+// trimTo deletes the events before first (a flush trims the file to the
+// heads its publishes set, see Bus.trimHeads) and moves First.
+func (p *partition) trimTo(first uint64) error {
+	if first <= p.head.First {
+		return nil
+	}
+	if first > p.head.Last+1 {
+		return fmt.Errorf("partition %d: trim to %d is past the head %d", p.pi, first, p.head.Last)
+	}
+	c := p.events.Cursor()
+	for k, _ := c.Seek(u64(p.head.First)); k != nil && binary.BigEndian.Uint64(k) < first; k, _ = c.Seek(u64(p.head.First)) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	p.head.First = first
+	return p.putHead()
+}
+
+// walGen is the last log generation the file holds.
+func walGen(tx *bolt.Tx) (uint64, error) {
+	v := tx.Bucket(bktMeta).Get(keyWALGen)
+	switch len(v) {
+	case 0:
+		return 0, nil
+	case 8:
+		return binary.BigEndian.Uint64(v), nil
+	}
+	return 0, errors.New("meta/walgen is malformed")
 }
 
 // pushIDSlack is how far past its bound Publish lets the push id window

@@ -13,32 +13,27 @@ import (
 // Heads implements bus.Bus. It reads memory only: the heads as of the last
 // acknowledged publish.
 func (b *Bus) Heads(ctx context.Context) (bus.Heads, error) {
-	h, _, err := b.snapshot()
-	return h, err
+	s, err := b.state()
+	return s.heads, err
 }
 
 // History implements bus.Bus.
 func (b *Bus) History(ctx context.Context, pi int, epoch, after uint64, limit int) ([]bus.Event, error) {
-	heads, _, err := b.snapshot()
+	s, err := b.state()
 	if err != nil {
 		return nil, err
 	}
-	if pi < 0 || pi >= len(heads) {
+	if pi < 0 || pi >= len(s.heads) {
 		return nil, fmt.Errorf("%w: partition %d out of range", bus.ErrInvalid, pi)
 	}
-	var out []bus.Event
-	err = b.view(ctx, "read history", func(tx *bolt.Tx) error {
-		var err error
-		out, err = readEvents(tx, pi, heads[pi], epoch, after, limit)
-		return err
-	})
-	return out, err
+	return b.events(ctx, "read history", s, pi, epoch, after, limit)
 }
 
-// readEvents returns up to limit events after a Seq, no further than the
-// watermark head h. ErrTruncated if the epoch is not h's or the events
-// after `after` are gone.
-func readEvents(tx *bolt.Tx, pi int, h bus.PartitionHead, epoch, after uint64, limit int) ([]bus.Event, error) {
+// events returns up to limit events of partition pi after a Seq, from the
+// file and then the tail, no further than s's head. ErrTruncated if the
+// epoch is not the head's or the events after `after` are gone.
+func (b *Bus) events(ctx context.Context, what string, s state, pi int, epoch, after uint64, limit int) ([]bus.Event, error) {
+	h := s.heads[pi]
 	if epoch != h.Epoch || after+1 < h.First {
 		return nil, bus.ErrTruncated
 	}
@@ -46,6 +41,41 @@ func readEvents(tx *bolt.Tx, pi int, h bus.PartitionHead, epoch, after uint64, l
 		return nil, nil
 	}
 	n := min(h.Last-after, uint64(limit))
+	var out []bus.Event
+	if inFile := min(s.applied[pi], h.Last); after < inFile {
+		err := b.view(ctx, what, func(tx *bolt.Tx) error {
+			var err error
+			out, err = readEvents(tx, pi, after, min(inFile-after, n))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(out) == 0 {
+			// Trimmed by a flush after s was taken.
+			return nil, bus.ErrTruncated
+		}
+		after = out[len(out)-1].Seq
+	}
+	for _, e := range s.tail {
+		if uint64(len(out)) == n {
+			break
+		}
+		if e.pi != pi || e.last() <= after {
+			continue
+		}
+		for _, ev := range e.evs {
+			if ev.Seq > after && uint64(len(out)) < n {
+				out = append(out, ev)
+			}
+		}
+	}
+	return out, nil
+}
+
+// readEvents returns up to n events of the file's partition pi after a
+// Seq, stopping at a gap (events trimmed since the caller's watermark).
+func readEvents(tx *bolt.Tx, pi int, after, n uint64) ([]bus.Event, error) {
 	part, err := openPartition(tx, pi)
 	if err != nil {
 		return nil, err
@@ -64,87 +94,180 @@ func readEvents(tx *bolt.Tx, pi int, h bus.PartitionHead, epoch, after uint64, l
 		out = append(out, e)
 		want++
 	}
-	if len(out) == 0 {
-		// Trimmed by a publish committed after the watermark was read.
-		return nil, bus.ErrTruncated
-	}
 	return out, nil
 }
 
-// Refs implements bus.Bus. The state is read with the head it is current
-// at, in one transaction; a commit whose Publish has not returned yet is
-// waited for rather than shown.
+// Refs implements bus.Bus. The state is the file's with the tail's pushes
+// to the repo applied over it, as of the head it is current at.
 func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 	if err := bus.ValidateRepo(repo); err != nil {
 		return bus.RefState{}, err
 	}
 	pi := bus.PartitionOf(repo, b.opts.Partitions)
 	for {
-		heads, wake, err := b.snapshot()
+		s, err := b.state()
 		if err != nil {
 			return bus.RefState{}, err
 		}
 		st := bus.RefState{Repo: repo, Refs: map[string]string{}, Partition: pi}
+		fields := map[string]string{}
+		ahead := false
 		err = b.view(ctx, "read refs", func(tx *bolt.Tx) error {
-			part, err := openPartition(tx, pi)
-			if err != nil {
-				return err
-			}
-			st.Epoch, st.Seq, st.Chain = part.head.Epoch, part.head.Last, part.head.Chain
-			rb := part.refs.Bucket([]byte(repo))
-			if rb == nil {
-				return nil
-			}
-			fields := map[string]string{}
-			err = rb.ForEach(func(k, v []byte) error {
-				if bus.IsGitField(string(k)) {
-					fields[string(k)] = string(v)
-				} else {
-					st.Refs[string(k)] = string(v)
-				}
-				return nil
-			})
-			st.SetGitFields(fields)
+			var err error
+			ahead, err = readState(tx, pi, s.heads[pi], repo, st.Refs, fields)
 			return err
 		})
 		if err != nil {
 			return bus.RefState{}, err
 		}
-		if st.Seq <= heads[pi].Last {
+		if !ahead {
+			overlay(s.tail, repo, st.Refs, fields)
+			st.SetGitFields(fields)
+			h := s.heads[pi]
+			st.Epoch, st.Seq, st.Chain = h.Epoch, h.Last, h.Chain
 			return st, nil
 		}
 		select { // a publish is between its commit and its return
-		case <-wake:
+		case <-s.wake:
 		case <-ctx.Done():
 			return bus.RefState{}, ctx.Err()
 		}
 	}
 }
 
-// Repos implements bus.Bus.
-func (b *Bus) Repos(ctx context.Context) ([]string, error) {
-	if _, _, err := b.snapshot(); err != nil {
-		return nil, err
+// readState reads repo's stored refs and git fields into refs and fields,
+// unless the file is ahead of the watermark h (a commit whose Publish has
+// not returned yet, or a flush after h was taken): then ahead is true and
+// the caller takes a newer watermark.
+func readState(tx *bolt.Tx, pi int, h bus.PartitionHead, repo string, refs, fields map[string]string) (ahead bool, err error) {
+	part, err := openPartition(tx, pi)
+	if err != nil {
+		return false, err
 	}
-	var out []string
-	err := b.view(ctx, "list repos", func(tx *bolt.Tx) error {
-		for pi := range b.opts.Partitions {
-			part, err := openPartition(tx, pi)
-			if err != nil {
-				return err
-			}
-			if err := part.refs.ForEachBucket(func(k []byte) error {
-				out = append(out, string(k))
-				return nil
-			}); err != nil {
-				return err
-			}
+	if part.head.Last > h.Last {
+		return true, nil
+	}
+	rb := part.refs.Bucket([]byte(repo))
+	if rb == nil {
+		return false, nil
+	}
+	return false, rb.ForEach(func(k, v []byte) error {
+		if bus.IsGitField(string(k)) {
+			fields[string(k)] = string(v)
+		} else {
+			refs[string(k)] = string(v)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// overlay applies the tail's pushes to repo over its refs and git fields,
+// as applyState does to the file. Applying a push the file already holds
+// again changes nothing: every update sets or deletes a ref, so a ref's
+// value is that of the last push touching it, and a replacing push starts
+// over.
+func overlay(tail []*entry, repo string, refs, fields map[string]string) {
+	for _, e := range tail {
+		p := e.p
+		if p.Repo != repo {
+			continue
+		}
+		if p.ReplacesState() {
+			clear(refs)
+			clear(fields)
+		}
+		for _, u := range p.Updates {
+			if bus.IsZeroID(u.New) {
+				delete(refs, u.Ref)
+			} else {
+				refs[u.Ref] = u.New
+			}
+		}
+		for _, f := range p.GitFields() {
+			if f[1] == "" {
+				delete(fields, f[0])
+			} else {
+				fields[f[0]] = f[1]
+			}
+		}
+		if len(refs) == 0 {
+			clear(fields) // no refs, no state
+		}
 	}
-	slices.Sort(out)
-	return out, nil
+}
+
+// inTail reports whether the tail has a push to repo.
+func inTail(tail []*entry, repo string) bool {
+	for _, e := range tail {
+		if e.p.Repo == repo {
+			return true
+		}
+	}
+	return false
+}
+
+// Repos implements bus.Bus.
+func (b *Bus) Repos(ctx context.Context) ([]string, error) {
+	for {
+		s, err := b.state()
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		ahead := false
+		err = b.view(ctx, "list repos", func(tx *bolt.Tx) error {
+			stored := map[string]bool{}
+			for pi := range b.opts.Partitions {
+				part, err := openPartition(tx, pi)
+				if err != nil {
+					return err
+				}
+				if part.head.Last > s.heads[pi].Last {
+					ahead = true
+					return nil
+				}
+				if err := part.refs.ForEachBucket(func(k []byte) error {
+					stored[string(k)] = true
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			// A repo the tail pushed to has a state if its refs, with the
+			// tail's pushes over them, are not empty.
+			done := map[string]bool{}
+			for _, e := range s.tail {
+				repo := e.p.Repo
+				if done[repo] {
+					continue
+				}
+				done[repo] = true
+				pi := bus.PartitionOf(repo, b.opts.Partitions)
+				refs, fields := map[string]string{}, map[string]string{}
+				if _, err := readState(tx, pi, s.heads[pi], repo, refs, fields); err != nil {
+					return err
+				}
+				overlay(s.tail, repo, refs, fields)
+				stored[repo] = len(refs) > 0
+			}
+			for repo, ok := range stored {
+				if ok {
+					out = append(out, repo)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !ahead {
+			slices.Sort(out)
+			return out, nil
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }

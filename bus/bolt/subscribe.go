@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/refcast/refcast/bus"
 )
 
@@ -29,23 +27,23 @@ func (b *Bus) Subscribe(ctx context.Context, from bus.Heads) (bus.Subscription, 
 // feedSource reads one feed's messages from the file. Owned by the feed's
 // goroutine.
 type feedSource struct {
-	b     *Bus
-	heads bus.Heads // the acknowledged heads as of the last Wake
+	b *Bus
+	s state // as of the last Wake
 }
 
 // Wake implements bus.FeedSource, taking the watermark the next pass reads
 // up to.
 func (s *feedSource) Wake() (<-chan struct{}, error) {
-	heads, wake, err := s.b.snapshot()
-	s.heads = heads
-	return wake, err
+	st, err := s.b.state()
+	s.s = st
+	return st.wake, err
 }
 
 // Next implements bus.FeedSource, given the acknowledged head of the last
 // Wake. A position from another epoch, trimmed, or ahead of the head gets a
 // Reset to the current head.
 func (s *feedSource) Next(ctx context.Context, pi int, at *bus.PartitionHead) (bus.Message, bool, error) {
-	b, h := s.b, s.heads[pi]
+	b, h := s.b, s.s.heads[pi]
 	if at.Epoch != h.Epoch || at.Last+1 < h.First || at.Last > h.Last {
 		*at = h
 		return bus.Message{Partition: pi, Reset: true, Head: h}, true, nil
@@ -59,20 +57,15 @@ func (s *feedSource) Next(ctx context.Context, pi int, at *bus.PartitionHead) (b
 		at.Last = h.Last
 		return bus.Message{Partition: pi, Events: slices.Clone(r.evs)}, true, nil
 	}
-	var evs []bus.Event
-	err := b.view(ctx, "read feed", func(tx *bolt.Tx) error {
-		var err error
-		evs, err = readEvents(tx, pi, h, at.Epoch, at.Last, DefaultFeedBatch)
-		return err
-	})
+	evs, err := b.events(ctx, "read feed", s.s, pi, at.Epoch, at.Last, DefaultFeedBatch)
 	if errors.Is(err, bus.ErrTruncated) {
-		// Trimmed by a publish after h was taken: reset to the newer head.
-		heads, _, err := b.snapshot()
+		// Trimmed by a flush after h was taken: reset to the newer head.
+		st, err := b.state()
 		if err != nil {
 			return bus.Message{}, false, err
 		}
-		*at = heads[pi]
-		return bus.Message{Partition: pi, Reset: true, Head: heads[pi]}, true, nil
+		*at = st.heads[pi]
+		return bus.Message{Partition: pi, Reset: true, Head: st.heads[pi]}, true, nil
 	}
 	if err != nil || len(evs) == 0 {
 		return bus.Message{}, false, err

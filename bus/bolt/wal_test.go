@@ -1,0 +1,445 @@
+package bolt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/bus/bustest"
+)
+
+// crash ends b as a killed process would: nothing flushed, files closed
+// (releasing bbolt's lock so the directory can be opened again).
+func crash(t *testing.T, b *Bus) {
+	t.Helper()
+	b.mu.Lock()
+	b.closed = true
+	close(b.done)
+	b.mu.Unlock()
+	b.subs.Wait()
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	_ = b.w.f.Close()
+	if err := b.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// view is what a client can read of a bus: heads, every partition's
+// history, every repo's state and the repo list.
+type view struct {
+	heads  bus.Heads
+	events map[int][]bus.Event
+	refs   map[string]bus.RefState
+	repos  []string
+}
+
+func read(t *testing.T, b *Bus, repos []string) view {
+	t.Helper()
+	v := view{heads: heads(t, b), events: map[int][]bus.Event{}, refs: map[string]bus.RefState{}}
+	for pi, h := range v.heads {
+		evs, err := b.History(t.Context(), pi, h.Epoch, h.First-1, 1<<20)
+		if err != nil {
+			t.Fatalf("History(%d): %v", pi, err)
+		}
+		for i := range evs {
+			evs[i].Time = evs[i].Time.UTC()
+		}
+		v.events[pi] = evs
+	}
+	for _, repo := range repos {
+		st, err := b.Refs(t.Context(), repo)
+		if err != nil {
+			t.Fatalf("Refs(%s): %v", repo, err)
+		}
+		complete, err := b.GitComplete(t.Context(), repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if complete != st.Complete {
+			t.Fatalf("%s: GitComplete %v, Refs says %v", repo, complete, st.Complete)
+		}
+		v.refs[repo] = st
+	}
+	var err error
+	if v.repos, err = b.Repos(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func sameView(t *testing.T, what string, got, want view) {
+	t.Helper()
+	if !slices.Equal(got.heads, want.heads) {
+		t.Fatalf("%s: heads %v, want %v", what, got.heads, want.heads)
+	}
+	for pi := range want.heads {
+		if !equalEvents(got.events[pi], want.events[pi]) {
+			t.Fatalf("%s: partition %d history\n got %+v\nwant %+v", what, pi, got.events[pi], want.events[pi])
+		}
+	}
+	for repo, w := range want.refs {
+		g := got.refs[repo]
+		if !maps.Equal(g.Refs, w.Refs) || !maps.Equal(g.Peeled, w.Peeled) || g.Head != w.Head || g.Complete != w.Complete ||
+			g.Seq != w.Seq || g.Epoch != w.Epoch || g.Chain != w.Chain {
+			t.Fatalf("%s: state of %s\n got %+v\nwant %+v", what, repo, g, w)
+		}
+	}
+	if !slices.Equal(got.repos, want.repos) {
+		t.Fatalf("%s: repos %v, want %v", what, got.repos, want.repos)
+	}
+}
+
+// randomPushes are pushes of every kind over a few repos: creations,
+// updates and deletions (a repo's last ref too), seeds and whole pushes
+// with HEAD and peeled tags, and a repeated push id.
+func randomPushes(seed uint64, n int) []*bus.Push {
+	r := rand.New(rand.NewPCG(seed, 1))
+	repos := []string{"acme/app", "acme/lib", "acme/web", "acme/ops", "acme/doc"}
+	var out []*bus.Push
+	for i := range n {
+		repo := repos[r.IntN(len(repos))]
+		id := fmt.Sprintf("p%d", i)
+		if i > 0 && r.IntN(20) == 0 {
+			id = fmt.Sprintf("p%d", r.IntN(i)) // published before: same events back
+		}
+		var p *bus.Push
+		switch k := r.IntN(10); {
+		case k == 0: // a seed: the whole state, replaced
+			p = &bus.Push{ID: id, Repo: repo, Time: time.Unix(int64(i), 0).UTC(), Seed: true, Head: "refs/heads/main"}
+			for j := range 1 + r.IntN(4) {
+				u := bus.RefUpdate{Ref: fmt.Sprintf("refs/heads/b%d", j), New: bustest.ID(1 + r.IntN(50))}
+				p.Updates = append(p.Updates, u)
+			}
+			p.Updates = append(p.Updates, bus.RefUpdate{Ref: "refs/heads/main", New: bustest.ID(7)},
+				bus.RefUpdate{Ref: "refs/tags/v1", New: bustest.ID(8), Peeled: bustest.ID(9)})
+		case k == 1: // a new repository's first push
+			p = &bus.Push{ID: id, Repo: repo, Time: time.Unix(int64(i), 0).UTC(), Whole: true, Head: "refs/heads/main", Updates: []bus.RefUpdate{
+				{Ref: "refs/heads/main", Old: bus.ZeroSHA1, New: bustest.ID(1 + r.IntN(50))},
+			}}
+		default:
+			var pairs []string
+			pool := []string{"refs/heads/b0", "refs/heads/b1", "refs/heads/b2", "refs/heads/b3", "refs/heads/main", "refs/tags/v1"}
+			for _, j := range r.Perm(len(pool))[:1+r.IntN(4)] {
+				ref := pool[j]
+				nw := ""
+				if r.IntN(5) > 1 {
+					nw = bustest.ID(1 + r.IntN(50))
+				}
+				pairs = append(pairs, ref, nw)
+			}
+			p = bustest.Push(id, repo, pairs...)
+			if r.IntN(2) == 0 {
+				p.Head = "refs/heads/main"
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+var testRepos = []string{"acme/app", "acme/lib", "acme/web", "acme/ops", "acme/doc", "acme/none"}
+
+// TestTailReadsMatchFile: after every publish, what a client reads of a
+// bus whose pushes wait in the log's tail (history, ref state, HEAD and
+// peels, repos) equals what it reads of a bus that flushes every push to
+// bbolt, and of the first one after a crash and a replay of its log.
+func TestTailReadsMatchFile(t *testing.T) {
+	dir := t.TempDir()
+	tailed := open(t, dir, Options{Partitions: 2, History: 40, flushPushes: 1 << 20})
+	// The same epochs, so heads compare: a copy of the fresh file.
+	flushedDir := t.TempDir()
+	copyFile(t, filepath.Join(dir, FileName), filepath.Join(flushedDir, FileName))
+	flushed := open(t, flushedDir, Options{Partitions: 2, History: 40, flushPushes: 1})
+	for i, p := range randomPushes(1, 150) {
+		a := publish(t, tailed, p)
+		b := publish(t, flushed, p)
+		if !equalEvents(a, b) {
+			t.Fatalf("push %d (%s): events %+v, flushed bus %+v", i, p.ID, a, b)
+		}
+		sameView(t, fmt.Sprintf("after push %d (%s)", i, p.ID), read(t, tailed, testRepos), read(t, flushed, testRepos))
+	}
+	if len(tailed.tail) == 0 || len(flushed.tail) != 0 {
+		t.Fatalf("tails: %d and %d pushes, want some and none", len(tailed.tail), len(flushed.tail))
+	}
+	want := read(t, flushed, testRepos)
+	crash(t, tailed)
+	re := open(t, dir, Options{Partitions: 2, History: 40})
+	sameView(t, "replayed", read(t, re, testRepos), want)
+	if len(re.tail) != 0 {
+		t.Fatalf("replayed bus has a tail of %d", len(re.tail))
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// records returns the offsets of the records of generation gen at the
+// start of the log in dir.
+func records(t *testing.T, dir string, gen uint64) []int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, WALFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offs []int
+	for off := 0; off+walHeader <= len(data); {
+		if binary.BigEndian.Uint32(data[off:]) != walMagic || binary.BigEndian.Uint64(data[off+4:]) != gen {
+			break
+		}
+		offs = append(offs, off)
+		off += walHeader + int(binary.BigEndian.Uint32(data[off+12:]))
+	}
+	return offs
+}
+
+// TestLogTornRecord: a record that does not read back whole (torn by a
+// crash, or never synced) and everything after it are not replayed; the
+// pushes before it are, and the lost push published again takes the next
+// position.
+func TestLogTornRecord(t *testing.T) {
+	for name, damage := range map[string]func(data []byte, off int){
+		"flipped byte": func(data []byte, off int) { data[off+walHeader+3] ^= 0x40 },
+		"zeroed":       func(data []byte, off int) { clear(data[off+walHeader/2:]) },
+		"bad length":   func(data []byte, off int) { binary.BigEndian.PutUint32(data[off+12:], 1<<30) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			b := open(t, dir, Options{Partitions: 1})
+			for i := 1; i <= 3; i++ {
+				publish(t, b, bustest.Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", bustest.ID(i)))
+			}
+			gen := b.w.gen
+			crash(t, b)
+			offs := records(t, dir, gen)
+			if len(offs) != 3 {
+				t.Fatalf("log holds %d records of generation %d, want 3", len(offs), gen)
+			}
+			path := filepath.Join(dir, WALFileName)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			damage(data, offs[2])
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			b = open(t, dir, Options{Partitions: 1})
+			h := heads(t, b)[0]
+			if h.Last != 2 {
+				t.Fatalf("head after replay %+v, want the first two pushes", h)
+			}
+			if st, err := b.Refs(t.Context(), "acme/app"); err != nil || st.Refs["refs/heads/main"] != bustest.ID(2) {
+				t.Fatalf("state %+v (%v), want main at the second push", st, err)
+			}
+			if evs := publish(t, b, bustest.Push("p2", "acme/app", "refs/heads/main", bustest.ID(2))); evs[0].Seq != 2 {
+				t.Fatalf("p2 again at %d, want 2 (remembered)", evs[0].Seq)
+			}
+			if evs := publish(t, b, bustest.Push("p3", "acme/app", "refs/heads/main", bustest.ID(3))); evs[0].Seq != 3 {
+				t.Fatalf("p3 again at %d, want 3", evs[0].Seq)
+			}
+		})
+	}
+}
+
+// TestLogOldRecordsIgnored: records of a generation the file already holds
+// (left in the log after a flush), and a log beside a fresh file (the old
+// one moved aside), are not replayed.
+func TestLogOldRecordsIgnored(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir, Options{Partitions: 1})
+	publish(t, b, bustest.Push("p1", "acme/app", "refs/heads/main", bustest.ID(1)))
+	publish(t, b, bustest.Push("p2", "acme/app", "refs/heads/dev", bustest.ID(2)))
+	gen := b.w.gen
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(records(t, dir, gen)); n != 2 {
+		t.Fatalf("log holds %d records of generation %d after Close, want the 2 flushed", n, gen)
+	}
+	b = open(t, dir, Options{Partitions: 1})
+	if h := heads(t, b)[0]; h.Last != 2 {
+		t.Fatalf("head %+v after reopening, want Last 2", h)
+	}
+	publish(t, b, bustest.Push("p3", "acme/app", "refs/heads/main", bustest.ID(3)))
+	crash(t, b)
+
+	// The file moved aside, as Open's error tells an operator to do with a
+	// damaged one: the log's pushes belong to it, not to a new file.
+	if err := os.Rename(filepath.Join(dir, FileName), filepath.Join(dir, "aside.db")); err != nil {
+		t.Fatal(err)
+	}
+	b = open(t, dir, Options{Partitions: 1})
+	if h := heads(t, b)[0]; h.Last != 0 {
+		t.Fatalf("fresh file's head %+v, want empty", h)
+	}
+	if repos, err := b.Repos(t.Context()); err != nil || len(repos) != 0 {
+		t.Fatalf("fresh file's repos %v (%v), want none", repos, err)
+	}
+}
+
+// TestLogFullAndLargePushes: with a small log, pushes that fill it flush
+// it first, and a push larger than the whole log is committed to bbolt
+// directly with the tail before it; all of them survive a crash, in order.
+func TestLogFullAndLargePushes(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Partitions: 2, flushPushes: 1 << 20, logSize: 16 << 10}
+	b := open(t, dir, opts)
+	var pushes []*bus.Push
+	for i := range 60 {
+		p := bustest.Push(fmt.Sprintf("p%d", i), fmt.Sprintf("acme/r%d", i%7), "refs/heads/main", bustest.ID(i+1))
+		if i%20 == 10 { // ~40 KB of record: more than the log
+			var pairs []string
+			for j := range 300 {
+				pairs = append(pairs, fmt.Sprintf("refs/heads/topic/%03d", j), bustest.ID(j+1))
+			}
+			p = bustest.Push(p.ID, p.Repo, pairs...)
+		}
+		pushes = append(pushes, p)
+	}
+	gens := map[uint64]bool{}
+	acked := map[string][]bus.Event{}
+	for _, p := range pushes {
+		acked[p.ID] = publish(t, b, p)
+		gens[b.w.gen] = true
+	}
+	if len(gens) < 4 {
+		t.Fatalf("the log went through %d generations, want it filled and flushed several times", len(gens))
+	}
+	repos := []string{"acme/r0", "acme/r1", "acme/r2", "acme/r3", "acme/r4", "acme/r5", "acme/r6"}
+	want := read(t, b, repos)
+	crash(t, b)
+	b = open(t, dir, opts)
+	sameView(t, "after the crash", read(t, b, repos), want)
+	for _, p := range pushes {
+		if evs := publish(t, b, p); !equalEvents(evs, acked[p.ID]) {
+			t.Fatalf("%s again: %+v, acknowledged %+v", p.ID, evs, acked[p.ID])
+		}
+	}
+}
+
+func FuzzReadRecords(f *testing.F) {
+	e := &entry{p: bustest.Push("p1", "acme/app", "refs/heads/main", bustest.ID(1)), pi: 3, first: 7, chain: 42}
+	ev := e.p.Events()[0]
+	v, err := encodeEvent(&ev, time.Unix(1, 2))
+	if err != nil {
+		f.Fatal(err)
+	}
+	e.vals = [][]byte{v}
+	rec, err := encodeRecord([]*entry{e, e})
+	if err != nil {
+		f.Fatal(err)
+	}
+	sealRecord(rec, 5)
+	f.Add(rec, false)
+	f.Add(append(slices.Clone(rec), rec...), false)
+	f.Add(rec[:len(rec)-1], false)
+	f.Add([]byte{}, false)
+	f.Add(rec[walHeader:], true)
+	// seal: data is a payload, given a header that checks out, so the
+	// fuzzer explores the payload's decoder past the checksum.
+	f.Fuzz(func(t *testing.T, data []byte, seal bool) {
+		if seal {
+			data = sealRecord(append(make([]byte, walHeader), data...), 5)
+		}
+		entries, err := readRecords(bytes.NewReader(data), int64(len(data)), 5)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if len(e.vals) == 0 || e.p == nil {
+				t.Fatalf("entry %+v", e)
+			}
+		}
+		// What reads back encodes to a record that reads back the same.
+		if len(entries) == 0 {
+			return
+		}
+		again, err := encodeRecord(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		round, err := readRecords(bytes.NewReader(sealRecord(again, 5)), int64(len(again)), 5)
+		if err != nil || len(round) != len(entries) {
+			t.Fatalf("round trip: %d entries (%v), want %d", len(round), err, len(entries))
+		}
+		for i := range round {
+			if round[i].pi != entries[i].pi || round[i].first != entries[i].first || round[i].chain != entries[i].chain ||
+				len(round[i].vals) != len(entries[i].vals) || round[i].p.ID != entries[i].p.ID {
+				t.Fatalf("round trip entry %d: %+v, want %+v", i, round[i], entries[i])
+			}
+		}
+	})
+}
+
+// TestCloseFlushesLog: after Close the file alone holds every push (an
+// older refcast, which knows no log, reads the directory as it was), and
+// a new log is made.
+func TestCloseFlushesLog(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir, Options{Partitions: 2})
+	for i := 1; i <= 5; i++ {
+		publish(t, b, bustest.Push(fmt.Sprintf("p%d", i), fmt.Sprintf("acme/r%d", i%2), "refs/heads/main", bustest.ID(i)))
+	}
+	repos := []string{"acme/r0", "acme/r1"}
+	want := read(t, b, repos)
+	if len(b.tail) != 5 {
+		t.Fatalf("tail of %d pushes before Close, want 5", len(b.tail))
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, WALFileName)); err != nil {
+		t.Fatal(err)
+	}
+	b = open(t, dir, Options{Partitions: 2})
+	sameView(t, "without the log", read(t, b, repos), want)
+}
+
+// TestLogUnreadable: a record that reads back whole but cannot be decoded
+// (written so, not torn) fails Open with a message naming the log, not
+// the file.
+func TestLogUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir, Options{Partitions: 1})
+	gen := b.w.gen
+	crash(t, b)
+	rec := binary.BigEndian.AppendUint32(make([]byte, walHeader), 1) // one entry, then nothing
+	f, err := os.OpenFile(filepath.Join(dir, WALFileName), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(sealRecord(rec, gen), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, Options{Partitions: 1})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "move the log aside") || !strings.Contains(err.Error(), WALFileName) {
+		t.Fatalf("Open: %v, want ErrCorrupt naming %s", err, WALFileName)
+	}
+	if err := os.Rename(filepath.Join(dir, WALFileName), filepath.Join(dir, "aside.wal")); err != nil {
+		t.Fatal(err)
+	}
+	open(t, dir, Options{Partitions: 1})
+}
