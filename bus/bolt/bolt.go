@@ -73,6 +73,11 @@ type Options struct {
 	// that make flushes happen often.
 	flushPushes int
 	logSize     int64
+	// flushErr makes every flush fail with it, for tests: rolled back,
+	// or, with flushLands, after the commit reached the file (as when the
+	// meta page's fdatasync fails).
+	flushErr   error
+	flushLands bool
 }
 
 // ErrLocked is returned by Open when another process holds the data
@@ -100,9 +105,10 @@ type Bus struct {
 	// firstOrder its oldest, guarded by wmu.
 	lastOrder, firstOrder uint64
 	w                     *wal // guarded by wmu
-	// unsure is set by a flush whose commit failed in a way that may have
-	// reached the file anyway; resync settles it. Guarded by wmu.
-	unsure bool
+	// stopped is set by a flush whose commit failed in a way that may
+	// have reached the file anyway (see flush): every later publish fails
+	// with it until a restart. Guarded by wmu.
+	stopped error
 
 	pmu     sync.Mutex // guards pending
 	pending []*pubReq  // publishes waiting for the next commit
@@ -123,11 +129,14 @@ type Bus struct {
 	// Appended to in place (a reader's copy is a prefix); replaced by a
 	// flush.
 	tail    []*entry
-	applied []uint64      // per partition, the last Seq in the bbolt file
-	notify  chan struct{} // closed and replaced after every publish
-	closed  bool
-	done    chan struct{}  // closed by Close
-	subs    sync.WaitGroup // subscription goroutines; waited for by Close
+	applied []uint64 // per partition, the last Seq in the bbolt file
+	// stoppedErr is stopped, for readers: the file may stay ahead of
+	// memory, and a read that waits for them to match gives up.
+	stoppedErr error
+	notify     chan struct{} // closed and replaced after every publish
+	closed     bool
+	done       chan struct{}  // closed by Close
+	subs       sync.WaitGroup // subscription goroutines; waited for by Close
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -328,7 +337,7 @@ func (b *Bus) Close() error {
 	b.wmu.Lock() // let an in-flight publish finish its commit
 	defer b.wmu.Unlock()
 	var ferr error
-	if len(b.tail) > 0 {
+	if len(b.tail) > 0 && b.stopped == nil {
 		// So the next Open has nothing to replay; if this fails, it will.
 		ferr = b.flush(nil, nil)
 	}
@@ -352,6 +361,7 @@ type state struct {
 	applied []uint64
 	tail    []*entry
 	wake    <-chan struct{}
+	stopped error // Bus.stoppedErr
 }
 
 // state returns the current state. A read takes it before it opens a
@@ -364,7 +374,7 @@ func (b *Bus) state() (state, error) {
 	if b.closed {
 		return state{}, bus.ErrClosed
 	}
-	return state{heads: slices.Clone(b.heads), applied: slices.Clone(b.applied), tail: b.tail, wake: b.notify}, nil
+	return state{heads: slices.Clone(b.heads), applied: slices.Clone(b.applied), tail: b.tail, wake: b.notify, stopped: b.stoppedErr}, nil
 }
 
 // view runs a read transaction, mapping bbolt's errors to the bus's.

@@ -167,6 +167,10 @@ func windowBounds(tx *bolt.Tx) (first, last uint64) {
 }
 
 // loadPushes reads the window into memory.
+//
+// An id can be in the file twice: memory forgets ids at once and the file
+// at the next flush, so an id published again in between is stored at its
+// new place before the old one goes. The newer place is the one kept.
 func loadPushes(tx *bolt.Tx) (map[string]pushPos, error) {
 	order := tx.Bucket(bktPushOrder)
 	n := 0
@@ -180,10 +184,7 @@ func loadPushes(tx *bolt.Tx) (map[string]pushPos, error) {
 		if err != nil {
 			return err
 		}
-		if _, dup := m[id]; dup {
-			return fmt.Errorf("push id %q is stored twice", id)
-		}
-		m[id] = pos
+		m[id] = pos // in order: a later place replaces an earlier one
 		return nil
 	})
 	return m, err
@@ -296,6 +297,15 @@ func encodeEvent(e *bus.Event, published time.Time) ([]byte, error) {
 	return append(v, j...), nil
 }
 
+// prevChain is the chain before a stored event (0 in the format before
+// chains).
+func prevChain(v []byte) uint64 {
+	if len(v) < 21 || v[12] != 0 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v[13:])
+}
+
 func publishedAt(v []byte) (time.Time, error) {
 	if len(v) < 12 {
 		return time.Time{}, errors.New("stored event is malformed")
@@ -405,9 +415,15 @@ func walGen(tx *bolt.Tx) (uint64, error) {
 // (~1,600 at the default 100,000 ids). A window under 16 ids stays exact.
 func pushIDSlack(keep int) int { return min(keep/16, 1024) }
 
+// pushPlace is a push id at its place in the window.
+type pushPlace struct {
+	id    string
+	order uint64
+}
+
 // trimPushIDs forgets the oldest push ids beyond keep once there are more
 // than keep+slack, and returns them.
-func trimPushIDs(tx *bolt.Tx, keep, slack int) ([]string, error) {
+func trimPushIDs(tx *bolt.Tx, keep, slack int) ([]pushPlace, error) {
 	c := tx.Bucket(bktPushOrder).Cursor()
 	lastK, _ := c.Last()
 	if lastK == nil {
@@ -417,16 +433,16 @@ func trimPushIDs(tx *bolt.Tx, keep, slack int) ([]string, error) {
 	if firstK, _ := c.First(); last-binary.BigEndian.Uint64(firstK) < uint64(keep+slack) {
 		return nil, nil
 	}
-	var gone []string
+	var gone []pushPlace
 	for k, v := c.First(); k != nil; k, v = c.First() { // First again: Next after Delete can skip
 		if last-binary.BigEndian.Uint64(k) < uint64(keep) {
 			break
 		}
-		id, _, err := decodePush(k, v)
+		id, pos, err := decodePush(k, v)
 		if err != nil {
 			return nil, err
 		}
-		gone = append(gone, id)
+		gone = append(gone, pushPlace{id, pos.order})
 		if err := c.Delete(); err != nil {
 			return nil, err
 		}

@@ -84,8 +84,8 @@ func (b *Bus) commit(batch []*pubReq) {
 		fail(bus.ErrClosed)
 		return
 	}
-	if _, err := b.resync(); err != nil {
-		fail(err)
+	if b.stopped != nil {
+		fail(b.stopped)
 		return
 	}
 
@@ -143,8 +143,7 @@ func (b *Bus) commit(batch []*pubReq) {
 	for id, pos := range added {
 		b.pushes[id] = pos
 	}
-	// (max: a flush that resynced read the window back with them.)
-	b.lastOrder = max(b.lastOrder, entries[len(entries)-1].order)
+	b.lastOrder = entries[len(entries)-1].order
 	if b.firstOrder == 0 {
 		b.firstOrder = entries[0].order
 	}
@@ -275,7 +274,7 @@ func tailEntry(tail []*entry, pi int, seq uint64) *entry {
 // be, flushed to bbolt with the tail. heads are their partitions' heads
 // after them. Called with wmu held.
 func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) error {
-	if b.w.failed == nil {
+	if b.w.failed == nil && eventBytes(entries) < b.w.size { // else no record to build: a seed can be tens of MB
 		rec, err := encodeRecord(entries)
 		if err != nil {
 			return err
@@ -296,6 +295,18 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) error {
 	return b.flush(entries, heads)
 }
 
+// eventBytes is the size of entries' stored events, a lower bound of their
+// record's.
+func eventBytes(entries []*entry) int64 {
+	var n int64
+	for _, e := range entries {
+		for _, v := range e.vals {
+			n += int64(len(v))
+		}
+	}
+	return n
+}
+
 // flush writes the tail, then extra, to bbolt in one transaction recording
 // the log's generation as applied, and starts the log's next generation.
 // heads are extra's partitions' heads after it (their First is where the
@@ -312,29 +323,49 @@ func (b *Bus) flush(extra []*entry, heads map[int]bus.PartitionHead) error {
 	for pi, h := range heads {
 		firsts[pi] = h.First
 	}
-	var forgotten []string
+	var forgotten []pushPlace
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		var err error
 		forgotten, err = applyEntries(tx, entries, b.w.gen, b.opts.PushIDs, func(p *partition) error {
 			return p.trimTo(firsts[p.pi])
 		})
+		if err == nil && b.opts.flushErr != nil && !b.opts.flushLands {
+			err = b.opts.flushErr
+		}
 		return err
 	})
+	if err == nil && b.opts.flushErr != nil && b.opts.flushLands {
+		err = b.opts.flushErr
+	}
 	if err != nil {
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 			return bus.ErrClosed
 		}
-		// bbolt rolled back, but if the failure came after the meta page
-		// was written the commit may be in the file anyway: resync reads
-		// which, now or before the next commit relies on it.
-		b.unsure = true
-		if landed, rerr := b.resync(); rerr != nil || !landed {
+		// bbolt rolled back. If the failure came before its meta page was
+		// written, nothing reached the file: the tail stays for the next
+		// flush. If after (the meta page's fdatasync failed), the file
+		// shows the commit but it may not be durable, and the log, whose
+		// next generation would overwrite this one's records, is the only
+		// copy that is: stop publishing until a restart replays it (Open
+		// writes the records again unless the file holds them).
+		landed, lerr := b.flushLanded()
+		if lerr == nil && !landed {
 			return fmt.Errorf("publish to %s: %w: %w", b.path, bus.ErrUnavailable, err)
 		}
-		return nil
+		b.stopped = fmt.Errorf("publish to %s: %w: a write to the file failed in a way that may have reached it (%w); restart the node, which replays the log", b.path, bus.ErrUnavailable, err)
+		b.mu.Lock()
+		b.stoppedErr = b.stopped
+		close(b.notify) // readers waiting for the file to match memory
+		b.notify = make(chan struct{})
+		b.mu.Unlock()
+		return b.stopped
 	}
-	for _, id := range forgotten {
-		delete(b.pushes, id) // gone from memory already, unless the window grew
+	for _, f := range forgotten {
+		// The file forgets only what memory forgot already, unless the id
+		// was published again since, at a newer place: keep that one.
+		if pos, ok := b.pushes[f.id]; ok && pos.order == f.order {
+			delete(b.pushes, f.id)
+		}
 	}
 	b.mu.Lock()
 	for _, e := range entries {
@@ -346,59 +377,23 @@ func (b *Bus) flush(extra []*entry, heads map[int]bus.PartitionHead) error {
 	return nil
 }
 
-// resync settles a flush whose outcome is unknown (see flush). If the
-// log's generation is in the file, the flush landed, with everything
-// pending then: memory is read back from the file (heads, push ids) and
-// landed is true. If not, memory is right as it is and the tail waits
-// for the next flush. Called with wmu held.
-func (b *Bus) resync() (landed bool, err error) {
-	if !b.unsure {
-		return false, nil
-	}
-	var gen, first, last uint64
-	heads := make(bus.Heads, b.opts.Partitions)
-	var pushes map[string]pushPos
-	err = b.db.View(func(tx *bolt.Tx) error {
+// flushLanded reports whether the log's current generation is in the file
+// after a failed flush. Called with wmu held.
+func (b *Bus) flushLanded() (bool, error) {
+	var gen uint64
+	err := b.db.View(func(tx *bolt.Tx) error {
 		var err error
-		if gen, err = walGen(tx); err != nil {
-			return err
-		}
-		for pi := range heads {
-			part, err := openPartition(tx, pi)
-			if err != nil {
-				return err
-			}
-			heads[pi] = part.head
-		}
-		pushes, err = loadPushes(tx)
-		first, last = windowBounds(tx)
+		gen, err = walGen(tx)
 		return err
 	})
-	if err != nil {
-		return false, fmt.Errorf("publish to %s: %w: %w", b.path, bus.ErrUnavailable, err)
-	}
-	b.unsure = false
-	if gen < b.w.gen {
-		return false, nil
-	}
-	b.pushes, b.firstOrder, b.lastOrder = pushes, first, last
-	b.mu.Lock()
-	for pi, h := range heads {
-		b.heads[pi], b.applied[pi] = h, h.Last
-	}
-	b.tail = nil
-	close(b.notify)
-	b.notify = make(chan struct{})
-	b.mu.Unlock()
-	b.w.next()
-	return true, nil
+	return gen >= b.w.gen, err
 }
 
 // applyEntries writes entries to the file in order, records gen as the
 // log generation applied, trims each partition written with trim and the
 // push id window to keep, and returns the ids the window forgot. A
 // generation the file already holds is not written twice.
-func applyEntries(tx *bolt.Tx, entries []*entry, gen uint64, keep int, trim func(*partition) error) ([]string, error) {
+func applyEntries(tx *bolt.Tx, entries []*entry, gen uint64, keep int, trim func(*partition) error) ([]pushPlace, error) {
 	applied, err := walGen(tx)
 	if err != nil {
 		return nil, err
@@ -418,8 +413,9 @@ func applyEntries(tx *bolt.Tx, entries []*entry, gen uint64, keep int, trim func
 			parts[e.pi] = part
 			written = append(written, part)
 		}
-		if e.first != part.head.Last+1 {
-			return nil, fmt.Errorf("logged push %s starts at %d/%d, the file's head is at %d", e.p.ID, e.pi, e.first, part.head.Last)
+		if e.first != part.head.Last+1 || prevChain(e.vals[0]) != part.head.Chain {
+			return nil, logError{fmt.Errorf("logged push %s starts at %d/%d after chain %x, the file's head is at %d, chain %x",
+				e.p.ID, e.pi, e.first, prevChain(e.vals[0]), part.head.Last, part.head.Chain)}
 		}
 		for i, v := range e.vals {
 			if err := part.events.Put(u64(e.first+uint64(i)), v); err != nil {

@@ -111,21 +111,25 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 		}
 		st := bus.RefState{Repo: repo, Refs: map[string]string{}, Partition: pi}
 		fields := map[string]string{}
+		var inFile uint64
 		ahead := false
 		err = b.view(ctx, "read refs", func(tx *bolt.Tx) error {
 			var err error
-			ahead, err = readState(tx, pi, s.heads[pi], repo, st.Refs, fields)
+			inFile, ahead, err = readState(tx, pi, s.heads[pi], repo, st.Refs, fields)
 			return err
 		})
 		if err != nil {
 			return bus.RefState{}, err
 		}
 		if !ahead {
-			overlay(s.tail, repo, st.Refs, fields)
+			overlay(s.tail, inFile, repo, st.Refs, fields)
 			st.SetGitFields(fields)
 			h := s.heads[pi]
 			st.Epoch, st.Seq, st.Chain = h.Epoch, h.Last, h.Chain
 			return st, nil
+		}
+		if s.stopped != nil {
+			return bus.RefState{}, s.stopped
 		}
 		select { // a publish is between its commit and its return
 		case <-s.wake:
@@ -136,22 +140,23 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 }
 
 // readState reads repo's stored refs and git fields into refs and fields,
-// unless the file is ahead of the watermark h (a commit whose Publish has
-// not returned yet, or a flush after h was taken): then ahead is true and
-// the caller takes a newer watermark.
-func readState(tx *bolt.Tx, pi int, h bus.PartitionHead, repo string, refs, fields map[string]string) (ahead bool, err error) {
+// and returns the last Seq of the partition the file holds, unless the file
+// is ahead of the watermark h (a batch committed to the file whose Publish
+// has not returned yet): then ahead is true and the caller takes a newer
+// watermark.
+func readState(tx *bolt.Tx, pi int, h bus.PartitionHead, repo string, refs, fields map[string]string) (inFile uint64, ahead bool, err error) {
 	part, err := openPartition(tx, pi)
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	if part.head.Last > h.Last {
-		return true, nil
+		return 0, true, nil
 	}
 	rb := part.refs.Bucket([]byte(repo))
 	if rb == nil {
-		return false, nil
+		return part.head.Last, false, nil
 	}
-	return false, rb.ForEach(func(k, v []byte) error {
+	return part.head.Last, false, rb.ForEach(func(k, v []byte) error {
 		if bus.IsGitField(string(k)) {
 			fields[string(k)] = string(v)
 		} else {
@@ -161,15 +166,16 @@ func readState(tx *bolt.Tx, pi int, h bus.PartitionHead, repo string, refs, fiel
 	})
 }
 
-// overlay applies the tail's pushes to repo over its refs and git fields,
-// as applyState does to the file. Applying a push the file already holds
-// again changes nothing: every update sets or deletes a ref, so a ref's
-// value is that of the last push touching it, and a replacing push starts
-// over.
-func overlay(tail []*entry, repo string, refs, fields map[string]string) {
+// overlay applies the tail's pushes to repo that the file does not hold
+// (past inFile, the file's last Seq of the repo's partition: a flush may
+// have written the tail after the caller took it) over its refs and git
+// fields, as applyState does to the file. Applying a push twice would not
+// be harmless: a repo whose refs all went loses its HEAD, which a second
+// pass over a state that never empties keeps.
+func overlay(tail []*entry, inFile uint64, repo string, refs, fields map[string]string) {
 	for _, e := range tail {
 		p := e.p
-		if p.Repo != repo {
+		if p.Repo != repo || e.first <= inFile {
 			continue
 		}
 		if p.ReplacesState() {
@@ -244,10 +250,11 @@ func (b *Bus) Repos(ctx context.Context) ([]string, error) {
 				done[repo] = true
 				pi := bus.PartitionOf(repo, b.opts.Partitions)
 				refs, fields := map[string]string{}, map[string]string{}
-				if _, err := readState(tx, pi, s.heads[pi], repo, refs, fields); err != nil {
+				inFile, _, err := readState(tx, pi, s.heads[pi], repo, refs, fields)
+				if err != nil {
 					return err
 				}
-				overlay(s.tail, repo, refs, fields)
+				overlay(s.tail, inFile, repo, refs, fields)
 				stored[repo] = len(refs) > 0
 			}
 			for repo, ok := range stored {
@@ -263,6 +270,9 @@ func (b *Bus) Repos(ctx context.Context) ([]string, error) {
 		if !ahead {
 			slices.Sort(out)
 			return out, nil
+		}
+		if s.stopped != nil {
+			return nil, s.stopped
 		}
 		select {
 		case <-s.wake:

@@ -64,6 +64,7 @@ func (s *feedSource) Next(ctx context.Context, pi int, at *bus.PartitionHead) (b
 		if err != nil {
 			return bus.Message{}, false, err
 		}
+		s.s = st // the feed's watermark moves with it, not back at the next call
 		*at = st.heads[pi]
 		return bus.Message{Partition: pi, Reset: true, Head: st.heads[pi]}, true, nil
 	}

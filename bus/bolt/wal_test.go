@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/bustest"
 )
@@ -442,4 +444,243 @@ func TestLogUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	open(t, dir, Options{Partitions: 1})
+}
+
+// TestWindowRepublishedID: memory forgets a push id at once and the file
+// at the next flush; an id published again in between is remembered at its
+// new place after that flush, and the directory opens again.
+func TestWindowRepublishedID(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Partitions: 1, PushIDs: 4, flushPushes: 6}
+	b := open(t, dir, opts)
+	var seqs []uint64
+	for _, id := range []string{"p1", "p2", "p3", "p4", "p5", "p1", "p1"} {
+		seqs = append(seqs, publish(t, b, bustest.Push(id, "acme/app", "refs/heads/main", bustest.ID(1)))[0].Seq)
+	}
+	// p1 was forgotten by the fifth publish: the sixth appends, the
+	// seventh (after the flush the sixth made) is remembered.
+	if want := []uint64{1, 2, 3, 4, 5, 6, 6}; !slices.Equal(seqs, want) {
+		t.Fatalf("positions %v, want %v", seqs, want)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = open(t, dir, opts)
+	if evs := publish(t, b, bustest.Push("p1", "acme/app", "refs/heads/main", bustest.ID(1))); evs[0].Seq != 6 {
+		t.Fatalf("p1 after reopening at %d, want 6", evs[0].Seq)
+	}
+}
+
+// TestWindowDuplicatesInFile: between its trims the file can hold an id at
+// an old place and a new one; the window read back at Open (after a crash,
+// so from the file and the log) is the newest PushIDs of what memory held,
+// at the places memory had.
+func TestWindowDuplicatesInFile(t *testing.T) {
+	type pos struct {
+		pi    uint32
+		first uint64
+	}
+	window := func(b *Bus) map[string]pos {
+		m := map[string]pos{}
+		for id, p := range b.pushes {
+			m[id] = pos{p.pi, p.first}
+		}
+		return m
+	}
+	for _, every := range []int{2, 5, 17, 1 << 20} {
+		dir := t.TempDir()
+		opts := Options{Partitions: 2, PushIDs: 32, flushPushes: every}
+		b := open(t, dir, opts)
+		for i := 1; i <= 150; i++ {
+			id := fmt.Sprintf("p%d", i)
+			if i%7 == 0 {
+				id = fmt.Sprintf("p%d", i-33) // about to be forgotten, or just
+			}
+			publish(t, b, bustest.Push(id, fmt.Sprintf("acme/r%d", i%3), "refs/heads/main", bustest.ID(i)))
+		}
+		want := window(b)
+		crash(t, b)
+		b = open(t, dir, opts)
+		// Open trims to the bound exactly; memory held up to its slack more.
+		got := window(b)
+		for id, p := range got {
+			if want[id] != p {
+				t.Fatalf("flush every %d: %s at %v after reopening, at %v before", every, id, p, want[id])
+			}
+		}
+		if len(got) != opts.PushIDs || len(want) < len(got) {
+			t.Fatalf("flush every %d: %d ids after reopening, %d before, want %d after", every, len(got), len(want), opts.PushIDs)
+		}
+		_ = b.Close()
+	}
+}
+
+// TestRefsFlushBetweenReads: Refs takes the tail before it reads the file;
+// a flush in between must not apply the tail twice. Twice would be wrong:
+// a repo whose last ref was deleted loses its HEAD, and a second pass over
+// a state that never empties would keep it.
+func TestRefsFlushBetweenReads(t *testing.T) {
+	b := open(t, t.TempDir(), Options{Partitions: 1, flushPushes: 1 << 20})
+	a := bustest.Push("a", "acme/app", "refs/heads/r1", bustest.ID(1))
+	a.Head = "refs/heads/main"
+	publish(t, b, a)
+	publish(t, b, bustest.Push("b", "acme/app", "refs/heads/r1", "")) // no refs: no state
+	publish(t, b, bustest.Push("c", "acme/app", "refs/heads/r2", bustest.ID(2)))
+	want, err := b.Refs(t.Context(), "acme/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Head != "" {
+		t.Fatalf("HEAD %q, want none: the state emptied after a", want.Head)
+	}
+	s, err := b.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.wmu.Lock()
+	err = b.flush(nil, nil)
+	b.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, fields := map[string]string{}, map[string]string{}
+	var inFile uint64
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		inFile, _, err = readState(tx, 0, s.heads[0], "acme/app", refs, fields)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	overlay(s.tail, inFile, "acme/app", refs, fields)
+	var got bus.RefState
+	got.SetGitFields(fields)
+	if got.Head != want.Head || !maps.Equal(refs, want.Refs) {
+		t.Fatalf("with a flush between the reads: refs %v HEAD %q, want %v HEAD %q", refs, got.Head, want.Refs, want.Head)
+	}
+}
+
+// TestRefsRacingFlushes: the same through Refs, against a publisher whose
+// every third publish flushes.
+func TestRefsRacingFlushes(t *testing.T) {
+	b := open(t, t.TempDir(), Options{Partitions: 1, flushPushes: 3, noSync: true})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 500 {
+			a := bustest.Push(fmt.Sprintf("a%d", i), "acme/app", "refs/heads/r1", bustest.ID(1))
+			a.Head = "refs/heads/main"
+			for _, p := range []*bus.Push{a,
+				bustest.Push(fmt.Sprintf("b%d", i), "acme/app", "refs/heads/r1", ""),
+				bustest.Push(fmt.Sprintf("c%d", i), "acme/app", "refs/heads/r2", bustest.ID(2)),
+				bustest.Push(fmt.Sprintf("d%d", i), "acme/app", "refs/heads/r2", ""),
+				bustest.Push(fmt.Sprintf("x%d", i), "acme/other", "refs/heads/x", bustest.ID(i+1)),
+			} {
+				if _, err := b.Publish(t.Context(), p); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	for n := 0; ; n++ {
+		select {
+		case <-done:
+			t.Logf("%d reads", n)
+			return
+		default:
+		}
+		st, err := b.Refs(t.Context(), "acme/app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Refs["refs/heads/r2"] != "" && st.Head != "" {
+			t.Fatalf("state %+v: r2 exists only after c, which follows the state emptying and sets no HEAD", st)
+		}
+	}
+}
+
+// TestLogAppendFails: after the log fails a write, the publish fails, the
+// next ones are committed to bbolt directly, at consistent positions, and
+// all of them survive a crash.
+func TestLogAppendFails(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Partitions: 1, flushPushes: 1 << 20}
+	b := open(t, dir, opts)
+	p := func(i int) *bus.Push {
+		return bustest.Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", bustest.ID(i))
+	}
+	publish(t, b, p(1))
+	publish(t, b, p(2))
+	b.wmu.Lock()
+	_ = b.w.f.Close() // every write to it fails from now on
+	b.wmu.Unlock()
+	if _, err := b.Publish(t.Context(), p(3)); !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish with a failing log: %v, want ErrUnavailable", err)
+	}
+	if evs := publish(t, b, p(4)); evs[0].Seq != 3 {
+		t.Fatalf("p4 at %d, want 3", evs[0].Seq)
+	}
+	if evs := publish(t, b, p(3)); evs[0].Seq != 4 {
+		t.Fatalf("p3 retried at %d, want 4", evs[0].Seq)
+	}
+	want := read(t, b, []string{"acme/app"})
+	crash(t, b)
+	b = open(t, dir, opts)
+	sameView(t, "reopened", read(t, b, []string{"acme/app"}), want)
+	if evs := publish(t, b, p(4)); evs[0].Seq != 3 {
+		t.Fatalf("p4 again at %d, want 3 (remembered)", evs[0].Seq)
+	}
+}
+
+// TestFlushFails: a flush that fails before reaching the file leaves the
+// pushes in the tail and the log, and publishing goes on; one that fails
+// after (the commit may not be durable) stops publishing until a restart,
+// reads go on, and nothing acknowledged is lost either way.
+func TestFlushFails(t *testing.T) {
+	for _, lands := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lands=%v", lands), func(t *testing.T) {
+			dir := t.TempDir()
+			injected := errors.New("injected flush failure")
+			b := open(t, dir, Options{Partitions: 2, flushPushes: 3, flushErr: injected, flushLands: lands})
+			repos := []string{"acme/r0", "acme/r1"}
+			var acked []*bus.Push
+			ackedAt := map[string]uint64{}
+			var failed error
+			for i := range 10 {
+				p := bustest.Push(fmt.Sprintf("p%d", i), fmt.Sprintf("acme/r%d", i%2), "refs/heads/main", bustest.ID(i+1))
+				evs, err := b.Publish(t.Context(), p)
+				if err != nil {
+					failed = err
+					continue
+				}
+				acked = append(acked, p)
+				ackedAt[p.ID] = evs[0].Seq
+			}
+			if lands {
+				// The third publish's flush landed and failed: from then on
+				// every publish fails, saying what to do.
+				if len(acked) != 3 || !errors.Is(failed, bus.ErrUnavailable) || !strings.Contains(failed.Error(), "restart the node") {
+					t.Fatalf("%d acknowledged, last error %v; want 3 and ErrUnavailable asking for a restart", len(acked), failed)
+				}
+			} else if len(acked) != 10 || len(b.tail) != 10 {
+				t.Fatalf("%d acknowledged, tail %d, last error %v; want all 10 in the tail", len(acked), len(b.tail), failed)
+			}
+			want := read(t, b, repos) // reads go on
+			err := b.Close()
+			if !lands && err == nil {
+				t.Fatal("Close flushed, want its failure reported")
+			}
+			if lands && err != nil {
+				t.Fatalf("Close of a stopped bus: %v, want no flush tried", err)
+			}
+			b = open(t, dir, Options{Partitions: 2})
+			sameView(t, "reopened", read(t, b, repos), want)
+			for _, p := range acked {
+				if evs := publish(t, b, p); evs[0].Seq != ackedAt[p.ID] {
+					t.Fatalf("%s again at %d, acknowledged at %d", p.ID, evs[0].Seq, ackedAt[p.ID])
+				}
+			}
+		})
+	}
 }
