@@ -169,7 +169,8 @@ type Bus interface {
 	Close() error
 }
 
-// HealthChecker is implemented by buses with a remote store, for /readyz.
+// HealthChecker is implemented by buses with a remote store, and by the
+// embedded bus once it refuses publishes until a restart, for /readyz.
 type HealthChecker interface {
 	Ping(ctx context.Context) error
 }

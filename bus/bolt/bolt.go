@@ -354,6 +354,19 @@ func (b *Bus) Close() error {
 	return nil
 }
 
+// Ping implements bus.HealthChecker: an error once a failed write to the
+// file stopped publishing (see flush), so /readyz says the node needs a
+// restart.
+func (b *Bus) Ping(ctx context.Context) error {
+	s, err := b.state()
+	if err != nil {
+		return err
+	}
+	return s.stopped
+}
+
+var _ bus.HealthChecker = (*Bus)(nil)
+
 // state is what a read is made against: the watermark heads, where the
 // file ends per partition, the tail, and the current wake-up channel.
 type state struct {

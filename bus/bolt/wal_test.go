@@ -666,6 +666,9 @@ func TestFlushFails(t *testing.T) {
 			} else if len(acked) != 10 || len(b.tail) != 10 {
 				t.Fatalf("%d acknowledged, tail %d, last error %v; want all 10 in the tail", len(acked), len(b.tail), failed)
 			}
+			if err := b.Ping(t.Context()); (err != nil) != lands {
+				t.Fatalf("Ping: %v; want an error only once publishing stopped", err)
+			}
 			want := read(t, b, repos) // reads go on
 			err := b.Close()
 			if !lands && err == nil {
@@ -682,5 +685,42 @@ func TestFlushFails(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOpenFileWithoutLog: a data directory of a refcast before the log (no
+// bus.wal, no meta/walgen) opens, gets a log, and replays it after a crash.
+func TestOpenFileWithoutLog(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir, Options{Partitions: 1})
+	publish(t, b, bustest.Push("old", "acme/app", "refs/heads/main", bustest.ID(1)))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bktMeta).Delete(keyWALGen) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, WALFileName)); err != nil {
+		t.Fatal(err)
+	}
+
+	b = open(t, dir, Options{Partitions: 1})
+	if b.w.gen != 1 {
+		t.Fatalf("log generation %d for a file without one, want 1", b.w.gen)
+	}
+	publish(t, b, bustest.Push("new", "acme/app", "refs/heads/dev", bustest.ID(2)))
+	want := read(t, b, []string{"acme/app"})
+	crash(t, b)
+	b = open(t, dir, Options{Partitions: 1})
+	sameView(t, "replayed", read(t, b, []string{"acme/app"}), want)
+	if st := want.refs["acme/app"]; len(st.Refs) != 2 {
+		t.Fatalf("state %v, want both refs", st.Refs)
 	}
 }
