@@ -68,6 +68,37 @@ func (p *Push) GitFields() [][2]string {
 	return out
 }
 
+// ApplyTo applies p to a repo's state held as two maps, its refs and its
+// git fields (GitFields' names), as every bus stores it: a replacing push
+// starts over, each update sets or deletes its ref, each field is set or
+// deleted, and a repo left with no refs has no state, fields included. It
+// reports whether the state is empty afterwards.
+func (p *Push) ApplyTo(refs, fields map[string]string) (empty bool) {
+	if p.ReplacesState() {
+		clear(refs)
+		clear(fields)
+	}
+	for _, u := range p.Updates {
+		if IsZeroID(u.New) {
+			delete(refs, u.Ref)
+		} else {
+			refs[u.Ref] = u.New
+		}
+	}
+	for _, f := range p.GitFields() {
+		if f[1] == "" {
+			delete(fields, f[0])
+		} else {
+			fields[f[0]] = f[1]
+		}
+	}
+	if len(refs) == 0 {
+		clear(fields)
+		return true
+	}
+	return false
+}
+
 // SetGitFields fills st's Head, Peeled and Complete from the reserved
 // fields read back from a store (fields may hold refs too; they are
 // ignored).

@@ -178,27 +178,7 @@ func overlay(tail []*entry, inFile uint64, repo string, refs, fields map[string]
 		if p.Repo != repo || e.first <= inFile {
 			continue
 		}
-		if p.ReplacesState() {
-			clear(refs)
-			clear(fields)
-		}
-		for _, u := range p.Updates {
-			if bus.IsZeroID(u.New) {
-				delete(refs, u.Ref)
-			} else {
-				refs[u.Ref] = u.New
-			}
-		}
-		for _, f := range p.GitFields() {
-			if f[1] == "" {
-				delete(fields, f[0])
-			} else {
-				fields[f[0]] = f[1]
-			}
-		}
-		if len(refs) == 0 {
-			clear(fields) // no refs, no state
-		}
+		p.ApplyTo(refs, fields)
 	}
 }
 

@@ -175,25 +175,10 @@ func (b *Bus) rememberPush(id string, r pushRef) {
 // with p.mu held.
 func (part *partition) applyState(p *bus.Push) {
 	refs, git := part.refs[p.Repo], part.git[p.Repo]
-	if p.ReplacesState() || refs == nil {
-		refs = make(map[string]string, len(p.Updates))
-		git = make(map[string]string)
+	if refs == nil {
+		refs, git = make(map[string]string, len(p.Updates)), make(map[string]string)
 	}
-	for _, u := range p.Updates {
-		if bus.IsZeroID(u.New) {
-			delete(refs, u.Ref)
-		} else {
-			refs[u.Ref] = u.New
-		}
-	}
-	for _, f := range p.GitFields() {
-		if f[1] == "" {
-			delete(git, f[0])
-		} else {
-			git[f[0]] = f[1]
-		}
-	}
-	if len(refs) == 0 { // no refs, no state: the fields go with it
+	if p.ApplyTo(refs, git) { // no refs, no state: the fields go with it
 		delete(part.refs, p.Repo)
 		delete(part.git, p.Repo)
 		return
