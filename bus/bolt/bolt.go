@@ -348,6 +348,9 @@ func (b *Bus) Close() error {
 	if ferr != nil {
 		return fmt.Errorf("close bus %s: the log keeps what was not flushed: %w", b.path, ferr)
 	}
+	if b.stopped != nil {
+		return fmt.Errorf("close bus %s: the log keeps what the file may lack: %w", b.path, b.stopped)
+	}
 	if werr != nil {
 		return fmt.Errorf("close bus log: %w", werr)
 	}

@@ -287,6 +287,10 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) error {
 			}
 			if err := b.w.append(sealRecord(rec, b.w.gen)); err != nil {
 				b.w.failed = err
+				// The record may have reached the file all the same: a
+				// flush moves the file past its generation, so that no
+				// Open replays a publish that was reported failed.
+				_ = b.flush(nil, nil)
 				return fmt.Errorf("publish to %s: %w: log: %w", b.path, bus.ErrUnavailable, err)
 			}
 			return nil
@@ -352,7 +356,7 @@ func (b *Bus) flush(extra []*entry, heads map[int]bus.PartitionHead) error {
 		if lerr == nil && !landed {
 			return fmt.Errorf("publish to %s: %w: %w", b.path, bus.ErrUnavailable, err)
 		}
-		b.stopped = fmt.Errorf("publish to %s: %w: a write to the file failed in a way that may have reached it (%w); restart the node, which replays the log", b.path, bus.ErrUnavailable, err)
+		b.stopped = fmt.Errorf("bus %s: %w: a write to the file failed in a way that may have reached it (%w); restart the node: Open replays the log where the file lacks it", b.path, bus.ErrUnavailable, err)
 		b.mu.Lock()
 		b.stoppedErr = b.stopped
 		close(b.notify) // readers waiting for the file to match memory

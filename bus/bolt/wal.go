@@ -91,6 +91,9 @@ type wal struct {
 	gen    uint64 // generation of the records being written
 	off    int64  // where the next record goes
 	noSync bool
+	// failSync, for tests, is what the next syncs return (a write that
+	// reached the page cache and failed to reach the disk).
+	failSync error
 	// failed is the error of an append that may have left the file in an
 	// unknown state (a failed fdatasync can drop dirty pages): from then
 	// on every publish is committed to bbolt directly, until a restart.
@@ -135,6 +138,9 @@ func openWAL(dir string, size int64, noSync bool) (*wal, error) {
 func (w *wal) append(rec []byte) error {
 	if _, err := w.f.WriteAt(rec, w.off); err != nil {
 		return err
+	}
+	if w.failSync != nil {
+		return w.failSync
 	}
 	if err := syncData(w.f, w.noSync); err != nil {
 		return err

@@ -670,12 +670,8 @@ func TestFlushFails(t *testing.T) {
 				t.Fatalf("Ping: %v; want an error only once publishing stopped", err)
 			}
 			want := read(t, b, repos) // reads go on
-			err := b.Close()
-			if !lands && err == nil {
-				t.Fatal("Close flushed, want its failure reported")
-			}
-			if lands && err != nil {
-				t.Fatalf("Close of a stopped bus: %v, want no flush tried", err)
+			if err := b.Close(); err == nil {
+				t.Fatal("Close: no error, want the failed flush (or the stop) reported")
 			}
 			b = open(t, dir, Options{Partitions: 2})
 			sameView(t, "reopened", read(t, b, repos), want)
@@ -722,5 +718,33 @@ func TestOpenFileWithoutLog(t *testing.T) {
 	sameView(t, "replayed", read(t, b, []string{"acme/app"}), want)
 	if st := want.refs["acme/app"]; len(st.Refs) != 2 {
 		t.Fatalf("state %v, want both refs", st.Refs)
+	}
+}
+
+// TestLogSyncFails: a record written but not synced is a failed publish;
+// it is not replayed after a crash, whatever the tail held.
+func TestLogSyncFails(t *testing.T) {
+	for _, before := range []int{0, 2} {
+		t.Run(fmt.Sprintf("tail%d", before), func(t *testing.T) {
+			dir := t.TempDir()
+			b := open(t, dir, Options{Partitions: 1})
+			for i := range before {
+				publish(t, b, bustest.Push(fmt.Sprintf("p%d", i), "acme/app", "refs/heads/main", bustest.ID(i+1)))
+			}
+			b.wmu.Lock()
+			b.w.failSync = errors.New("injected fdatasync failure")
+			b.wmu.Unlock()
+			if _, err := b.Publish(t.Context(), bustest.Push("lost", "acme/app", "refs/heads/lost", bustest.ID(9))); !errors.Is(err, bus.ErrUnavailable) {
+				t.Fatalf("publish with a failing sync: %v, want ErrUnavailable", err)
+			}
+			crash(t, b)
+			b = open(t, dir, Options{Partitions: 1})
+			if h := heads(t, b)[0]; h.Last != uint64(before) {
+				t.Fatalf("head %+v after the crash, want the %d acknowledged pushes only", h, before)
+			}
+			if evs := publish(t, b, bustest.Push("lost", "acme/app", "refs/heads/lost", bustest.ID(9))); evs[0].Seq != uint64(before)+1 {
+				t.Fatalf("the failed push published again at %d, want %d (new)", evs[0].Seq, before+1)
+			}
+		})
 	}
 }
