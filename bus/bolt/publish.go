@@ -63,8 +63,8 @@ func (b *Bus) Publish(ctx context.Context, p *bus.Push) ([]bus.Event, error) {
 //
 // The batch is one record appended to the log (wal.go) and synced; the
 // pushes join the tail that readers merge with the file, and a flush
-// writes the tail to bbolt once it holds flushPushes pushes or half the
-// log. A batch that cannot be logged (larger than the log, or the log
+// writes the tail to bbolt once it holds flushPushes pushes or the log
+// flushBytes. A batch that cannot be logged (larger than the log, or the log
 // failed) is flushed with the tail instead, as one bbolt commit.
 func (b *Bus) commit(batch []*pubReq) {
 	defer func() {
