@@ -105,6 +105,11 @@ type Bus struct {
 	// firstOrder its oldest, guarded by wmu.
 	lastOrder, firstOrder uint64
 	w                     *wal // guarded by wmu
+	// replayed is how many pushes Open wrote from the log to the file;
+	// unmatched, the generation of a log Open did not replay because it
+	// is later than the file's next (see laterGeneration). Set by Open.
+	replayed  int
+	unmatched uint64
 	// stopped is set by a flush whose commit failed in a way that may
 	// have reached the file anyway (see flush): every later publish fails
 	// with it until a restart. Guarded by wmu.
@@ -254,11 +259,14 @@ func (b *Bus) load() error {
 		if err != nil {
 			return err
 		}
-		if len(entries) > 0 {
+		b.replayed = len(entries)
+		if len(entries) == 0 {
+			b.unmatched = laterGeneration(b.w.f, b.w.size, gen+1)
+		} else {
 			gen++
 			for _, e := range entries {
 				if e.pi < 0 || e.pi >= b.opts.Partitions {
-					return fmt.Errorf("logged push %s is in partition %d of %d", e.p.ID, e.pi, b.opts.Partitions)
+					return logError{fmt.Errorf("logged push %s is in partition %d of %d", e.p.ID, e.pi, b.opts.Partitions)}
 				}
 			}
 			// Trimmed to the bounds below, with the rest.
@@ -355,6 +363,22 @@ func (b *Bus) Close() error {
 		return fmt.Errorf("close bus log: %w", werr)
 	}
 	return nil
+}
+
+// Replayed is how many pushes Open took from the log that the file lacked:
+// those acknowledged before a crash (or a kill) and not yet flushed.
+func (b *Bus) Replayed() int { return b.replayed }
+
+// UnmatchedLog is the generation of the log's records when Open replayed
+// none because they are of a later generation than the file expects, and
+// the generation it expected; 0, 0 otherwise. The file then lost a flush
+// or was restored without its log: pushes in the log may be missing from
+// the file.
+func (b *Bus) UnmatchedLog() (logGen, fileNext uint64) {
+	if b.unmatched == 0 {
+		return 0, 0
+	}
+	return b.unmatched, b.w.gen
 }
 
 // Ping implements bus.HealthChecker: an error once a failed write to the

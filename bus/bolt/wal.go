@@ -256,6 +256,23 @@ func readRecords(r io.ReaderAt, size int64, gen uint64) ([]*entry, error) {
 	return out, nil
 }
 
+// laterGeneration is the generation of the log's first record if it reads
+// back whole and is later than next (the one a replay takes), else 0.
+func laterGeneration(r io.ReaderAt, size int64, next uint64) uint64 {
+	hdr := make([]byte, walHeader)
+	if _, err := r.ReadAt(hdr, 0); err != nil || binary.BigEndian.Uint32(hdr) != walMagic {
+		return 0
+	}
+	gen, n := binary.BigEndian.Uint64(hdr[4:]), int64(binary.BigEndian.Uint32(hdr[12:]))
+	if gen <= next || n > size-walHeader {
+		return 0
+	}
+	if entries, err := readRecords(r, size, gen); err != nil || len(entries) == 0 {
+		return 0
+	}
+	return gen
+}
+
 // logError is a log that cannot be replayed into the file: Open says so,
 // rather than blaming the file.
 type logError struct{ err error }

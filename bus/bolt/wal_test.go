@@ -178,6 +178,9 @@ func TestTailReadsMatchFile(t *testing.T) {
 	crash(t, tailed)
 	re := open(t, dir, Options{Partitions: 2, History: 40})
 	sameView(t, "replayed", read(t, re, testRepos), want)
+	if n := re.Replayed(); n != len(tailed.tail) {
+		t.Fatalf("Replayed() = %d, want the %d pushes of the tail", n, len(tailed.tail))
+	}
 	if len(re.tail) != 0 {
 		t.Fatalf("replayed bus has a tail of %d", len(re.tail))
 	}
@@ -746,5 +749,39 @@ func TestLogSyncFails(t *testing.T) {
 				t.Fatalf("the failed push published again at %d, want %d (new)", evs[0].Seq, before+1)
 			}
 		})
+	}
+}
+
+// TestLogOfLaterGeneration: a file restored without its log (an older
+// bus.db beside a newer bus.wal) replays nothing, and Open says so.
+func TestLogOfLaterGeneration(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir, Options{Partitions: 1})
+	publish(t, b, bustest.Push("p1", "acme/app", "refs/heads/main", bustest.ID(1)))
+	if err := b.Close(); err != nil { // generation G flushed
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), FileName)
+	copyFile(t, filepath.Join(dir, FileName), backup)
+	b = open(t, dir, Options{Partitions: 1})
+	publish(t, b, bustest.Push("p2", "acme/app", "refs/heads/main", bustest.ID(2)))
+	if err := b.Close(); err != nil { // G+1 flushed
+		t.Fatal(err)
+	}
+	b = open(t, dir, Options{Partitions: 1})
+	if g, _ := b.UnmatchedLog(); g != 0 || b.Replayed() != 0 {
+		t.Fatalf("a clean reopen: UnmatchedLog %d, Replayed %d, want 0 and 0", g, b.Replayed())
+	}
+	publish(t, b, bustest.Push("p3", "acme/app", "refs/heads/main", bustest.ID(3)))
+	crash(t, b) // G+2 in the log only
+
+	copyFile(t, backup, filepath.Join(dir, FileName)) // expects G+1
+	b = open(t, dir, Options{Partitions: 1})
+	logGen, next := b.UnmatchedLog()
+	if logGen != next+1 || b.Replayed() != 0 {
+		t.Fatalf("UnmatchedLog %d, %d and Replayed %d; want the log one generation past the file's next, nothing replayed", logGen, next, b.Replayed())
+	}
+	if h := heads(t, b)[0]; h.Last != 1 {
+		t.Fatalf("head %+v, want the backup's", h)
 	}
 }

@@ -24,7 +24,11 @@ func openEmbeddedBus(c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info("embedded bus opened", "data", b.Path())
+	log.Info("embedded bus opened", "data", b.Path(), "replayed", b.Replayed())
+	if logGen, next := b.UnmatchedLog(); logGen != 0 {
+		log.Warn("the embedded bus's log was not replayed: its records are of a later generation than the data file expects, so the file was restored or moved without its log and may lack the pushes in it",
+			"log", bolt.WALFileName, "log_generation", logGen, "expected", next)
+	}
 	return b, func() {
 		if err := b.Close(); err != nil {
 			log.Error("close embedded bus", "err", err)
