@@ -50,11 +50,14 @@ import (
 const (
 	// WALFileName is the log inside the data directory.
 	WALFileName = "bus.wal"
-	// walSize is the log's size: 8 MiB holds ~13,000 typical pushes (a few
-	// hundred bytes each), far more than the flushes let accumulate. A
-	// batch larger than the whole log (a seed of a big repo) is committed
-	// to bbolt directly.
-	walSize   = 8 << 20
+	// walSize is the log's size. A flush starts it over once it holds
+	// flushBytes, so what is used is that and one batch; a batch larger
+	// than the whole log (a push of thousands of refs, a seed) is
+	// committed to bbolt directly, as every publish was before the log.
+	// It is written with zeros once, when the data directory is made: at
+	// 8 MiB that was 8 MiB written and synced by every test that opens a
+	// bus.
+	walSize   = 1 << 20
 	walMagic  = 0x52435731 // "RCW1"
 	walHeader = 20
 	// flushPushes is how many logged pushes wait for a flush at most: 256
