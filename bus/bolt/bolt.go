@@ -112,7 +112,8 @@ type Bus struct {
 	unmatched uint64
 	// stopped is set by a flush whose commit failed in a way that may
 	// have reached the file anyway (see flush): every later publish fails
-	// with it until a restart. Guarded by wmu.
+	// with it until a restart, and a read waiting for the file to match
+	// memory gives up. Written with wmu and mu held, read under either.
 	stopped error
 
 	pmu     sync.Mutex // guards pending
@@ -134,14 +135,11 @@ type Bus struct {
 	// Appended to in place (a reader's copy is a prefix); replaced by a
 	// flush.
 	tail    []*entry
-	applied []uint64 // per partition, the last Seq in the bbolt file
-	// stoppedErr is stopped, for readers: the file may stay ahead of
-	// memory, and a read that waits for them to match gives up.
-	stoppedErr error
-	notify     chan struct{} // closed and replaced after every publish
-	closed     bool
-	done       chan struct{}  // closed by Close
-	subs       sync.WaitGroup // subscription goroutines; waited for by Close
+	applied []uint64      // per partition, the last Seq in the bbolt file
+	notify  chan struct{} // closed and replaced after every publish
+	closed  bool
+	done    chan struct{}  // closed by Close
+	subs    sync.WaitGroup // subscription goroutines; waited for by Close
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -401,7 +399,7 @@ type state struct {
 	applied []uint64
 	tail    []*entry
 	wake    <-chan struct{}
-	stopped error // Bus.stoppedErr
+	stopped error // Bus.stopped
 }
 
 // state returns the current state. A read takes it before it opens a
@@ -414,7 +412,7 @@ func (b *Bus) state() (state, error) {
 	if b.closed {
 		return state{}, bus.ErrClosed
 	}
-	return state{heads: slices.Clone(b.heads), applied: slices.Clone(b.applied), tail: b.tail, wake: b.notify, stopped: b.stoppedErr}, nil
+	return state{heads: slices.Clone(b.heads), applied: slices.Clone(b.applied), tail: b.tail, wake: b.notify, stopped: b.stopped}, nil
 }
 
 // view runs a read transaction, mapping bbolt's errors to the bus's.

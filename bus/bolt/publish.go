@@ -135,7 +135,8 @@ func (b *Bus) commit(batch []*pubReq) {
 		fail(err)
 		return
 	}
-	if err := b.log(entries, heads); err != nil {
+	flushed, err := b.log(entries, heads)
+	if err != nil {
 		fail(err)
 		return
 	}
@@ -157,10 +158,10 @@ func (b *Bus) commit(batch []*pubReq) {
 		b.heads[pi] = h
 		b.recent[pi] = recentEvents{epoch: h.Epoch, last: h.Last, evs: appended[pi]}
 	}
-	if b.applied[entries[0].pi] < entries[0].first {
-		// Logged, not flushed with the tail: readers take them from the
-		// tail. Appending in place is safe: a reader holds a prefix of
-		// it and never looks past its length.
+	if !flushed {
+		// Logged: readers take them from the tail. Appending in place is
+		// safe: a reader holds a prefix of it and never looks past its
+		// length.
 		b.tail = append(b.tail, entries...)
 	}
 	close(b.notify)
@@ -271,18 +272,18 @@ func tailEntry(tail []*entry, pi int, seq uint64) *entry {
 }
 
 // log makes entries durable: appended to the log, or, when they cannot
-// be, flushed to bbolt with the tail. heads are their partitions' heads
-// after them. Called with wmu held.
-func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) error {
+// be, flushed to bbolt with the tail (flushed is then true). heads are
+// their partitions' heads after them. Called with wmu held.
+func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) (flushed bool, err error) {
 	if b.w.failed == nil && eventBytes(entries) < b.w.size { // else no record to build: a seed can be tens of MB
 		rec, err := encodeRecord(entries)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if len(rec) <= int(b.w.size) {
 			if b.w.off+int64(len(rec)) > b.w.size {
 				if err := b.flush(nil, nil); err != nil {
-					return err
+					return false, err
 				}
 			}
 			if err := b.w.append(sealRecord(rec, b.w.gen)); err != nil {
@@ -291,12 +292,12 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) error {
 				// flush moves the file past its generation, so that no
 				// Open replays a publish that was reported failed.
 				_ = b.flush(nil, nil)
-				return fmt.Errorf("publish to %s: %w: log: %w", b.path, bus.ErrUnavailable, err)
+				return false, fmt.Errorf("publish to %s: %w: log: %w", b.path, bus.ErrUnavailable, err)
 			}
-			return nil
+			return false, nil
 		}
 	}
-	return b.flush(entries, heads)
+	return true, b.flush(entries, heads)
 }
 
 // eventBytes is the size of entries' stored events, a lower bound of their
@@ -356,9 +357,8 @@ func (b *Bus) flush(extra []*entry, heads map[int]bus.PartitionHead) error {
 		if lerr == nil && !landed {
 			return fmt.Errorf("publish to %s: %w: %w", b.path, bus.ErrUnavailable, err)
 		}
-		b.stopped = fmt.Errorf("bus %s: %w: a write to the file failed in a way that may have reached it (%w); restart the node: Open replays the log where the file lacks it", b.path, bus.ErrUnavailable, err)
 		b.mu.Lock()
-		b.stoppedErr = b.stopped
+		b.stopped = fmt.Errorf("bus %s: %w: a write to the file failed in a way that may have reached it (%w); restart the node: Open replays the log where the file lacks it", b.path, bus.ErrUnavailable, err)
 		close(b.notify) // readers waiting for the file to match memory
 		b.notify = make(chan struct{})
 		b.mu.Unlock()
