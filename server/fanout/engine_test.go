@@ -262,13 +262,7 @@ func TestHeartbeatSpread(t *testing.T) {
 	const n, hb = 3000, 15 * time.Second
 	h := testHub(t, 1, func(o *Options) { o.Heartbeat = hb })
 	t0 := time.Unix(1_000_000, 0)
-	subs := make([]*subscriber, n)
-	last := make([]time.Time, n)
-	for i := range subs {
-		subs[i] = handlerSub(t, h, false, []string{"acme/app"})
-		subs[i].lastWrite.Store(t0.UnixNano())
-		last[i] = t0
-	}
+	subs, last := writtenSubs(t, h, n, func(int) time.Time { return t0 })
 	var maxGap time.Duration
 	maxPerTick := 0
 	for now := t0.Add(HousekeeperTick); now.Before(t0.Add(4 * hb)); now = now.Add(HousekeeperTick) {
@@ -298,6 +292,20 @@ func TestHeartbeatSpread(t *testing.T) {
 	}
 }
 
+// writtenSubs registers n subscribers on acme/app whose last write was at
+// at(i), for the heartbeat tests, and returns them with those times.
+func writtenSubs(t *testing.T, h *Engine, n int, at func(i int) time.Time) ([]*subscriber, []time.Time) {
+	t.Helper()
+	subs := make([]*subscriber, n)
+	last := make([]time.Time, n)
+	for i := range subs {
+		subs[i] = handlerSub(t, h, false, []string{"acme/app"})
+		last[i] = at(i)
+		subs[i].lastWrite.Store(last[i].UnixNano())
+	}
+	return subs, last
+}
+
 // takeQueued empties a subscriber's queue as a writer that wrote it would
 // (the heartbeat tests drive visit by hand, with no writers), and reports
 // whether it held anything.
@@ -320,15 +328,9 @@ func TestHeartbeatSkipsBusyStreams(t *testing.T) {
 	const every = hb / 3 // a busy stream's traffic
 	h := testHub(t, 1, func(o *Options) { o.Heartbeat = hb })
 	t0 := time.Unix(1_000_000, 0)
-	subs := make([]*subscriber, n)
-	last := make([]time.Time, n)
-	for i := range subs {
-		subs[i] = handlerSub(t, h, false, []string{"acme/app"})
-		// Connected at different times within the last round, as
-		// streams the housekeeper has not visited yet.
-		last[i] = t0.Add(-time.Duration(i) * hb / 2 / n)
-		subs[i].lastWrite.Store(last[i].UnixNano())
-	}
+	// Connected at different times within the last round, as streams the
+	// housekeeper has not visited yet.
+	subs, last := writtenSubs(t, h, n, func(i int) time.Time { return t0.Add(-time.Duration(i) * hb / 2 / n) })
 	busy := func(i int) bool { return i%2 == 0 }
 	var busyBeats, idleBeats int
 	var maxIdleGap time.Duration
