@@ -191,6 +191,9 @@ func TestLatestModeCoalesces(t *testing.T) {
 	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) {
 		o.MaxQueue = 16
 		o.WriteTimeout = time.Hour // about queues, never evicted for slowness (publishing can take 20 s under load)
+		// 120 publishes from one address: past the default burst (100),
+		// they passed only while publishing was slower than 50/s refilled.
+		o.PublishRate = -1
 	})
 	q := query("repo", "acme/app", "mode", "latest")
 	conn := n.dialStalled(t, q)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/bus/memory"
 	"github.com/refcast/refcast/wire"
 )
@@ -209,5 +210,99 @@ func TestPublishGitState(t *testing.T) {
 	p.Head = "refs/heads/main"
 	if got := publish(p); got.GitState != "" {
 		t.Errorf("push with head after a seed: git_state %q, want none (complete)", got.GitState)
+	}
+}
+
+// BenchmarkDecodePush: decoding and checking a hook's push body, the part
+// of a publish's CPU spent before the bus (a 3-ref push with commits, as
+// the hook sends, and refcast-bench's 1-ref push).
+func BenchmarkDecodePush(b *testing.B) {
+	a, c := strings.Repeat("a", 40), strings.Repeat("c", 40)
+	upd := func(ref string) string {
+		return `{"ref":"` + ref + `","old":"` + a + `","new":"` + c + `","commit":{"subject":"Fix the flaky test in the scheduler","author":"Ada Lovelace","time":"2026-11-25T13:59:00Z"}}`
+	}
+	for _, bc := range []struct{ name, body string }{
+		{"hook", `{"id":"a1b2c3d4-push","repo":"acme/app","time":"2026-11-25T14:00:00Z","pusher":"ada","source":"hook","updates":[` + upd("refs/heads/main") + `,` + upd("refs/heads/dev") + `,` + upd("refs/tags/v1.2.3") + `]}`},
+		{"bench", `{"id":"r1-0000001","repo":"bench/r0001","time":"2026-11-25T14:00:00Z","source":"api","updates":[{"ref":"refs/heads/main","old":"` + a + `","new":"` + c + `"}]}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			body := []byte(bc.body)
+			if _, err := decodePush(body); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := decodePush(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// FuzzDuplicateKeys: the byte scanner finds a duplicate key exactly where
+// the walk over json.Decoder.Token it replaced did, and names the same
+// key, on any valid JSON.
+func FuzzDuplicateKeys(f *testing.F) {
+	for _, s := range []string{
+		`{"a":1,"A":2}`, `{"a":{"a":1},"b":[{"a":1,"a":2}]}`, `{"re\u0070o":1,"repo":2}`,
+		`{"\u017fource":1,"source":2}`, `{"k":1,"\u212a":2}`, `[{"x":"\"}","x":1}]`,
+		`{"a":"b\\","c":{"d":[1,2,{"e":null}]},"f":true}`, `"s"`, `123`,
+		`{"1":1,"2":2,"3":3,"4":4,"5":5,"6":6,"7":7,"8":8,"9":9,"10":10,"11":11,"12":12,"13":13,"14":14,"15":15,"16":16,"17":17,"18":18,"5":0}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return
+		}
+		got, want := checkDuplicateKeys(body), duplicateKeysByTokens(body)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%q: scanner says %v, tokens say %v", body, got, want)
+		}
+	})
+}
+
+// duplicateKeysByTokens is checkDuplicateKeys as it was written first,
+// over json.Decoder.Token: the reference FuzzDuplicateKeys holds the
+// scanner to.
+func duplicateKeysByTokens(body []byte) error {
+	type frame struct {
+		keys    map[string]struct{} // nil for an array
+		wantKey bool
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF: body is valid JSON
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			top := &stack[n-1]
+			if top.wantKey {
+				k, _ := tok.(string)
+				f := foldKey(k)
+				if _, dup := top.keys[f]; dup {
+					return fmt.Errorf("duplicate key %q", bus.Clip(k, 40))
+				}
+				top.keys[f] = struct{}{}
+				top.wantKey = false
+				continue
+			}
+			top.wantKey = true
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]struct{}{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		}
 	}
 }
