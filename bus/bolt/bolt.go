@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,6 +67,9 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock, for tests; time.Now when nil.
 	Now func() time.Time
+	// Logger says when the log fails and when it works again (publishes
+	// go to the file directly meanwhile); slog.Default() when nil.
+	Logger *slog.Logger
 
 	// noSync skips fsync, for the benchmark comparing the cost of it only.
 	noSync bool
@@ -171,6 +175,9 @@ func Open(dir string, opts Options) (*Bus, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	if opts.flushPushes <= 0 {
 		opts.flushPushes = flushPushes

@@ -275,29 +275,44 @@ func tailEntry(tail []*entry, pi int, seq uint64) *entry {
 // be, flushed to bbolt with the tail (flushed is then true). heads are
 // their partitions' heads after them. Called with wmu held.
 func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) (flushed bool, err error) {
-	if b.w.failed == nil && eventBytes(entries) < b.w.size { // else no record to build: a seed can be tens of MB
-		rec, err := encodeRecord(entries)
-		if err != nil {
+	if eventBytes(entries) >= b.w.size { // no record to build: a seed can be tens of MB
+		return true, b.flush(entries, heads)
+	}
+	rec, err := encodeRecord(entries)
+	if err != nil {
+		return false, err
+	}
+	if len(rec) > int(b.w.size) {
+		return true, b.flush(entries, heads)
+	}
+	if b.w.off+int64(len(rec)) > b.w.size {
+		if err := b.flush(nil, nil); err != nil {
 			return false, err
 		}
-		if len(rec) <= int(b.w.size) {
-			if b.w.off+int64(len(rec)) > b.w.size {
-				if err := b.flush(nil, nil); err != nil {
-					return false, err
-				}
-			}
-			if err := b.w.append(sealRecord(rec, b.w.gen)); err != nil {
-				b.w.failed = err
-				// The record may have reached the file all the same: a
-				// flush moves the file past its generation, so that no
-				// Open replays a publish that was reported failed.
-				_ = b.flush(nil, nil)
-				return false, fmt.Errorf("publish to %s: %w: log: %w", b.path, bus.ErrUnavailable, err)
-			}
-			return false, nil
-		}
 	}
-	return true, b.flush(entries, heads)
+	if err := b.w.append(sealRecord(rec, b.w.gen)); err != nil {
+		// The batch is committed to bbolt instead, with the tail: that
+		// also moves the file past this generation, so no Open replays
+		// the record should it have reached the file all the same (a
+		// write that reached the page cache, then a failed fdatasync).
+		// The log's next generation starts at offset 0, where the next
+		// publish tries it again: a log that failed once (a full disk
+		// since cleared) costs no more than the publishes it failed.
+		if !b.w.failing {
+			b.opts.Logger.Warn("the embedded bus's log failed: publishes are committed to the data file directly (slower) until it works again",
+				"log", b.w.f.Name(), "err", err)
+		}
+		b.w.failing = true
+		if ferr := b.flush(entries, heads); ferr != nil {
+			return true, fmt.Errorf("log: %w; then %w", err, ferr)
+		}
+		return true, nil
+	}
+	if b.w.failing {
+		b.w.failing = false
+		b.opts.Logger.Info("the embedded bus's log works again", "log", b.w.f.Name())
+	}
+	return false, nil
 }
 
 // eventBytes is the size of entries' stored events, a lower bound of their

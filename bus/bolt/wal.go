@@ -99,10 +99,9 @@ type wal struct {
 	// failSync, for tests, is what the next syncs return (a write that
 	// reached the page cache and failed to reach the disk).
 	failSync error
-	// failed is the error of an append that may have left the file in an
-	// unknown state (a failed fdatasync can drop dirty pages): from then
-	// on every publish is committed to bbolt directly, until a restart.
-	failed error
+	// failing: the last append failed (its publish was committed to bbolt
+	// directly); the next that works is logged as a recovery.
+	failing bool
 }
 
 // openWAL opens (creating and preallocating if needed) the log in dir.

@@ -20,7 +20,7 @@ func openEmbeddedBus(c *serveConfig, log *slog.Logger) (bus.Bus, func(), error) 
 		// a real run has. Tests pass --data.
 		dir = defaultDataDir(Env{Getenv: os.Getenv})
 	}
-	b, err := bolt.Open(dir, bolt.Options{Partitions: c.partitions, History: c.history, MaxAge: c.historyAge})
+	b, err := bolt.Open(dir, bolt.Options{Partitions: c.partitions, History: c.history, MaxAge: c.historyAge, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
