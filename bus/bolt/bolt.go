@@ -350,8 +350,12 @@ func (b *Bus) Close() error {
 	b.wmu.Lock() // let an in-flight publish finish its commit
 	defer b.wmu.Unlock()
 	var ferr error
-	if len(b.tail) > 0 && b.stopped == nil {
+	if (len(b.tail) > 0 || b.w.failing) && b.stopped == nil {
 		// So the next Open has nothing to replay; if this fails, it will.
+		// After a failed append whose publish could not be committed
+		// either, the log may hold that record with nothing after it:
+		// flushing moves the file past its generation, so that a
+		// publish reported failed does not come back at the next Open.
 		ferr = b.flush(nil, nil)
 	}
 	werr := b.w.f.Close()

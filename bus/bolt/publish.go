@@ -297,7 +297,9 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) (flushed bo
 		// write that reached the page cache, then a failed fdatasync).
 		// The log's next generation starts at offset 0, where the next
 		// publish tries it again: a log that failed once (a full disk
-		// since cleared) costs no more than the publishes it failed.
+		// since cleared) costs no more than the publishes it failed. No
+		// back-off: a full disk fails a write at once, and a device whose
+		// syncs hang would hang bbolt's commit the same.
 		if !b.w.failing {
 			b.opts.Logger.Warn("the embedded bus's log failed: publishes are committed to the data file directly (slower) until it works again",
 				"log", b.w.f.Name(), "err", err)

@@ -777,6 +777,32 @@ func TestOpenFileWithoutLog(t *testing.T) {
 	}
 }
 
+// TestLogFailedPublishNotBackAfterClose: a publish whose log append and
+// then direct commit both failed (rolled back) is reported failed; after
+// a clean Close it is not in the file, though its record may be in the
+// log.
+func TestLogFailedPublishNotBackAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir, Options{Partitions: 1})
+	injected := errors.New("injected failure")
+	b.wmu.Lock()
+	b.w.failSync, b.opts.flushErr = injected, injected
+	b.wmu.Unlock()
+	if _, err := b.Publish(t.Context(), bustest.Push("failed", "acme/app", "refs/heads/x", bustest.ID(1))); !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish with a failing log and file: %v, want ErrUnavailable", err)
+	}
+	b.wmu.Lock()
+	b.w.failSync, b.opts.flushErr = nil, nil
+	b.wmu.Unlock()
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	b = open(t, dir, Options{Partitions: 1})
+	if h := heads(t, b)[0]; h.Last != 0 || b.Replayed() != 0 {
+		t.Fatalf("after a clean Close: head %+v, replayed %d; want the failed publish absent", h, b.Replayed())
+	}
+}
+
 // TestLogOfLaterGeneration: a file restored without its log (an older
 // bus.db beside a newer bus.wal) replays nothing, and Open says so.
 func TestLogOfLaterGeneration(t *testing.T) {
