@@ -31,7 +31,9 @@ func TestEmbeddedKillNineKeepsAcknowledged(t *testing.T) {
 	args := []string{"--data", data, "--publish-token", token, "--publish-rate", "-1", "--drain", "100ms"}
 	node := testnode.Start(t, bin, "", args...)
 
-	const clients, killAfter = 8, 160
+	// Each client stops at perClient pushes, so a repo's history fits one
+	// /v1/history answer (at most 100) however the clients are scheduled.
+	const clients, perClient, killAfter = 8, 60, 160
 	oid := func(c, i int) string {
 		if i == 0 {
 			return strings.Repeat("0", 40)
@@ -48,7 +50,7 @@ func TestEmbeddedKillNineKeepsAcknowledged(t *testing.T) {
 	for c := range clients {
 		wg.Go(func() {
 			hc := &http.Client{}
-			for i := 1; ; i++ {
+			for i := 1; i <= perClient; i++ {
 				body, _ := json.Marshal(map[string]any{
 					"id": fmt.Sprintf("kill-%d-%d", c, i), "repo": fmt.Sprintf("acme/k%d", c), "time": "2026-12-06T12:00:00Z",
 					"updates": []map[string]string{{"ref": "refs/heads/main", "old": oid(c, i-1), "new": oid(c, i)}},
