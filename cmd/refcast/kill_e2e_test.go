@@ -76,9 +76,16 @@ func TestEmbeddedKillNineKeepsAcknowledged(t *testing.T) {
 			}
 		})
 	}
+	go func() { // clients that all stopped early (the node died?) end the wait too
+		wg.Wait()
+		once.Do(func() { close(kill) })
+	}()
 	<-kill
 	node.Kill() // SIGKILL, mid-publish
 	wg.Wait()
+	if n := total.Load(); n < killAfter {
+		t.Fatalf("the clients stopped after %d acknowledged pushes, before the kill", n)
+	}
 	if t.Failed() {
 		return
 	}
