@@ -186,8 +186,16 @@ func FuzzValidateRef(f *testing.F) {
 		if strings.ContainsAny(s, "\r\n\x00 *?[\\:~^") || !strings.HasPrefix(s, "refs/") || strings.Contains(s, "..") {
 			t.Fatalf("accepted unsafe ref %q", s)
 		}
-		// Every valid ref is matched by itself as an exact pattern.
+		// Every valid ref a pattern may be as long as is matched by itself
+		// as an exact pattern; a longer one is refused naming the limit
+		// (refs may be up to MaxRefLen, patterns MaxRefPatternLen).
 		p, err := ParseRefPattern(s)
+		if len(s) > MaxRefPatternLen {
+			if err == nil || !strings.Contains(err.Error(), "limit: ref pattern length") {
+				t.Fatalf("valid ref of %d bytes as a pattern: %v, want the pattern length limit", len(s), err)
+			}
+			return
+		}
 		if err != nil || !p.Match(s) {
 			t.Fatalf("valid ref %q is not a pattern matching itself: %v", s, err)
 		}
