@@ -296,9 +296,9 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) (flushed bo
 		// the record should it have reached the file all the same (a
 		// write that reached the page cache, then a failed fdatasync).
 		// The log's next generation starts at offset 0, where the next
-		// publish tries it again: a log that failed once (a full disk
-		// since cleared) costs no more than the publishes it failed. No
-		// back-off: a full disk fails a write at once, and a device whose
+		// publish tries it again: a log that failed for a while (a full
+		// disk since cleared) costs a bbolt commit per publish only
+		// meanwhile. No back-off: a full disk fails a write at once, and a device whose
 		// syncs hang would hang bbolt's commit the same.
 		if !b.w.failing {
 			b.opts.Logger.Warn("the embedded bus's log failed: publishes are committed to the data file directly (slower) until it works again",
@@ -306,7 +306,7 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) (flushed bo
 		}
 		b.w.failing = true
 		if ferr := b.flush(entries, heads); ferr != nil {
-			return true, fmt.Errorf("log: %w; then %w", err, ferr)
+			return true, fmt.Errorf("%w (the log had failed first: %w)", ferr, err)
 		}
 		return true, nil
 	}
