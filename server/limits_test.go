@@ -638,7 +638,9 @@ func TestPublishSeedBody(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, nil)
+	// Its last loop publishes 2 per 25 ms until the closed streams are
+	// noticed: past the default burst if that takes over ~3 s.
+	n := startNode(t, newBus(t, memory.Options{}), 50*time.Millisecond, func(o *Options) { o.PublishRate = -1 })
 	s := n.subscribe(t, query("repo", "acme/app"), nil)
 	s.opening()
 	other := n.subscribe(t, query("repo", "acme/lib"), nil)
