@@ -19,6 +19,7 @@ import (
 
 	"github.com/refcast/refcast/bus"
 	"github.com/refcast/refcast/internal/flock"
+	"github.com/refcast/refcast/internal/fsync"
 )
 
 // Spool file layout.
@@ -108,19 +109,7 @@ func writeFileAtomic(dir, name string, data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return fsync.Dir(dir)
 }
 
 // Pending lists the spooled files, oldest first, as names in Dir.
@@ -267,7 +256,7 @@ func readSpooled(path string) (*bus.Push, error) {
 func (s *Spool) quarantine(name string, reason error) {
 	to, err := quarantineFile(s.dir, name, name, reason)
 	if err == nil {
-		err = syncDir(s.dir)
+		err = fsync.Dir(s.dir)
 	}
 	s.log.Warn("spool file quarantined", slog.String("file", to), slog.String("reason", reason.Error()), slog.Any("move_error", err))
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/fsync"
 	"github.com/refcast/refcast/wire"
 )
 
@@ -135,10 +136,7 @@ func WriteState(path string, st State) error {
 		os.Remove(tmp)
 		return fmt.Errorf("save state %s: %w", path, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: some filesystems refuse a directory fsync
-		d.Close()
-	}
+	_ = fsync.Dir(dir) // best effort: some filesystems refuse a directory fsync
 	return nil
 }
 

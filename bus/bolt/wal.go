@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/refcast/refcast/bus"
+	"github.com/refcast/refcast/internal/fsync"
 )
 
 const (
@@ -167,12 +168,7 @@ func syncDir(dir string, noSync bool) error {
 	if noSync || runtime.GOOS == "windows" { // a directory cannot be synced there
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync bus data directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := fsync.Dir(dir); err != nil {
 		return fmt.Errorf("sync bus data directory: %w", err)
 	}
 	return nil
