@@ -413,6 +413,22 @@ type state struct {
 	stopped error // Bus.stopped
 }
 
+// waitNewer waits for a newer state, after a read found the file ahead of
+// s (a publish is between its commit and its return): until that publish
+// wakes readers, or ctx ends. A stopped bus has none to wait for: its stop
+// is the answer.
+func (s state) waitNewer(ctx context.Context) error {
+	if s.stopped != nil {
+		return s.stopped
+	}
+	select {
+	case <-s.wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // state returns the current state. A read takes it before it opens a
 // transaction: a flush writes the file before it empties the tail, so
 // whatever the transaction sees, the file holds every event up to

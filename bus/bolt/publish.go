@@ -298,8 +298,8 @@ func (b *Bus) log(entries []*entry, heads map[int]bus.PartitionHead) (flushed bo
 		// The log's next generation starts at offset 0, where the next
 		// publish tries it again: a log that failed for a while (a full
 		// disk since cleared) costs a bbolt commit per publish only
-		// meanwhile. No back-off: a full disk fails a write at once, and a device whose
-		// syncs hang would hang bbolt's commit the same.
+		// meanwhile. No back-off: a full disk fails a write at once, and
+		// a device whose syncs hang would hang bbolt's commit the same.
 		if !b.w.failing {
 			b.opts.Logger.Warn("the embedded bus's log failed: publishes are committed to the data file directly (slower) until it works again",
 				"log", b.w.f.Name(), "err", err)

@@ -128,13 +128,8 @@ func (b *Bus) Refs(ctx context.Context, repo string) (bus.RefState, error) {
 			st.Epoch, st.Seq, st.Chain = h.Epoch, h.Last, h.Chain
 			return st, nil
 		}
-		if s.stopped != nil {
-			return bus.RefState{}, s.stopped
-		}
-		select { // a publish is between its commit and its return
-		case <-s.wake:
-		case <-ctx.Done():
-			return bus.RefState{}, ctx.Err()
+		if err := s.waitNewer(ctx); err != nil {
+			return bus.RefState{}, err
 		}
 	}
 }
@@ -251,13 +246,8 @@ func (b *Bus) Repos(ctx context.Context) ([]string, error) {
 			slices.Sort(out)
 			return out, nil
 		}
-		if s.stopped != nil {
-			return nil, s.stopped
-		}
-		select {
-		case <-s.wake:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := s.waitNewer(ctx); err != nil {
+			return nil, err
 		}
 	}
 }
